@@ -1,0 +1,51 @@
+//! The `tritium` command line: one module per group of subcommands. The front end
+//! only parses arguments and prints; the work lives in the library.
+
+mod inspect;
+mod progress;
+mod run;
+mod write;
+
+use clap::{Parser, Subcommand};
+
+const ABOUT: &str = "Run ternary (BitNet b1.58) Qwen2 / Qwen2.5 models.
+
+Models are Hugging Face folders (config.json + safetensors). Linear weights are
+base-3 packed ternary: U8 [out, in/4] with per-64 group scales in <name>.scales.
+
+Examples:
+  tritium synth --shape tiny --output /tmp/tiny          # a random packed model
+  tritium inspect --model /tmp/tiny                       # what is in it
+  tritium generate --model /tmp/tiny --ids 1,2,3 --max-tokens 8
+  tritium quantize --input Qwen2.5-0.5B --output q05b     # dense -> packed";
+
+#[derive(Parser, Debug)]
+#[command(name = "tritium", version, about = ABOUT, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Show a model's format, config, tensors and sizes.
+    Inspect(inspect::InspectArgs),
+    /// Turn a dense F32/F16/BF16 Qwen2 checkpoint into the packed ternary format.
+    Quantize(write::QuantizeArgs),
+    /// Write a random packed model of a Qwen2.5 shape (for benchmarks and tests).
+    Synth(write::SynthArgs),
+    /// Write the logits of every position of a token sequence to a .npy file.
+    Score(run::ScoreArgs),
+    /// Generate tokens after a prompt of token ids.
+    Generate(run::GenerateArgs),
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Inspect(args) => inspect::run(args),
+        Command::Quantize(args) => write::quantize(args),
+        Command::Synth(args) => write::synth(args),
+        Command::Score(args) => run::score(args),
+        Command::Generate(args) => run::generate(args),
+    }
+}

@@ -1,0 +1,177 @@
+//! `score` and `generate`: running a model on token ids.
+
+use std::io::{BufWriter, Write};
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, ValueEnum};
+
+use crate::model::Model;
+use crate::reference::Reference;
+use crate::sampling::{Sampler, SamplingParams};
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq)]
+pub enum Backend {
+    /// The plain f32 CPU reference (slow; the specification every other path is checked against).
+    Cpu,
+}
+
+/// Arguments shared by `score` and `generate`.
+#[derive(Args, Debug)]
+pub struct ModelArgs {
+    /// Model folder (config.json + model.safetensors or shards with an index).
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Prompt as comma-separated token ids, e.g. 151644,872,198.
+    #[arg(long, value_parser = parse_ids)]
+    pub ids: std::vec::Vec<u32>,
+    /// Where to run the model.
+    #[arg(long, value_enum, default_value_t = Backend::Cpu)]
+    pub backend: Backend,
+    /// Context length in tokens (default: the model's max_position_embeddings).
+    #[arg(long)]
+    pub ctx: Option<usize>,
+}
+
+#[derive(Args, Debug)]
+#[command(after_help = "Example: tritium score --model DIR --ids 1,2,3 --out logits.npy
+The .npy holds f32 logits of shape [n_ids, vocab]: row i scores the token after ids[..=i].")]
+pub struct ScoreArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Output .npy file.
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+#[derive(Args, Debug)]
+#[command(after_help = "Example: tritium generate --model DIR --ids 1,2,3 --max-tokens 16 --temperature 0 --print-ids
+Generation stops after --max-tokens or at the model's eos_token_id (which is then printed too).")]
+pub struct GenerateArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Most tokens to generate.
+    #[arg(long, default_value_t = 128)]
+    pub max_tokens: usize,
+    /// 0 picks the most likely token every step (greedy); higher values sample more freely.
+    #[arg(long, default_value_t = 0.0)]
+    pub temperature: f32,
+    /// Sample only among the k most likely tokens (0 = all).
+    #[arg(long, default_value_t = 0)]
+    pub top_k: usize,
+    /// Sample only among the most likely tokens whose probabilities add up to p.
+    #[arg(long, default_value_t = 1.0)]
+    pub top_p: f32,
+    /// Drop tokens less likely than min-p times the most likely one.
+    #[arg(long, default_value_t = 0.0)]
+    pub min_p: f32,
+    /// Penalize tokens already seen (1 = off; 1.1 is a common choice).
+    #[arg(long, default_value_t = 1.0)]
+    pub repeat_penalty: f32,
+    /// Seed for sampling: the same seed gives the same tokens.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Print the generated ids, comma-separated, as the last line of stdout (always done
+    /// when the output is ids only).
+    #[arg(long)]
+    pub print_ids: bool,
+}
+
+/// Parses `1,2,3` into token ids.
+pub fn parse_ids(text: &str) -> Result<Vec<u32>, String> {
+    let ids: Vec<u32> = text
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            s.parse::<u32>().map_err(|_| format!("{s:?} is not a token id (expected non-negative integers like 1,2,3)"))
+        })
+        .collect::<Result<_, _>>()?;
+    if ids.is_empty() {
+        return Err("no token ids given; pass them comma-separated, e.g. --ids 1,2,3".into());
+    }
+    Ok(ids)
+}
+
+/// Opens the model and checks the ids and the context before any compute.
+fn open(args: &ModelArgs, positions: usize) -> Result<(Model, usize)> {
+    let model = Model::open(&args.model).with_context(|| format!("loading the model in {}", args.model.display()))?;
+    let c = model.config();
+    if let Some(&bad) = args.ids.iter().find(|&&id| id as usize >= c.vocab_size) {
+        bail!("token id {bad} is out of range: the vocabulary has {} tokens (ids 0..{})", c.vocab_size, c.vocab_size);
+    }
+    let ctx = match args.ctx {
+        Some(0) => bail!("--ctx must be positive"),
+        Some(ctx) if ctx > c.max_position_embeddings => {
+            bail!("--ctx {ctx} is larger than the model's max_position_embeddings ({})", c.max_position_embeddings)
+        }
+        Some(ctx) => ctx,
+        None => c.max_position_embeddings,
+    };
+    if positions > ctx {
+        bail!(
+            "the prompt ({} tokens) and the generation need {positions} positions but the context holds {ctx}; shorten them or raise --ctx (at most max_position_embeddings = {})",
+            args.ids.len(),
+            c.max_position_embeddings
+        );
+    }
+    // The reference allocates its KV cache for exactly the positions it will use.
+    Ok((model, positions))
+}
+
+pub fn score(args: ScoreArgs) -> Result<()> {
+    let ids = &args.model.ids;
+    let (model, ctx) = open(&args.model, ids.len())?;
+    let vocab = model.config().vocab_size;
+    let mut reference = Reference::new(&model, ctx)?;
+    let mut logits = Vec::with_capacity(ids.len() * vocab);
+    for (pos, &id) in ids.iter().enumerate() {
+        logits.extend_from_slice(reference.forward(id, pos)?);
+    }
+    let file = std::fs::File::create(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
+    let mut out = BufWriter::new(file);
+    crate::npy::write_f32(&mut out, &[ids.len(), vocab], &logits)?;
+    out.flush()?;
+    eprintln!("wrote logits [{}, {vocab}] to {}", ids.len(), args.out.display());
+    Ok(())
+}
+
+pub fn generate(args: GenerateArgs) -> Result<()> {
+    let params = SamplingParams {
+        temperature: args.temperature,
+        top_k: args.top_k,
+        top_p: args.top_p,
+        min_p: args.min_p,
+        repetition_penalty: args.repeat_penalty,
+        seed: args.seed,
+    };
+    params.validate().map_err(anyhow::Error::msg)?;
+    if args.max_tokens == 0 {
+        bail!("--max-tokens must be at least 1");
+    }
+    let prompt = &args.model.ids;
+    let (model, ctx) = open(&args.model, prompt.len() + args.max_tokens)?;
+    let eos = model.config().eos_ids();
+    let mut reference = Reference::new(&model, ctx)?;
+    let mut sampler = Sampler::new(params);
+
+    let mut history = prompt.clone();
+    let mut logits = Vec::new();
+    for (pos, &id) in prompt.iter().enumerate() {
+        logits = reference.forward(id, pos)?.to_vec();
+    }
+    let mut generated = Vec::new();
+    while generated.len() < args.max_tokens {
+        let next = sampler.sample(&logits, &history);
+        generated.push(next);
+        history.push(next);
+        if eos.contains(&next) || generated.len() == args.max_tokens {
+            break;
+        }
+        logits = reference.forward(next, history.len() - 1)?.to_vec();
+    }
+    // Text output needs a tokenizer; until then the ids are the output, printed either way.
+    let line: Vec<String> = generated.iter().map(u32::to_string).collect();
+    println!("{}", line.join(","));
+    Ok(())
+}

@@ -1,0 +1,18 @@
+//! Tritium: ternary (BitNet b1.58) Qwen2 / Qwen2.5 models on any GPU through WebGPU.
+//!
+//! The pieces, in the order a newcomer should read them:
+//! - [`ternary`]: the base-3 packed weight format, in one place;
+//! - [`model`]: `config.json`, safetensors files, which tensor is which;
+//! - [`reference`]: the plain f32 CPU forward pass every other path is checked against;
+//! - [`sampling`]: choosing the next token;
+//! - [`quantize`] and [`synth`]: writing packed checkpoints.
+
+pub mod cli;
+pub mod model;
+pub mod npy;
+pub mod quantize;
+pub mod reference;
+pub mod rng;
+pub mod sampling;
+pub mod synth;
+pub mod ternary;

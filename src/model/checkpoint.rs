@@ -1,0 +1,198 @@
+//! A model folder on disk: `config.json` plus a single `model.safetensors` or the
+//! shards listed in `model.safetensors.index.json`, memory-mapped. Opening reads
+//! only the headers; tensor bytes are touched when asked for.
+
+use memmap2::Mmap;
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use super::config::Config;
+use super::safetensors::{self, DType, TensorEntry};
+use super::ModelError;
+
+pub const CONFIG_FILE: &str = "config.json";
+pub const SINGLE_FILE: &str = "model.safetensors";
+pub const INDEX_FILE: &str = "model.safetensors.index.json";
+
+/// One opened safetensors file.
+struct Shard {
+    path: PathBuf,
+    map: Mmap,
+}
+
+/// A tensor of the checkpoint and the shard holding it.
+#[derive(Debug, Clone)]
+pub struct TensorRef {
+    pub entry: TensorEntry,
+    pub shard: usize,
+}
+
+impl TensorRef {
+    pub fn name(&self) -> &str {
+        &self.entry.name
+    }
+    pub fn dtype(&self) -> &DType {
+        &self.entry.dtype
+    }
+    pub fn shape(&self) -> &[usize] {
+        &self.entry.shape
+    }
+}
+
+/// An opened model folder.
+pub struct Checkpoint {
+    pub dir: PathBuf,
+    pub config: Config,
+    shards: Vec<Shard>,
+    tensors: BTreeMap<String, TensorRef>,
+}
+
+#[derive(serde::Deserialize)]
+struct Index {
+    weight_map: BTreeMap<String, String>,
+}
+
+impl Checkpoint {
+    /// Opens `dir`, reads `config.json` and every safetensors header.
+    pub fn open(dir: &Path) -> Result<Self, ModelError> {
+        if !dir.is_dir() {
+            return Err(ModelError::NotAModelFolder(format!(
+                "{} is not a folder; pass the folder holding config.json and model.safetensors",
+                dir.display()
+            )));
+        }
+        let config_path = dir.join(CONFIG_FILE);
+        if !config_path.exists() {
+            return Err(ModelError::NotAModelFolder(format!("{} has no {CONFIG_FILE}", dir.display())));
+        }
+        let config = Config::from_file(&config_path)?;
+        let (files, weight_map) = shard_files(dir)?;
+
+        let mut shards = Vec::new();
+        let mut tensors = BTreeMap::new();
+        for file in &files {
+            let path = dir.join(file);
+            let (map, entries) = open_shard(&path)?;
+            let shard = shards.len();
+            for entry in entries {
+                if let Some(previous) = tensors.get(&entry.name) {
+                    let previous: &TensorRef = previous;
+                    return Err(ModelError::Checkpoint(format!(
+                        "tensor {} appears in both {} and {}",
+                        entry.name, files[previous.shard], file
+                    )));
+                }
+                tensors.insert(entry.name.clone(), TensorRef { entry, shard });
+            }
+            shards.push(Shard { path, map });
+        }
+        // The index must agree with what the shards hold.
+        for (name, file) in &weight_map {
+            match tensors.get(name) {
+                None => {
+                    return Err(ModelError::MissingTensor {
+                        name: name.clone(),
+                        context: format!("{INDEX_FILE} lists it in {file}, which does not contain it"),
+                    })
+                }
+                Some(t) if files[t.shard] != *file => {
+                    return Err(ModelError::Checkpoint(format!(
+                        "{INDEX_FILE} puts {name} in {file} but it is in {}",
+                        files[t.shard]
+                    )))
+                }
+                Some(_) => {}
+            }
+        }
+        Ok(Checkpoint { dir: dir.to_path_buf(), config, shards, tensors })
+    }
+
+    pub fn get(&self, name: &str) -> Option<&TensorRef> {
+        self.tensors.get(name)
+    }
+
+    /// All tensors, sorted by name.
+    pub fn tensors(&self) -> impl Iterator<Item = &TensorRef> {
+        self.tensors.values()
+    }
+
+    /// Names of the files holding the weights.
+    pub fn shard_paths(&self) -> impl Iterator<Item = &Path> {
+        self.shards.iter().map(|s| s.path.as_path())
+    }
+
+    /// The raw little-endian bytes of a tensor, straight from the mapped file.
+    pub fn bytes(&self, tensor: &TensorRef) -> &[u8] {
+        let start = tensor.entry.offset as usize;
+        &self.shards[tensor.shard].map[start..start + tensor.entry.len as usize]
+    }
+
+    /// Total bytes of tensor data.
+    pub fn total_bytes(&self) -> u64 {
+        self.tensors.values().map(|t| t.entry.len).sum()
+    }
+}
+
+/// The safetensors files of a folder, and the index's tensor → file map if sharded.
+fn shard_files(dir: &Path) -> Result<(Vec<String>, BTreeMap<String, String>), ModelError> {
+    let index_path = dir.join(INDEX_FILE);
+    if index_path.exists() {
+        let text = std::fs::read_to_string(&index_path).map_err(|e| ModelError::io(&index_path, e))?;
+        let index: Index = serde_json::from_str(&text)
+            .map_err(|e| ModelError::Checkpoint(format!("{}: not a valid index: {e}", index_path.display())))?;
+        let mut files: Vec<String> = index.weight_map.values().cloned().collect();
+        files.sort();
+        files.dedup();
+        for file in &files {
+            if file.contains('/') || file.contains('\\') || file.starts_with('.') {
+                return Err(ModelError::Checkpoint(format!("{INDEX_FILE} names a file outside the folder: {file}")));
+            }
+        }
+        return Ok((files, index.weight_map));
+    }
+    if dir.join(SINGLE_FILE).exists() {
+        return Ok((vec![SINGLE_FILE.to_string()], BTreeMap::new()));
+    }
+    Err(ModelError::NotAModelFolder(format!("{} has neither {SINGLE_FILE} nor {INDEX_FILE}", dir.display())))
+}
+
+fn open_shard(path: &Path) -> Result<(Mmap, Vec<TensorEntry>), ModelError> {
+    let file = File::open(path).map_err(|e| ModelError::io(path, e))?;
+    // SAFETY: the map is read-only; a model file changed underneath a running
+    // process is outside what any loader can defend against.
+    let map = unsafe { Mmap::map(&file) }.map_err(|e| ModelError::io(path, e))?;
+    let bad = |msg: String| ModelError::Safetensors { file: path.to_path_buf(), msg };
+    let file_len = map.len() as u64;
+    let n = safetensors::header_len(&map, file_len).map_err(bad)?;
+    let entries = safetensors::parse_header(&map[8..8 + n as usize], file_len).map_err(bad)?;
+    Ok((map, entries))
+}
+
+/// The Hugging Face name of shard `i` (from 0) of `n`.
+pub fn shard_file_name(i: usize, n: usize) -> String {
+    format!("model-{:05}-of-{:05}.safetensors", i + 1, n)
+}
+
+/// Groups items, in order, into shards of at most `max_bytes` (an item larger than
+/// that gets a shard of its own).
+pub fn split_into_shards<T>(items: &[T], bytes: impl Fn(&T) -> u64, max_bytes: u64) -> Vec<Vec<&T>> {
+    let mut shards: Vec<Vec<&T>> = vec![Vec::new()];
+    let mut size = 0u64;
+    for item in items {
+        let current = shards.last_mut().expect("never empty");
+        if !current.is_empty() && size + bytes(item) > max_bytes {
+            shards.push(Vec::new());
+            size = 0;
+        }
+        shards.last_mut().expect("never empty").push(item);
+        size += bytes(item);
+    }
+    shards
+}
+
+/// Writes `model.safetensors.index.json` mapping each tensor to its shard.
+pub fn write_index(dir: &Path, total_size: u64, weight_map: &BTreeMap<String, String>) -> std::io::Result<()> {
+    let index = serde_json::json!({"metadata": {"total_size": total_size}, "weight_map": weight_map});
+    std::fs::write(dir.join(INDEX_FILE), serde_json::to_string_pretty(&index)?)
+}
