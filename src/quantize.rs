@@ -55,7 +55,7 @@ pub fn quantization_config(group_size: usize) -> serde_json::Value {
 /// Quantizes the model in `input` into `output`; `progress` gets bytes done and total.
 pub fn quantize(input: &Path, output: &Path, opts: &QuantizeOptions, progress: &mut dyn FnMut(u64, u64)) -> Result<()> {
     let g = opts.group_size;
-    if g == 0 || g % TRITS_PER_BYTE != 0 {
+    if g == 0 || !g.is_multiple_of(TRITS_PER_BYTE) {
         bail!("--group-size must be a positive multiple of 4, got {g}");
     }
     let ckpt = Checkpoint::open(input).with_context(|| format!("reading the input model {}", input.display()))?;

@@ -70,7 +70,7 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         other => return Err(format!("unknown size unit {other:?} in {text:?}; use B, KB, MB, GB, KiB, MiB or GiB")),
     };
     let bytes = value * scale as f64;
-    if !(bytes >= 1.0) {
+    if bytes.is_nan() || bytes < 1.0 {
         return Err(format!("size {text:?} must be at least one byte"));
     }
     Ok(bytes as u64)

@@ -142,20 +142,20 @@ impl Config {
                 return bad(format!("{name} must be positive, got 0"));
             }
         }
-        if self.hidden_size % self.num_attention_heads != 0 {
+        if !self.hidden_size.is_multiple_of(self.num_attention_heads) {
             return bad(format!(
                 "num_attention_heads ({}) does not divide hidden_size ({})",
                 self.num_attention_heads, self.hidden_size
             ));
         }
-        if self.num_attention_heads % self.num_kv_heads() != 0 {
+        if !self.num_attention_heads.is_multiple_of(self.num_kv_heads()) {
             return bad(format!(
                 "num_key_value_heads ({}) does not divide num_attention_heads ({})",
                 self.num_kv_heads(),
                 self.num_attention_heads
             ));
         }
-        if self.head_dim() % 2 != 0 {
+        if !self.head_dim().is_multiple_of(2) {
             return bad(format!("head dimension {} must be even for rotary embeddings", self.head_dim()));
         }
         if let Some(head_dim) = self.head_dim {
@@ -166,10 +166,10 @@ impl Config {
                 ));
             }
         }
-        if !(self.rms_norm_eps > 0.0) {
+        if self.rms_norm_eps.is_nan() || self.rms_norm_eps <= 0.0 {
             return bad(format!("rms_norm_eps must be positive, got {}", self.rms_norm_eps));
         }
-        if !(self.rope_theta() > 0.0) {
+        if self.rope_theta().is_nan() || self.rope_theta() <= 0.0 {
             return bad(format!("rope_theta must be positive, got {}", self.rope_theta()));
         }
         let rope_type = self.rope_parameters.as_ref().and_then(|p| p.rope_type.as_deref());

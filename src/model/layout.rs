@@ -191,7 +191,7 @@ impl Finder<'_> {
     }
 
     fn packed_storage(&self, name: &str, t: &TensorRef, rows: usize, cols: usize) -> Result<Storage, ModelError> {
-        if cols % TRITS_PER_BYTE != 0 || t.shape() != [rows, cols / TRITS_PER_BYTE] {
+        if !cols.is_multiple_of(TRITS_PER_BYTE) || t.shape() != [rows, cols / TRITS_PER_BYTE] {
             return Err(Self::shape_error(
                 name,
                 format!("[{rows}, {}] (U8, four trits per byte of a [{rows}, {cols}] matrix)", cols / TRITS_PER_BYTE),
@@ -211,7 +211,9 @@ impl Finder<'_> {
             });
         }
         let groups = match s.shape() {
-            [r, g] if *r == rows && *g > 0 && cols % g == 0 && (cols / g) % TRITS_PER_BYTE == 0 => *g,
+            [r, g] if *r == rows && *g > 0 && cols.is_multiple_of(*g) && (cols / g).is_multiple_of(TRITS_PER_BYTE) => {
+                *g
+            }
             got => {
                 let expected = match self.ckpt.config.declared_group_size() {
                     Some(gs) => format!("[{rows}, {}] (group size {gs})", cols / gs.max(1)),

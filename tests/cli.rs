@@ -1,0 +1,74 @@
+//! `synth` and `inspect` end to end.
+
+mod common;
+use common::*;
+
+use tritium::model::Model;
+
+#[test]
+fn synth_writes_a_valid_reproducible_packed_model() {
+    let a = tempfile::tempdir().unwrap();
+    let b = tempfile::tempdir().unwrap();
+    for dir in [&a, &b] {
+        tritium_ok(&[
+            "synth",
+            "--shape",
+            "tiny",
+            "--output",
+            dir.path().to_str().unwrap(),
+            "--seed",
+            "7",
+            "--max-shard-size",
+            "40KB",
+        ]);
+    }
+    let model = Model::open(a.path()).unwrap();
+    let shape = tritium::synth::shape_by_name("tiny").unwrap();
+    assert_eq!(model.config().hidden_size, shape.hidden);
+    assert!(model.layout.matrices().iter().all(|m| m.is_packed()), "synth packs every matrix");
+    assert!(model.checkpoint.shard_paths().count() > 1);
+    for shard in model.checkpoint.shard_paths() {
+        let name = shard.file_name().unwrap();
+        assert_eq!(std::fs::read(shard).unwrap(), std::fs::read(b.path().join(name)).unwrap(), "same seed, same bytes");
+    }
+    // Runs, and the activations stay finite through every layer.
+    let npy = a.path().join("l.npy");
+    tritium_ok(&["score", "--model", a.path().to_str().unwrap(), "--ids", "1,2,3,4", "--out", npy.to_str().unwrap()]);
+    let (shape, logits) = read_npy(&npy);
+    assert_eq!(shape, vec![4, 512]);
+    assert!(logits.iter().all(|v| v.is_finite()));
+}
+
+#[test]
+fn inspect_reports_format_norms_and_tensors() {
+    let run = tritium_ok(&["inspect", "--model", fixture("mha-untied-bf16-rmsnorm").to_str().unwrap(), "--json"]);
+    let info: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(info["linear_norms"], 14, "seven per-linear norms in each of two layers");
+    assert_eq!(info["files"].as_array().unwrap().len(), 2);
+    assert_eq!(info["tied_embeddings"], false);
+    let q = info["tensors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "model.layers.0.self_attn.q_proj.weight")
+        .unwrap();
+    assert_eq!(q["kind"], "packed ternary");
+    assert_eq!(q["shape"], serde_json::json!([128, 32]));
+
+    let run = tritium_ok(&["inspect", "--model", fixture("mqa-packed-norm").to_str().unwrap()]);
+    assert!(run.stdout.contains("embeddings packed too"), "{}", run.stdout);
+    assert!(run.stdout.contains("lin. norms 21 (named <proj>.norm.weight)"), "{}", run.stdout);
+    let run = tritium_ok(&["inspect", "--model", fixture("dense-f32").to_str().unwrap()]);
+    assert!(run.stdout.contains("dense (F32/F16/BF16)"), "{}", run.stdout);
+    assert!(run.stdout.contains("lin. norms none"), "{}", run.stdout);
+}
+
+#[test]
+fn help_teaches() {
+    let run = tritium_ok(&["--help"]);
+    for word in ["synth", "inspect", "quantize", "score", "generate", "Examples"] {
+        assert!(run.stdout.contains(word), "--help lacks {word}");
+    }
+    let run = tritium_ok(&["quantize", "--help"]);
+    assert!(run.stdout.contains("--group-size") && run.stdout.contains("quantization_config"));
+}
