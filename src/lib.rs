@@ -4,10 +4,15 @@
 //! - [`ternary`]: the base-3 packed weight format, in one place;
 //! - [`model`]: `config.json`, safetensors files, which tensor is which;
 //! - [`reference`]: the plain f32 CPU forward pass every other path is checked against;
+//! - [`gpu`] and [`engine`]: the same forward pass as WGSL kernels on wgpu;
+//! - [`backend`]: scoring and generation over either of them;
 //! - [`sampling`]: choosing the next token;
 //! - [`quantize`] and [`synth`]: writing packed checkpoints.
 
+pub mod backend;
 pub mod cli;
+pub mod engine;
+pub mod gpu;
 pub mod model;
 pub mod npy;
 pub mod quantize;

@@ -16,21 +16,9 @@
 //! x = x + Wd · norm_d(silu(Wg · norm_g(h)) * (Wu · norm_u(h)))
 //! ```
 
+use crate::backend::{Backend, RunError};
 use crate::model::tensors::{read_vector, verify_packed, MatrixRows};
 use crate::model::{Linear, Model, ModelError};
-
-/// Why a forward step could not run.
-#[derive(Debug, thiserror::Error)]
-pub enum RunError {
-    #[error(transparent)]
-    Model(#[from] ModelError),
-    #[error("token id {id} is out of range: the vocabulary has {vocab} tokens (ids 0..{vocab})")]
-    TokenOutOfRange { id: u32, vocab: usize },
-    #[error(
-        "position {pos} is past the context of {ctx} tokens; shorten the prompt or the generation, or raise --ctx"
-    )]
-    ContextFull { pos: usize, ctx: usize },
-}
 
 /// A projection ready to multiply: weight rows, f32 bias, f32 per-linear norm.
 struct Projection<'a> {
@@ -159,14 +147,18 @@ impl<'a> Reference<'a> {
             state,
         })
     }
+}
 
-    pub fn context_len(&self) -> usize {
+impl Backend for Reference<'_> {
+    fn vocab_size(&self) -> usize {
+        self.model.config().vocab_size
+    }
+
+    fn context_len(&self) -> usize {
         self.ctx
     }
 
-    /// Runs `token` at position `pos` (positions must arrive in order from 0) and
-    /// returns the logits of the next token.
-    pub fn forward(&mut self, token: u32, pos: usize) -> Result<&[f32], RunError> {
+    fn forward(&mut self, token: u32, pos: usize) -> Result<&[f32], RunError> {
         let c = self.model.config();
         let vocab = c.vocab_size;
         if token as usize >= vocab {

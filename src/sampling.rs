@@ -67,6 +67,11 @@ impl Sampler {
         Sampler { params, rng }
     }
 
+    /// Greedy choice: the argmax of the raw logits, which the GPU can do alone.
+    pub fn is_greedy(&self) -> bool {
+        self.params.temperature == 0.0 && self.params.repetition_penalty == 1.0
+    }
+
     pub fn params(&self) -> &SamplingParams {
         &self.params
     }

@@ -1,6 +1,7 @@
 //! The `tritium` command line: one module per group of subcommands. The front end
 //! only parses arguments and prints; the work lives in the library.
 
+mod adapters;
 mod inspect;
 mod progress;
 mod run;
@@ -38,6 +39,8 @@ pub enum Command {
     Score(run::ScoreArgs),
     /// Generate tokens after a prompt of token ids.
     Generate(run::GenerateArgs),
+    /// List the GPU adapters with their backend, limits and features.
+    Adapters,
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
@@ -47,5 +50,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Synth(args) => write::synth(args),
         Command::Score(args) => run::score(args),
         Command::Generate(args) => run::generate(args),
+        Command::Adapters => adapters::run(),
     }
 }

@@ -2,17 +2,24 @@
 
 use std::io::{BufWriter, Write};
 use std::path::PathBuf;
+use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 
+use super::progress::bytes_bar;
+use crate::backend;
+use crate::engine::{Engine, EngineOptions};
+use crate::gpu::{AdapterChoice, DeviceOptions, GpuContext};
 use crate::model::Model;
 use crate::reference::Reference;
 use crate::sampling::{Sampler, SamplingParams};
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq)]
 pub enum Backend {
-    /// The plain f32 CPU reference (slow; the specification every other path is checked against).
+    /// The GPU through wgpu (Vulkan, Metal, DX12 or GL).
+    Gpu,
+    /// The plain f32 CPU reference (slow; the specification the GPU is checked against).
     Cpu,
 }
 
@@ -26,9 +33,12 @@ pub struct ModelArgs {
     #[arg(long, value_parser = parse_ids)]
     pub ids: std::vec::Vec<u32>,
     /// Where to run the model.
-    #[arg(long, value_enum, default_value_t = Backend::Cpu)]
+    #[arg(long, value_enum, default_value_t = Backend::Gpu)]
     pub backend: Backend,
-    /// Context length in tokens (default: the model's max_position_embeddings).
+    /// GPU adapter: an index or part of a name from `tritium adapters` (default: the high-performance one).
+    #[arg(long)]
+    pub adapter: Option<String>,
+    /// Context length in tokens (default: max_position_embeddings, capped so the KV cache stays under 4 GiB).
     #[arg(long)]
     pub ctx: Option<usize>,
 }
@@ -115,19 +125,55 @@ fn open(args: &ModelArgs, positions: usize) -> Result<(Model, usize)> {
             c.max_position_embeddings
         );
     }
-    // The reference allocates its KV cache for exactly the positions it will use.
-    Ok((model, positions))
+    Ok((model, ctx))
+}
+
+/// Opens the GPU device the arguments ask for.
+pub fn open_gpu(adapter: Option<&str>) -> Result<GpuContext> {
+    let options =
+        DeviceOptions { adapter: adapter.map(AdapterChoice::parse).unwrap_or_default(), ..Default::default() };
+    Ok(pollster::block_on(GpuContext::new(&options))?)
+}
+
+/// Runs `body` on the backend the arguments ask for; the KV cache holds `positions`.
+fn with_backend<T>(
+    args: &ModelArgs,
+    positions: usize,
+    body: impl FnOnce(&mut dyn backend::Backend, &Model) -> Result<T>,
+) -> Result<T> {
+    let (model, ctx) = open(args, positions)?;
+    // Size the cache for what this run needs, within the context checked above.
+    let ctx = if args.ctx.is_some() { ctx } else { positions.min(ctx) };
+    match args.backend {
+        Backend::Cpu => {
+            let mut reference = Reference::new(&model, ctx)?;
+            body(&mut reference, &model)
+        }
+        Backend::Gpu => {
+            let gpu = open_gpu(args.adapter.as_deref())?;
+            let started = Instant::now();
+            let (bar, mut progress) = bytes_bar("loading");
+            let options = EngineOptions { ctx: Some(ctx), ..Default::default() };
+            let mut engine =
+                Engine::load(&gpu, model.config(), &model.layout, &model.checkpoint, &options, &mut progress)
+                    .with_context(|| format!("loading the model onto {}", gpu.describe()))?;
+            bar.finish_and_clear();
+            eprintln!(
+                "loaded {} onto {} in {:.2} s ({:.1} MB on the GPU)",
+                args.model.display(),
+                gpu.describe(),
+                started.elapsed().as_secs_f64(),
+                engine.memory_plan().total() as f64 / 1e6
+            );
+            body(&mut engine, &model)
+        }
+    }
 }
 
 pub fn score(args: ScoreArgs) -> Result<()> {
-    let ids = &args.model.ids;
-    let (model, ctx) = open(&args.model, ids.len())?;
-    let vocab = model.config().vocab_size;
-    let mut reference = Reference::new(&model, ctx)?;
-    let mut logits = Vec::with_capacity(ids.len() * vocab);
-    for (pos, &id) in ids.iter().enumerate() {
-        logits.extend_from_slice(reference.forward(id, pos)?);
-    }
+    let ids = args.model.ids.clone();
+    let logits = with_backend(&args.model, ids.len(), |backend, _| Ok(backend::score(backend, &ids)?))?;
+    let vocab = logits.len() / ids.len();
     let file = std::fs::File::create(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
     let mut out = BufWriter::new(file);
     crate::npy::write_f32(&mut out, &[ids.len(), vocab], &logits)?;
@@ -149,27 +195,13 @@ pub fn generate(args: GenerateArgs) -> Result<()> {
     if args.max_tokens == 0 {
         bail!("--max-tokens must be at least 1");
     }
-    let prompt = &args.model.ids;
-    let (model, ctx) = open(&args.model, prompt.len() + args.max_tokens)?;
-    let eos = model.config().eos_ids();
-    let mut reference = Reference::new(&model, ctx)?;
-    let mut sampler = Sampler::new(params);
-
-    let mut history = prompt.clone();
-    let mut logits = Vec::new();
-    for (pos, &id) in prompt.iter().enumerate() {
-        logits = reference.forward(id, pos)?.to_vec();
-    }
-    let mut generated = Vec::new();
-    while generated.len() < args.max_tokens {
-        let next = sampler.sample(&logits, &history);
-        generated.push(next);
-        history.push(next);
-        if eos.contains(&next) || generated.len() == args.max_tokens {
-            break;
-        }
-        logits = reference.forward(next, history.len() - 1)?.to_vec();
-    }
+    let prompt = args.model.ids.clone();
+    let generated = with_backend(&args.model, prompt.len() + args.max_tokens, |backend, model| {
+        let mut sampler = Sampler::new(params);
+        let eos = model.config().eos_ids();
+        let (ids, _) = backend::generate(backend, &prompt, args.max_tokens, &eos, &mut sampler, &mut |_| true)?;
+        Ok(ids)
+    })?;
     // Text output needs a tokenizer; until then the ids are the output, printed either way.
     let line: Vec<String> = generated.iter().map(u32::to_string).collect();
     println!("{}", line.join(","));

@@ -1,0 +1,58 @@
+// Rotary position embedding (Qwen2's rotate-half layout) on q and k, and the
+// append of this position's k and v to the layer's KV cache.
+//
+// For each head and i < head_dim/2, with (cos, sin) = rope_table[pos, i]:
+//   (a, b) = (h[i], h[i + half])  ->  (a cos - b sin, b cos + a sin)
+// q is rotated in place; k is rotated into k_cache[pos]; v is copied to v_cache[pos].
+// The table is computed on the CPU, as the reference does, because GPU sin/cos
+// lose precision on large angles.
+//
+// Dispatch: ceil((heads + kv_heads) * head_dim/2 / 64) workgroups of 64.
+
+struct Params {
+    heads: u32,
+    kv_heads: u32,
+    head_dim: u32,
+    _pad: u32,
+}
+
+struct Step {
+    token: u32,
+    pos: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<uniform> step: Step;
+@group(0) @binding(2) var<storage, read_write> q: array<f32>;        // [heads, head_dim]
+@group(0) @binding(3) var<storage, read> k: array<f32>;              // [kv_heads, head_dim]
+@group(0) @binding(4) var<storage, read> v: array<f32>;              // [kv_heads, head_dim]
+@group(0) @binding(5) var<storage, read> rope_table: array<vec2<f32>>; // [ctx, head_dim/2] (cos, sin)
+@group(0) @binding(6) var<storage, read_write> k_cache: array<f32>;  // [ctx, kv_heads, head_dim]
+@group(0) @binding(7) var<storage, read_write> v_cache: array<f32>;  // [ctx, kv_heads, head_dim]
+
+@compute @workgroup_size(64)
+fn rope(@builtin(global_invocation_id) id: vec3<u32>) {
+    let half = p.head_dim / 2u;
+    let head = id.x / half;
+    let i = id.x % half;
+    if (head >= p.heads + p.kv_heads) {
+        return;
+    }
+    let cs = rope_table[step.pos * half + i];
+    if (head < p.heads) {
+        let at = head * p.head_dim + i;
+        let a = q[at];
+        let b = q[at + half];
+        q[at] = a * cs.x - b * cs.y;
+        q[at + half] = b * cs.x + a * cs.y;
+    } else {
+        let at = (head - p.heads) * p.head_dim + i;
+        let slot = step.pos * p.kv_heads * p.head_dim + at;
+        let a = k[at];
+        let b = k[at + half];
+        k_cache[slot] = a * cs.x - b * cs.y;
+        k_cache[slot + half] = b * cs.x + a * cs.y;
+        v_cache[slot] = v[at];
+        v_cache[slot + half] = v[at + half];
+    }
+}

@@ -1,0 +1,24 @@
+// SwiGLU: gate[i] = silu(gate[i]) * up[i], in place.
+//
+// Dispatch: ceil(n / 64) workgroups of 64.
+
+struct Params {
+    n: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read_write> gate: array<f32>; // [intermediate]
+@group(0) @binding(2) var<storage, read> up: array<f32>;         // [intermediate]
+
+@compute @workgroup_size(64)
+fn swiglu(@builtin(global_invocation_id) id: vec3<u32>) {
+    let i = id.x;
+    if (i >= p.n) {
+        return;
+    }
+    let g = gate[i];
+    gate[i] = g / (1.0 + exp(-g)) * up[i];
+}

@@ -1,0 +1,143 @@
+//! The Qwen2 forward pass on the GPU, in the order it runs: one token's whole
+//! work as a list of dispatches, recorded once at load and replayed every step
+//! (only the `{token, pos}` uniform changes). Compare with `reference.rs`.
+
+use crate::gpu::kernels::Dispatch;
+use crate::gpu::weights::GpuMatrix;
+use crate::gpu::GpuError;
+use crate::model::Config;
+
+use super::ops::{InputNorms, Ops};
+
+/// A projection on the GPU: weight, optional bias, optional per-linear norm.
+pub struct GpuLinear {
+    pub weight: GpuMatrix,
+    pub bias: Option<wgpu::Buffer>,
+    pub norm: Option<wgpu::Buffer>,
+}
+
+pub struct GpuLayer {
+    pub input_layernorm: wgpu::Buffer, // [hidden] f32
+    pub q_proj: GpuLinear,             // [heads * head_dim, hidden]
+    pub k_proj: GpuLinear,             // [kv_dim, hidden]
+    pub v_proj: GpuLinear,             // [kv_dim, hidden]
+    pub o_proj: GpuLinear,             // [hidden, heads * head_dim]
+    pub post_attention_layernorm: wgpu::Buffer,
+    pub gate_proj: GpuLinear, // [intermediate, hidden]
+    pub up_proj: GpuLinear,   // [intermediate, hidden]
+    pub down_proj: GpuLinear, // [hidden, intermediate]
+    /// This layer's KV cache: `[ctx, kv_heads, head_dim]` f32 each.
+    pub k_cache: wgpu::Buffer,
+    pub v_cache: wgpu::Buffer,
+}
+
+pub struct GpuWeights {
+    pub embed_tokens: GpuMatrix, // [vocab, hidden]
+    pub layers: Vec<GpuLayer>,
+    pub norm: wgpu::Buffer,         // [hidden]
+    pub lm_head: Option<GpuMatrix>, // [vocab, hidden]; None when tied to the embedding
+}
+
+impl GpuWeights {
+    pub fn lm_head(&self) -> &GpuMatrix {
+        self.lm_head.as_ref().unwrap_or(&self.embed_tokens)
+    }
+}
+
+/// Activation buffers, allocated once (f32).
+pub struct Activations {
+    pub x: wgpu::Buffer,      // [hidden] residual stream
+    pub q: wgpu::Buffer,      // [heads * head_dim]
+    pub k: wgpu::Buffer,      // [kv_dim]
+    pub v: wgpu::Buffer,      // [kv_dim]
+    pub attn: wgpu::Buffer,   // [heads * head_dim]
+    pub gate: wgpu::Buffer,   // [intermediate], SwiGLU output in place
+    pub up: wgpu::Buffer,     // [intermediate]
+    pub scores: wgpu::Buffer, // [heads, ctx] attention scratch
+    pub logits: wgpu::Buffer, // [vocab]
+    pub token: wgpu::Buffer,  // [1] u32 argmax
+    /// `[2]` inverse RMS values for each place a norm is fused into a GEMV.
+    pub stats_attn: wgpu::Buffer,
+    pub stats_o: wgpu::Buffer,
+    pub stats_mlp: wgpu::Buffer,
+    pub stats_down: wgpu::Buffer,
+    pub stats_final: wgpu::Buffer,
+    /// `[ctx, head_dim/2]` (cos, sin) pairs.
+    pub rope_table: wgpu::Buffer,
+}
+
+/// Records one token: embedding, every layer, final norm, LM head, argmax.
+pub fn token_graph(
+    ops: &mut Ops,
+    c: &Config,
+    ctx_len: usize,
+    w: &GpuWeights,
+    a: &Activations,
+) -> Result<Vec<Dispatch>, GpuError> {
+    let eps = c.rms_norm_eps as f32;
+    let (hidden, inter) = (c.hidden_size, c.intermediate_size);
+    let (heads, kv_heads, head_dim) = (c.num_attention_heads, c.num_kv_heads(), c.head_dim());
+    let mut graph = Vec::new();
+
+    // Embedding lookup of the step's token.
+    graph.extend(ops.embed(&w.embed_tokens, &a.x)?);
+
+    for layer in &w.layers {
+        // Attention block. One statistics pass over x serves input_layernorm and
+        // any per-linear norms of q/k/v (they all normalize the same h).
+        let qkv_norms = [&layer.q_proj, &layer.k_proj, &layer.v_proj].iter().any(|l| l.norm.is_some());
+        graph.push(ops.norm_stats(&a.x, hidden, qkv_norms.then_some(&layer.input_layernorm), eps, &a.stats_attn)?);
+        for (proj, out) in [(&layer.q_proj, &a.q), (&layer.k_proj, &a.k), (&layer.v_proj, &a.v)] {
+            let norms =
+                InputNorms { stats: &a.stats_attn, norm1: Some(&layer.input_layernorm), norm2: proj.norm.as_ref() };
+            graph.extend(ops.gemv(&proj.weight, &a.x, norms, proj.bias.as_ref(), false, out)?);
+        }
+
+        // RoPE on q and k; k and v go into the cache at this position.
+        let cache = (&layer.k_cache, &layer.v_cache);
+        graph.push(ops.rope(heads, kv_heads, head_dim, &a.q, &a.k, &a.v, &a.rope_table, cache)?);
+
+        // Causal grouped-query attention over the cache.
+        graph.push(ops.attention(heads, kv_heads, head_dim, ctx_len, &a.q, cache, &a.scores, &a.attn)?);
+
+        // Output projection (with its optional norm) added to the residual stream.
+        let o = &layer.o_proj;
+        if o.norm.is_some() {
+            graph.push(ops.norm_stats(&a.attn, heads * head_dim, None, eps, &a.stats_o)?);
+        }
+        let norms = InputNorms { stats: &a.stats_o, norm1: o.norm.as_ref(), norm2: None };
+        graph.extend(ops.gemv(&o.weight, &a.attn, norms, o.bias.as_ref(), true, &a.x)?);
+
+        // MLP block: post-attention norm fused into gate and up, SwiGLU, down + residual.
+        let mlp_norms = layer.gate_proj.norm.is_some() || layer.up_proj.norm.is_some();
+        graph.push(ops.norm_stats(
+            &a.x,
+            hidden,
+            mlp_norms.then_some(&layer.post_attention_layernorm),
+            eps,
+            &a.stats_mlp,
+        )?);
+        for (proj, out) in [(&layer.gate_proj, &a.gate), (&layer.up_proj, &a.up)] {
+            let norms = InputNorms {
+                stats: &a.stats_mlp,
+                norm1: Some(&layer.post_attention_layernorm),
+                norm2: proj.norm.as_ref(),
+            };
+            graph.extend(ops.gemv(&proj.weight, &a.x, norms, proj.bias.as_ref(), false, out)?);
+        }
+        graph.push(ops.swiglu(inter, &a.gate, &a.up)?);
+        let d = &layer.down_proj;
+        if d.norm.is_some() {
+            graph.push(ops.norm_stats(&a.gate, inter, None, eps, &a.stats_down)?);
+        }
+        let norms = InputNorms { stats: &a.stats_down, norm1: d.norm.as_ref(), norm2: None };
+        graph.extend(ops.gemv(&d.weight, &a.gate, norms, d.bias.as_ref(), true, &a.x)?);
+    }
+
+    // Final norm fused into the LM head, then greedy choice on the GPU.
+    graph.push(ops.norm_stats(&a.x, hidden, None, eps, &a.stats_final)?);
+    let norms = InputNorms { stats: &a.stats_final, norm1: Some(&w.norm), norm2: None };
+    graph.extend(ops.gemv(w.lm_head(), &a.x, norms, None, false, &a.logits)?);
+    graph.push(ops.argmax(c.vocab_size, &a.logits, &a.token)?);
+    Ok(graph)
+}

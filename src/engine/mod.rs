@@ -1,0 +1,275 @@
+//! The GPU inference engine: loads a model onto a device and runs it one token
+//! at a time. Front ends (CLI, window, browser) use only this API.
+
+pub mod forward;
+pub mod ops;
+
+use crate::backend::{Backend, RunError};
+use crate::gpu::kernels::{Dispatch, Kernels};
+use crate::gpu::weights::{matrix_bytes, Uploader, WeightSource};
+use crate::gpu::{GpuContext, GpuError};
+use crate::model::{Config, Layout, Linear};
+
+use forward::{token_graph, Activations, GpuLayer, GpuLinear, GpuWeights};
+use ops::Ops;
+
+/// Default cap on the KV cache when `--ctx` is not given: the context is the
+/// model's `max_position_embeddings` or whatever fits in this many bytes.
+pub const DEFAULT_KV_BUDGET: u64 = 4 << 30;
+
+#[derive(Debug, Clone, Default)]
+pub struct EngineOptions {
+    /// Context length; `None` picks `max_position_embeddings` capped by [`DEFAULT_KV_BUDGET`].
+    pub ctx: Option<usize>,
+    /// Split tensors at this binding size even when the device allows more (tests).
+    pub max_binding_bytes: Option<u64>,
+}
+
+/// What the model needs on the GPU, computed before anything is uploaded.
+#[derive(Debug, Clone)]
+pub struct MemoryPlan {
+    pub weight_bytes: u64,
+    pub kv_cache_bytes: u64,
+    pub scratch_bytes: u64,
+    pub ctx: usize,
+}
+
+impl MemoryPlan {
+    pub fn total(&self) -> u64 {
+        self.weight_bytes + self.kv_cache_bytes + self.scratch_bytes
+    }
+
+    pub fn new(layout: &Layout, c: &Config, requested_ctx: Option<usize>) -> Result<Self, GpuError> {
+        let f32s = |n: usize| (n * 4) as u64;
+        let kv_per_position = 2 * c.num_hidden_layers as u64 * f32s(c.kv_dim());
+        let ctx = match requested_ctx {
+            Some(0) => return Err(GpuError::Limits("the context length must be positive".into())),
+            Some(n) if n > c.max_position_embeddings => {
+                return Err(GpuError::Limits(format!(
+                    "context {n} is larger than the model's max_position_embeddings ({})",
+                    c.max_position_embeddings
+                )))
+            }
+            Some(n) => n,
+            None => c.max_position_embeddings.min((DEFAULT_KV_BUDGET / kv_per_position).max(1) as usize),
+        };
+        let vector = |v: &crate::model::Vector| f32s(v.len);
+        let linear = |l: &Linear| {
+            matrix_bytes(&l.weight) + l.bias.as_ref().map_or(0, vector) + l.norm.as_ref().map_or(0, vector)
+        };
+        let mut weight_bytes = layout.matrices().iter().map(|m| matrix_bytes(m)).sum::<u64>() + vector(&layout.norm);
+        for l in &layout.layers {
+            weight_bytes += vector(&l.input_layernorm) + vector(&l.post_attention_layernorm);
+            weight_bytes += l.linears().iter().map(|lin| linear(lin) - matrix_bytes(&lin.weight)).sum::<u64>();
+        }
+        let q_dim = c.num_attention_heads * c.head_dim();
+        let scratch_bytes = f32s(c.hidden_size + 2 * q_dim + 2 * c.kv_dim() + 2 * c.intermediate_size)
+            + f32s(c.num_attention_heads * ctx)
+            + 2 * f32s(c.vocab_size)
+            + f32s(ctx * c.head_dim());
+        Ok(MemoryPlan { weight_bytes, kv_cache_bytes: kv_per_position * ctx as u64, scratch_bytes, ctx })
+    }
+}
+
+/// A model loaded on the GPU, ready to run.
+pub struct Engine {
+    ctx: GpuContext,
+    config: Config,
+    plan: MemoryPlan,
+    graph: Vec<Dispatch>,
+    act: Activations,
+    step_params: wgpu::Buffer,
+    token_readback: wgpu::Buffer,
+    logits_readback: wgpu::Buffer,
+    logits: Vec<f32>,
+    _weights: GpuWeights,
+}
+
+fn storage(ctx: &GpuContext, label: &str, floats: usize) -> wgpu::Buffer {
+    use wgpu::BufferUsages as U;
+    ctx.buffer(label, (floats * 4) as u64, U::STORAGE | U::COPY_SRC | U::COPY_DST)
+}
+
+/// RoPE `(cos, sin)` for every position and frequency, as `reference.rs` computes them.
+fn rope_table(c: &Config, ctx: usize) -> Vec<f32> {
+    let head_dim = c.head_dim();
+    let theta = c.rope_theta() as f32;
+    let inv_freq: Vec<f32> = (0..head_dim / 2).map(|i| 1.0 / theta.powf((2 * i) as f32 / head_dim as f32)).collect();
+    let mut table = Vec::with_capacity(ctx * head_dim);
+    for pos in 0..ctx {
+        for f in &inv_freq {
+            let (sin, cos) = (pos as f32 * f).sin_cos();
+            table.extend([cos, sin]);
+        }
+    }
+    table
+}
+
+impl Engine {
+    /// Plans memory, refuses what the device cannot hold, streams the weights up
+    /// (reporting `(bytes done, bytes total)`) and records the token graph.
+    pub fn load(
+        ctx: &GpuContext,
+        config: &Config,
+        layout: &Layout,
+        source: &dyn WeightSource,
+        options: &EngineOptions,
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<Self, GpuError> {
+        let c = config;
+        let plan = MemoryPlan::new(layout, c, options.ctx)?;
+        let limits = &ctx.caps.limits;
+        let device_binding = limits.max_storage_buffer_binding_size.min(limits.max_buffer_size);
+        let max_binding = options.max_binding_bytes.unwrap_or(device_binding).min(device_binding);
+        let kv_layer_bytes = (plan.ctx * c.kv_dim() * 4) as u64;
+        if kv_layer_bytes > max_binding {
+            return Err(GpuError::Limits(format!(
+                "a context of {} tokens needs {kv_layer_bytes} bytes of KV cache per layer, more than one storage binding \
+                 of {} ({max_binding} bytes); lower --ctx",
+                plan.ctx, ctx.info.name
+            )));
+        }
+        let scores_bytes = (c.num_attention_heads * plan.ctx * 4) as u64;
+        if scores_bytes > max_binding || (c.vocab_size * 4) as u64 > max_binding {
+            return Err(GpuError::Limits(format!(
+                "the attention scratch ({scores_bytes} bytes) or logits do not fit one storage binding of {max_binding} bytes; lower --ctx"
+            )));
+        }
+
+        let mut up = Uploader::new(ctx, source, max_binding, plan.weight_bytes, progress);
+        let linear = |up: &mut Uploader, l: &Linear| -> Result<GpuLinear, GpuError> {
+            Ok(GpuLinear {
+                weight: up.matrix(&l.weight)?,
+                bias: l.bias.as_ref().map(|b| up.vector(b)).transpose()?,
+                norm: l.norm.as_ref().map(|n| up.vector(n)).transpose()?,
+            })
+        };
+        let embed_tokens = up.matrix(&layout.embed_tokens)?;
+        let mut layers = Vec::with_capacity(layout.layers.len());
+        for (i, l) in layout.layers.iter().enumerate() {
+            layers.push(GpuLayer {
+                input_layernorm: up.vector(&l.input_layernorm)?,
+                q_proj: linear(&mut up, &l.q_proj)?,
+                k_proj: linear(&mut up, &l.k_proj)?,
+                v_proj: linear(&mut up, &l.v_proj)?,
+                o_proj: linear(&mut up, &l.o_proj)?,
+                post_attention_layernorm: up.vector(&l.post_attention_layernorm)?,
+                gate_proj: linear(&mut up, &l.gate_proj)?,
+                up_proj: linear(&mut up, &l.up_proj)?,
+                down_proj: linear(&mut up, &l.down_proj)?,
+                k_cache: storage(ctx, &format!("k cache {i}"), plan.ctx * c.kv_dim()),
+                v_cache: storage(ctx, &format!("v cache {i}"), plan.ctx * c.kv_dim()),
+            });
+        }
+        let norm = up.vector(&layout.norm)?;
+        let lm_head = if layout.tied { None } else { Some(up.matrix(&layout.lm_head)?) };
+        let weights = GpuWeights { embed_tokens, layers, norm, lm_head };
+
+        let q_dim = c.num_attention_heads * c.head_dim();
+        let stats = |label| storage(ctx, label, 2);
+        let act = Activations {
+            x: storage(ctx, "x", c.hidden_size),
+            q: storage(ctx, "q", q_dim),
+            k: storage(ctx, "k", c.kv_dim()),
+            v: storage(ctx, "v", c.kv_dim()),
+            attn: storage(ctx, "attn", q_dim),
+            gate: storage(ctx, "gate", c.intermediate_size),
+            up: storage(ctx, "up", c.intermediate_size),
+            scores: storage(ctx, "scores", c.num_attention_heads * plan.ctx),
+            logits: storage(ctx, "logits", c.vocab_size),
+            token: storage(ctx, "token", 1),
+            stats_attn: stats("stats attn"),
+            stats_o: stats("stats o"),
+            stats_mlp: stats("stats mlp"),
+            stats_down: stats("stats down"),
+            stats_final: stats("stats final"),
+            rope_table: ctx.buffer_init(
+                "rope table",
+                bytemuck::cast_slice(&rope_table(c, plan.ctx)),
+                wgpu::BufferUsages::STORAGE,
+            ),
+        };
+        let step_params = ctx.buffer("step", 8, wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST);
+        let dummy = storage(ctx, "absent", 4);
+        let mut kernels = Kernels::new(ctx);
+        let mut ops = Ops { ctx, kernels: &mut kernels, dummy: &dummy, step: &step_params };
+        let graph = token_graph(&mut ops, c, plan.ctx, &weights, &act)?;
+        use wgpu::BufferUsages as U;
+        let token_readback = ctx.buffer("token read back", 4, U::MAP_READ | U::COPY_DST);
+        let logits_readback = ctx.buffer("logits read back", (c.vocab_size * 4) as u64, U::MAP_READ | U::COPY_DST);
+        ctx.queue.submit([]);
+        ctx.wait()?;
+        Ok(Engine {
+            ctx: ctx.clone(),
+            config: c.clone(),
+            plan,
+            graph,
+            act,
+            step_params,
+            token_readback,
+            logits_readback,
+            logits: vec![0.0; c.vocab_size],
+            _weights: weights,
+        })
+    }
+
+    pub fn memory_plan(&self) -> &MemoryPlan {
+        &self.plan
+    }
+
+    pub fn gpu(&self) -> &GpuContext {
+        &self.ctx
+    }
+
+    /// Records and submits one token's work; `logits` also copies the logits out.
+    fn run_step(&mut self, token: u32, pos: usize, logits: bool) -> Result<(), RunError> {
+        let vocab = self.config.vocab_size;
+        if token as usize >= vocab {
+            return Err(RunError::TokenOutOfRange { id: token, vocab });
+        }
+        if pos >= self.plan.ctx {
+            return Err(RunError::ContextFull { pos, ctx: self.plan.ctx });
+        }
+        self.ctx.queue.write_buffer(&self.step_params, 0, bytemuck::cast_slice(&[token, pos as u32]));
+        let mut encoder =
+            self.ctx.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("token") });
+        {
+            let mut pass = encoder
+                .begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("token"), timestamp_writes: None });
+            for d in &self.graph {
+                d.encode(&mut pass);
+            }
+        }
+        encoder.copy_buffer_to_buffer(&self.act.token, 0, &self.token_readback, 0, 4);
+        if logits {
+            encoder.copy_buffer_to_buffer(&self.act.logits, 0, &self.logits_readback, 0, (vocab * 4) as u64);
+        }
+        self.ctx.queue.submit([encoder.finish()]);
+        Ok(())
+    }
+}
+
+impl Backend for Engine {
+    fn vocab_size(&self) -> usize {
+        self.config.vocab_size
+    }
+
+    fn context_len(&self) -> usize {
+        self.plan.ctx
+    }
+
+    fn forward(&mut self, token: u32, pos: usize) -> Result<&[f32], RunError> {
+        self.run_step(token, pos, true)?;
+        let bytes = self.ctx.read_mapped(&self.logits_readback)?;
+        for (l, b) in self.logits.iter_mut().zip(bytes.chunks_exact(4)) {
+            *l = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+        }
+        Ok(&self.logits)
+    }
+
+    fn forward_greedy(&mut self, token: u32, pos: usize) -> Result<u32, RunError> {
+        self.run_step(token, pos, false)?;
+        let bytes = self.ctx.read_mapped(&self.token_readback)?;
+        Ok(u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]))
+    }
+}

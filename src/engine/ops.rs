@@ -1,0 +1,209 @@
+//! One builder per kernel: checks its arguments, writes the kernel's parameters
+//! into a small uniform buffer and returns the dispatches to record. The order in
+//! which they run is decided by `forward.rs`.
+
+use crate::gpu::kernels::{grid, Dispatch, Kernel, Kernels};
+use crate::gpu::weights::{dtype_code, GpuMatrix};
+use crate::gpu::{GpuContext, GpuError};
+use crate::model::Storage;
+
+/// The fused input normalization of a GEMV (see gemv.wgsl).
+pub struct InputNorms<'a> {
+    /// `[2]` inverse RMS values from [`Ops::norm_stats`].
+    pub stats: &'a wgpu::Buffer,
+    /// The block norm (multiplied with `stats[0]`).
+    pub norm1: Option<&'a wgpu::Buffer>,
+    /// A per-linear norm after it (multiplied with `stats[1]`).
+    pub norm2: Option<&'a wgpu::Buffer>,
+}
+
+const NORM1: u32 = 1;
+const NORM2: u32 = 2;
+const BIAS: u32 = 4;
+const RESIDUAL: u32 = 8;
+
+pub struct Ops<'a> {
+    pub ctx: &'a GpuContext,
+    pub kernels: &'a mut Kernels,
+    /// Bound where a kernel's optional input is absent (its flag is off).
+    pub dummy: &'a wgpu::Buffer,
+    /// `{token, pos}` of the current step.
+    pub step: &'a wgpu::Buffer,
+}
+
+fn words(values: &[u32]) -> Vec<u8> {
+    bytemuck::cast_slice(values).to_vec()
+}
+
+impl Ops<'_> {
+    fn uniform(&self, label: &str, values: &[u32]) -> wgpu::Buffer {
+        self.ctx.buffer_init(label, &words(values), wgpu::BufferUsages::UNIFORM)
+    }
+
+    /// The pipeline of a GEMV or embedding over `m`, with its dtype constants.
+    fn matrix_pipeline(
+        &mut self,
+        m: &GpuMatrix,
+        ternary: Kernel,
+        dense: Kernel,
+    ) -> Result<wgpu::ComputePipeline, GpuError> {
+        match &m.storage {
+            Storage::Packed { scale_dtype, group_size, .. } => {
+                if group_size % 16 != 0 {
+                    return Err(GpuError::Limits(format!(
+                        "{}: group size {group_size} is not a multiple of 16, which the GPU kernels need",
+                        m.name
+                    )));
+                }
+                self.kernels
+                    .pipeline(ternary, &[("GROUP_SIZE", *group_size as u32), ("SCALE_DTYPE", dtype_code(scale_dtype))])
+            }
+            Storage::Dense { dtype } => self.kernels.pipeline(dense, &[("WEIGHT_DTYPE", dtype_code(dtype))]),
+        }
+    }
+
+    /// `y (+)= W · norms(x) (+ bias)`, one dispatch per row chunk of `W`.
+    pub fn gemv(
+        &mut self,
+        m: &GpuMatrix,
+        x: &wgpu::Buffer,
+        norms: InputNorms,
+        bias: Option<&wgpu::Buffer>,
+        residual: bool,
+        y: &wgpu::Buffer,
+    ) -> Result<Vec<Dispatch>, GpuError> {
+        let pipeline = self.matrix_pipeline(m, Kernel::GemvTernary, Kernel::GemvDense)?;
+        let flags = norms.norm1.map_or(0, |_| NORM1)
+            | norms.norm2.map_or(0, |_| NORM2)
+            | bias.map_or(0, |_| BIAS)
+            | if residual { RESIDUAL } else { 0 };
+        let mut out = Vec::new();
+        for chunk in &m.chunks {
+            let params = self.uniform(&m.name, &[chunk.rows as u32, m.cols as u32, chunk.first_row as u32, flags]);
+            let mut bindings = vec![
+                (0, &params),
+                (1, &chunk.weights),
+                (3, x),
+                (4, norms.stats),
+                (5, norms.norm1.unwrap_or(self.dummy)),
+                (6, norms.norm2.unwrap_or(self.dummy)),
+                (7, bias.unwrap_or(self.dummy)),
+                (8, y),
+            ];
+            if let Some(scales) = &chunk.scales {
+                bindings.push((2, scales));
+            }
+            let label = format!("gemv {} rows {}..", m.name, chunk.first_row);
+            out.push(Dispatch::new(self.ctx, label, pipeline.clone(), &bindings, grid(chunk.rows as u32)));
+        }
+        Ok(out)
+    }
+
+    /// `x = E[token]`: one dispatch per row chunk; the chunk holding the token writes.
+    pub fn embed(&mut self, m: &GpuMatrix, x: &wgpu::Buffer) -> Result<Vec<Dispatch>, GpuError> {
+        let pipeline = self.matrix_pipeline(m, Kernel::EmbedTernary, Kernel::EmbedDense)?;
+        let threads = if m.is_packed() { m.cols / 16 } else { m.cols };
+        let mut out = Vec::new();
+        for chunk in &m.chunks {
+            let params = self.uniform(&m.name, &[chunk.rows as u32, m.cols as u32, chunk.first_row as u32, 0]);
+            let mut bindings = vec![(0, &params), (1, &chunk.weights), (3, self.step), (8, x)];
+            if let Some(scales) = &chunk.scales {
+                bindings.push((2, scales));
+            }
+            let label = format!("embed {} rows {}..", m.name, chunk.first_row);
+            out.push(Dispatch::new(
+                self.ctx,
+                label,
+                pipeline.clone(),
+                &bindings,
+                [(threads as u32).div_ceil(64), 1, 1],
+            ));
+        }
+        Ok(out)
+    }
+
+    /// `stats = [1/rms(x), 1/rms(x * stats[0] * w)]` (the second only with `w`).
+    pub fn norm_stats(
+        &mut self,
+        x: &wgpu::Buffer,
+        n: usize,
+        w: Option<&wgpu::Buffer>,
+        eps: f32,
+        stats: &wgpu::Buffer,
+    ) -> Result<Dispatch, GpuError> {
+        let pipeline = self.kernels.pipeline(Kernel::NormStats, &[])?;
+        let params = self.uniform("norm_stats", &[n as u32, w.map_or(0, |_| 1), eps.to_bits(), 0]);
+        let bindings = [(0, &params), (1, x), (2, w.unwrap_or(self.dummy)), (3, stats)];
+        Ok(Dispatch::new(self.ctx, "norm_stats", pipeline, &bindings, [1, 1, 1]))
+    }
+
+    /// RoPE on q and k, and the append of k and v to the cache at this position.
+    #[allow(clippy::too_many_arguments)]
+    pub fn rope(
+        &mut self,
+        heads: usize,
+        kv_heads: usize,
+        head_dim: usize,
+        q: &wgpu::Buffer,
+        k: &wgpu::Buffer,
+        v: &wgpu::Buffer,
+        rope_table: &wgpu::Buffer,
+        cache: (&wgpu::Buffer, &wgpu::Buffer),
+    ) -> Result<Dispatch, GpuError> {
+        let pipeline = self.kernels.pipeline(Kernel::Rope, &[])?;
+        let params = self.uniform("rope", &[heads as u32, kv_heads as u32, head_dim as u32, 0]);
+        let bindings =
+            [(0, &params), (1, self.step), (2, q), (3, k), (4, v), (5, rope_table), (6, cache.0), (7, cache.1)];
+        let threads = ((heads + kv_heads) * head_dim / 2) as u32;
+        Ok(Dispatch::new(self.ctx, "rope", pipeline, &bindings, [threads.div_ceil(64), 1, 1]))
+    }
+
+    /// Causal attention of the current position over the cache, one workgroup per head.
+    #[allow(clippy::too_many_arguments)]
+    pub fn attention(
+        &mut self,
+        heads: usize,
+        kv_heads: usize,
+        head_dim: usize,
+        ctx_len: usize,
+        q: &wgpu::Buffer,
+        cache: (&wgpu::Buffer, &wgpu::Buffer),
+        scores: &wgpu::Buffer,
+        out: &wgpu::Buffer,
+    ) -> Result<Dispatch, GpuError> {
+        let pipeline = self.kernels.pipeline(Kernel::Attention, &[])?;
+        let scale = 1.0 / (head_dim as f32).sqrt();
+        let params = self.uniform(
+            "attention",
+            &[heads as u32, kv_heads as u32, head_dim as u32, ctx_len as u32, scale.to_bits(), 0, 0, 0],
+        );
+        let bindings = [(0, &params), (1, self.step), (2, q), (3, cache.0), (4, cache.1), (5, scores), (6, out)];
+        Ok(Dispatch::new(self.ctx, "attention", pipeline, &bindings, [heads as u32, 1, 1]))
+    }
+
+    /// `gate = silu(gate) * up`.
+    pub fn swiglu(&mut self, n: usize, gate: &wgpu::Buffer, up: &wgpu::Buffer) -> Result<Dispatch, GpuError> {
+        let pipeline = self.kernels.pipeline(Kernel::Swiglu, &[])?;
+        let params = self.uniform("swiglu", &[n as u32, 0, 0, 0]);
+        Ok(Dispatch::new(
+            self.ctx,
+            "swiglu",
+            pipeline,
+            &[(0, &params), (1, gate), (2, up)],
+            [(n as u32).div_ceil(64), 1, 1],
+        ))
+    }
+
+    /// `token = argmax(logits)`.
+    pub fn argmax(&mut self, n: usize, logits: &wgpu::Buffer, token: &wgpu::Buffer) -> Result<Dispatch, GpuError> {
+        let pipeline = self.kernels.pipeline(Kernel::Argmax, &[])?;
+        let params = self.uniform("argmax", &[n as u32, 0, 0, 0]);
+        Ok(Dispatch::new(self.ctx, "argmax", pipeline, &[(0, &params), (1, logits), (2, token)], [1, 1, 1]))
+    }
+}
+
+impl GpuMatrix {
+    pub fn is_packed(&self) -> bool {
+        matches!(self.storage, Storage::Packed { .. })
+    }
+}

@@ -1,0 +1,238 @@
+//! The GPU device: adapter choice, limits, optional features, and the few
+//! device-level helpers everything else uses (waiting with a timeout, reading a
+//! buffer back, catching validation errors as `Result`s instead of panics).
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use super::GpuError;
+
+/// How long one wait for the GPU may take before it counts as hung. Software
+/// drivers compile shaders at the first dispatch, which takes seconds there.
+pub const POLL_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// What the chosen adapter can do, read once and used to pick kernel variants.
+#[derive(Debug, Clone)]
+pub struct GpuCaps {
+    pub limits: wgpu::Limits,
+    pub shader_f16: bool,
+    pub subgroups: bool,
+    pub subgroup_min_size: u32,
+}
+
+/// One adapter as `tritium adapters` lists it.
+#[derive(Debug, Clone)]
+pub struct AdapterSummary {
+    pub index: usize,
+    pub name: String,
+    pub backend: String,
+    pub device_type: String,
+    pub driver: String,
+    pub max_binding_bytes: u64,
+    pub max_buffer_bytes: u64,
+    pub shader_f16: bool,
+    pub subgroups: bool,
+}
+
+/// Which adapter to use.
+#[derive(Debug, Clone, Default)]
+pub enum AdapterChoice {
+    /// The high-performance adapter the platform suggests.
+    #[default]
+    Default,
+    /// The n-th adapter of `tritium adapters`.
+    Index(usize),
+    /// The first adapter whose name contains this text (case-insensitive).
+    Name(String),
+}
+
+impl AdapterChoice {
+    /// `0`, `1`, ... pick by index; anything else by name.
+    pub fn parse(text: &str) -> Self {
+        match text.parse() {
+            Ok(i) => AdapterChoice::Index(i),
+            Err(_) => AdapterChoice::Name(text.to_string()),
+        }
+    }
+}
+
+/// Options of the device request.
+#[derive(Debug, Clone, Default)]
+pub struct DeviceOptions {
+    pub adapter: AdapterChoice,
+    /// Use neither `shader-f16` nor subgroups even when present (the portable path).
+    pub portable: bool,
+}
+
+/// The device, its queue and what it can do. Cheap to clone.
+#[derive(Clone)]
+pub struct GpuContext {
+    pub device: wgpu::Device,
+    pub queue: wgpu::Queue,
+    pub info: wgpu::AdapterInfo,
+    pub caps: GpuCaps,
+    /// The first validation error wgpu reported outside an error scope.
+    error: Arc<Mutex<Option<String>>>,
+}
+
+/// An instance over the native APIs (Vulkan, Metal, DX12, WebGPU), or over the
+/// backends named by `WGPU_BACKEND`. GL is left to `WGPU_BACKEND=gl`: probing it
+/// without a display prints noise and it lacks the features the kernels prefer.
+fn instance() -> wgpu::Instance {
+    let mut desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
+    if std::env::var_os("WGPU_BACKEND").is_none() {
+        desc.backends = wgpu::Backends::PRIMARY;
+    }
+    wgpu::Instance::new(desc)
+}
+
+fn summarize(index: usize, adapter: &wgpu::Adapter) -> AdapterSummary {
+    let info = adapter.get_info();
+    let limits = adapter.limits();
+    let features = adapter.features();
+    AdapterSummary {
+        index,
+        name: info.name.clone(),
+        backend: format!("{:?}", info.backend),
+        device_type: format!("{:?}", info.device_type),
+        driver: format!("{} {}", info.driver, info.driver_info).trim().to_string(),
+        max_binding_bytes: limits.max_storage_buffer_binding_size,
+        max_buffer_bytes: limits.max_buffer_size,
+        shader_f16: features.contains(wgpu::Features::SHADER_F16),
+        subgroups: features.contains(wgpu::Features::SUBGROUP),
+    }
+}
+
+/// Every adapter the platform offers, in a stable order.
+pub async fn list_adapters() -> Vec<AdapterSummary> {
+    let adapters = instance().enumerate_adapters(wgpu::Backends::all()).await;
+    adapters.iter().enumerate().map(|(i, a)| summarize(i, a)).collect()
+}
+
+const NO_ADAPTER_HELP: &str = "no GPU adapter found. On Linux without a GPU, install Mesa's software Vulkan driver \
+     (Debian/Ubuntu: apt-get install mesa-vulkan-drivers); otherwise check the GPU driver";
+
+async fn pick_adapter(instance: &wgpu::Instance, choice: &AdapterChoice) -> Result<wgpu::Adapter, GpuError> {
+    let all = instance.enumerate_adapters(wgpu::Backends::all()).await;
+    let names = || all.iter().enumerate().map(|(i, a)| format!("{i}: {}", a.get_info().name)).collect::<Vec<_>>();
+    match choice {
+        AdapterChoice::Default => {
+            let options = wgpu::RequestAdapterOptions {
+                power_preference: wgpu::PowerPreference::HighPerformance,
+                ..Default::default()
+            };
+            instance.request_adapter(&options).await.map_err(|_| GpuError::NoAdapter(NO_ADAPTER_HELP.into()))
+        }
+        AdapterChoice::Index(i) => all
+            .get(*i)
+            .cloned()
+            .ok_or_else(|| GpuError::NoAdapter(format!("there is no adapter {i}; adapters: {}", names().join(", ")))),
+        AdapterChoice::Name(name) => {
+            let wanted = name.to_lowercase();
+            all.iter().find(|a| a.get_info().name.to_lowercase().contains(&wanted)).cloned().ok_or_else(|| {
+                GpuError::NoAdapter(format!("no adapter's name contains {name:?}; adapters: {}", names().join(", ")))
+            })
+        }
+    }
+}
+
+impl GpuContext {
+    /// Opens a device on the chosen adapter with the adapter's own buffer limits and
+    /// the optional features it has (unless `portable`).
+    pub async fn new(options: &DeviceOptions) -> Result<Self, GpuError> {
+        let instance = instance();
+        let adapter = pick_adapter(&instance, &options.adapter).await?;
+        let info = adapter.get_info();
+        let available = adapter.features();
+        let mut features = wgpu::Features::empty();
+        if !options.portable {
+            features |= available & (wgpu::Features::SHADER_F16 | wgpu::Features::SUBGROUP);
+        }
+        // Ask for everything the adapter allows: buffer and binding sizes matter most.
+        let limits = adapter.limits();
+        let (device, queue) = adapter
+            .request_device(&wgpu::DeviceDescriptor {
+                label: Some("tritium"),
+                required_features: features,
+                required_limits: limits.clone(),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| GpuError::Device(format!("could not open {}: {e}", info.name)))?;
+        let error = Arc::new(Mutex::new(None));
+        let slot = error.clone();
+        device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+            let mut slot = slot.lock().expect("error slot");
+            slot.get_or_insert_with(|| e.to_string());
+        }));
+        let caps = GpuCaps {
+            limits,
+            shader_f16: features.contains(wgpu::Features::SHADER_F16),
+            subgroups: features.contains(wgpu::Features::SUBGROUP),
+            subgroup_min_size: adapter.get_info().subgroup_min_size,
+        };
+        Ok(GpuContext { device, queue, info, caps, error })
+    }
+
+    /// Fails with the first validation error wgpu has reported, if any.
+    pub fn check_errors(&self) -> Result<(), GpuError> {
+        match self.error.lock().expect("error slot").take() {
+            Some(msg) => Err(GpuError::Device(msg)),
+            None => Ok(()),
+        }
+    }
+
+    /// Waits for all submitted work, failing instead of hanging on a stuck shader.
+    pub fn wait(&self) -> Result<(), GpuError> {
+        self.device
+            .poll(wgpu::PollType::Wait { submission_index: None, timeout: Some(POLL_TIMEOUT) })
+            .map_err(|e| GpuError::Device(format!("waiting for the GPU failed after {POLL_TIMEOUT:?}: {e}")))?;
+        self.check_errors()
+    }
+
+    /// Copies `size` bytes from the start of `buffer` (which needs `COPY_SRC`) back
+    /// to the host.
+    pub fn read_buffer(&self, buffer: &wgpu::Buffer, size: u64) -> Result<Vec<u8>, GpuError> {
+        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("read back"),
+            size,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let mut encoder = self.device.create_command_encoder(&Default::default());
+        encoder.copy_buffer_to_buffer(buffer, 0, &staging, 0, size);
+        self.queue.submit([encoder.finish()]);
+        self.read_mapped(&staging)
+    }
+
+    /// Maps a `MAP_READ` buffer whose copy has been submitted and returns its bytes.
+    pub fn read_mapped(&self, staging: &wgpu::Buffer) -> Result<Vec<u8>, GpuError> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        staging.map_async(wgpu::MapMode::Read, .., move |result| {
+            let _ = tx.send(result);
+        });
+        self.wait()?;
+        rx.recv()
+            .map_err(|_| GpuError::Device("the GPU never answered a read-back".into()))?
+            .map_err(|e| GpuError::Device(format!("reading a buffer back failed: {e}")))?;
+        let bytes = staging
+            .get_mapped_range(..)
+            .map_err(|e| GpuError::Device(format!("mapping a read-back buffer failed: {e}")))?
+            .to_vec();
+        staging.unmap();
+        Ok(bytes)
+    }
+
+    /// A one-line description: adapter name, backend and the optional features used.
+    pub fn describe(&self) -> String {
+        let mut features = Vec::new();
+        if self.caps.shader_f16 {
+            features.push("shader-f16");
+        }
+        if self.caps.subgroups {
+            features.push("subgroups");
+        }
+        let features = if features.is_empty() { "portable path".to_string() } else { features.join(", ") };
+        format!("{} ({:?}, {features})", self.info.name, self.info.backend)
+    }
+}

@@ -1,0 +1,23 @@
+//! The GPU side: device and limits, WGSL kernels, and weights uploaded exactly as
+//! packed on disk. Nothing here knows the Qwen2 layer order; `engine` does.
+
+pub mod context;
+pub mod kernels;
+pub mod weights;
+
+pub use context::{AdapterChoice, DeviceOptions, GpuCaps, GpuContext};
+
+/// Everything that can go wrong on the GPU side.
+#[derive(Debug, thiserror::Error)]
+pub enum GpuError {
+    #[error("{0}")]
+    NoAdapter(String),
+    #[error("GPU: {0}")]
+    Device(String),
+    #[error("shader {name}: {msg}")]
+    Shader { name: String, msg: String },
+    #[error("{0}")]
+    Limits(String),
+    #[error(transparent)]
+    Model(#[from] crate::model::ModelError),
+}
