@@ -19,6 +19,9 @@ if ! has_vulkan_driver; then
     DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -q mesa-vulkan-drivers
 fi
 
+# Mesa's Vulkan driver warns on every start when no session runtime dir exists.
+export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-$(mktemp -d)}"
+
 cargo fmt --check
 cargo clippy --release --all-targets -- -D warnings
 cargo test --release

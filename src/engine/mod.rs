@@ -21,7 +21,7 @@ pub const DEFAULT_KV_BUDGET: u64 = 4 << 30;
 pub struct EngineOptions {
     /// Context length; `None` picks `max_position_embeddings` capped by [`DEFAULT_KV_BUDGET`].
     pub ctx: Option<usize>,
-    /// Split tensors at this binding size even when the device allows more (tests).
+    /// Split weight matrices at this binding size even when the device allows more (tests).
     pub max_binding_bytes: Option<u64>,
 }
 
@@ -120,7 +120,7 @@ impl Engine {
         let plan = MemoryPlan::new(layout, c, options.ctx)?;
         let limits = &ctx.caps.limits;
         let device_binding = limits.max_storage_buffer_binding_size.min(limits.max_buffer_size);
-        let max_binding = options.max_binding_bytes.unwrap_or(device_binding).min(device_binding);
+        let max_binding = device_binding;
         let kv_layer_bytes = (plan.ctx * c.kv_dim() * 4) as u64;
         if kv_layer_bytes > max_binding {
             return Err(GpuError::Limits(format!(
@@ -136,7 +136,8 @@ impl Engine {
             )));
         }
 
-        let mut up = Uploader::new(ctx, source, max_binding, plan.weight_bytes, progress);
+        let weight_binding = options.max_binding_bytes.unwrap_or(device_binding).min(device_binding);
+        let mut up = Uploader::new(ctx, source, weight_binding, plan.weight_bytes, progress);
         let linear = |up: &mut Uploader, l: &Linear| -> Result<GpuLinear, GpuError> {
             Ok(GpuLinear {
                 weight: up.matrix(&l.weight)?,

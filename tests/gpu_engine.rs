@@ -1,0 +1,116 @@
+//! The GPU engine end to end: logits and greedy ids against transformers, the
+//! same with every tensor split across many small bindings, and the errors a
+//! model that does not fit gets.
+
+mod common;
+use common::*;
+
+use tritium::backend::{self, Backend};
+use tritium::engine::{Engine, EngineOptions};
+use tritium::gpu::{DeviceOptions, GpuContext};
+use tritium::model::Model;
+use tritium::reference::Reference;
+
+const FIXTURES: &[&str] = &["gqa-tied", "mha-untied-bf16-rmsnorm", "mqa-packed-norm", "long-prompt"];
+
+fn gpu() -> GpuContext {
+    pollster::block_on(GpuContext::new(&DeviceOptions::default()))
+        .expect("a GPU adapter (on a machine without one, install mesa-vulkan-drivers)")
+}
+
+fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+}
+
+#[test]
+fn gpu_logits_and_greedy_ids_match_transformers() {
+    for name in FIXTURES {
+        let dir = fixture(name);
+        let exp = expected(&dir);
+        let out = tempfile::tempdir().unwrap();
+        let npy = out.path().join("logits.npy");
+        let ids = ids_arg(&exp.prompt_ids);
+        tritium_ok(&[
+            "score",
+            "--model",
+            dir.to_str().unwrap(),
+            "--ids",
+            &ids,
+            "--backend",
+            "gpu",
+            "--out",
+            npy.to_str().unwrap(),
+        ]);
+        let (shape, ours) = read_npy(&npy);
+        let (_, theirs) = read_npy(&dir.join("logits.npy"));
+        let diff = max_abs_diff(&ours, &theirs);
+        assert!(diff <= 2e-3 * exp.max_abs_logit, "{name}: max |logit difference| {diff}");
+        for (pos, (a, b)) in ours.chunks(shape[1]).zip(theirs.chunks(shape[1])).enumerate() {
+            assert_eq!(tritium::sampling::argmax(a), tritium::sampling::argmax(b), "{name}: argmax at {pos}");
+        }
+        let run = tritium_ok(&[
+            "generate",
+            "--model",
+            dir.to_str().unwrap(),
+            "--ids",
+            &ids,
+            "--max-tokens",
+            &exp.max_new_tokens.to_string(),
+            "--temperature",
+            "0",
+            "--backend",
+            "gpu",
+            "--print-ids",
+        ]);
+        assert_eq!(run.stdout.lines().last().unwrap(), ids_arg(&exp.greedy_ids), "{name}: greedy ids");
+    }
+}
+
+#[test]
+fn every_tensor_split_across_small_bindings_gives_the_same_model() {
+    let ctx = gpu();
+    for name in ["mqa-packed-norm", "mha-untied-bf16-rmsnorm"] {
+        let model = Model::open(&fixture(name)).unwrap();
+        let exp = expected(&fixture(name));
+        let c = model.config();
+        // 1 KiB bindings: every matrix, the packed embedding and the LM head split in many chunks.
+        let options = EngineOptions { ctx: Some(64), max_binding_bytes: Some(1024) };
+        let mut engine = Engine::load(&ctx, c, &model.layout, &model.checkpoint, &options, &mut |_, _| {}).unwrap();
+        let mut reference = Reference::new(&model, 64).unwrap();
+        let ours = backend::score(&mut engine, &exp.prompt_ids).unwrap();
+        let theirs = backend::score(&mut reference, &exp.prompt_ids).unwrap();
+        let diff = max_abs_diff(&ours, &theirs);
+        assert!(diff <= 2e-3 * exp.max_abs_logit, "{name}: split GPU vs CPU reference {diff}");
+        assert_eq!(engine.context_len(), 64);
+    }
+}
+
+#[test]
+fn what_does_not_fit_is_refused_with_a_reason() {
+    let ctx = gpu();
+    let model = Model::open(&fixture("gqa-tied")).unwrap();
+    let c = model.config();
+    let load = |options: EngineOptions| {
+        Engine::load(&ctx, c, &model.layout, &model.checkpoint, &options, &mut |_, _| {}).err().map(|e| e.to_string())
+    };
+    let err =
+        load(EngineOptions { ctx: Some(64), max_binding_bytes: Some(16) }).expect("a 16-byte binding holds no row");
+    assert!(err.contains("more than the largest storage binding"), "{err}");
+    let err = load(EngineOptions { ctx: Some(100_000), max_binding_bytes: None }).expect("context beyond the model");
+    assert!(err.contains("larger than the model's max_position_embeddings"), "{err}");
+
+    // A prompt longer than the context.
+    let mut engine = Engine::load(
+        &ctx,
+        c,
+        &model.layout,
+        &model.checkpoint,
+        &EngineOptions { ctx: Some(4), ..Default::default() },
+        &mut |_, _| {},
+    )
+    .unwrap();
+    let err = backend::score(&mut engine, &[1, 2, 3, 4, 5]).unwrap_err().to_string();
+    assert!(err.contains("position 4 is past the context of 4 tokens"), "{err}");
+    let err = backend::score(&mut engine, &[600]).unwrap_err().to_string();
+    assert!(err.contains("token id 600 is out of range"), "{err}");
+}
