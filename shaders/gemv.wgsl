@@ -9,8 +9,10 @@
 // per word, per-group scales) and `gemv_dense` (W in F32/F16/BF16). A matrix
 // larger than one storage binding is split by rows into chunks, one dispatch each.
 //
-// Dispatch: one workgroup of 64 threads per row, workgroups laid out 2-D
-// (x up to 65535) so a 152k-row head fits; row = wg.x + wg.y * num_wg.x.
+// Dispatch: workgroups of 64 threads split into teams of LANES threads; each
+// team computes ROWS_PER_TEAM consecutive rows, loading each piece of the input
+// once and reusing it for all its rows. Workgroups are laid out 2-D (x up to
+// 65535): index = wg.x + wg.y * num_wg.x; rows past the end are skipped.
 
 struct Params {
     rows: u32,       // rows in this chunk
@@ -39,7 +41,10 @@ override WEIGHT_DTYPE: u32 = 0u;       // DTYPE_* of W (dense)
 @group(0) @binding(8) var<storage, read_write> y: array<f32>;  // [all rows of the matrix]
 
 const WG: u32 = 64u;
-var<workgroup> partial: array<f32, 64>;
+const MAX_ROWS_PER_TEAM: u32 = 8u;
+override LANES: u32 = 64u;         // threads per row team: a power of two dividing 64
+override ROWS_PER_TEAM: u32 = 1u;  // rows per team, at most MAX_ROWS_PER_TEAM
+var<workgroup> partial: array<f32, 512>; // [MAX_ROWS_PER_TEAM, WG]
 
 fn input_at(c: u32) -> f32 {
     var v = x[c];
@@ -52,26 +57,42 @@ fn input_at(c: u32) -> f32 {
     return v;
 }
 
-// Sums the threads' partial results and writes the row's output.
-fn finish_row(row: u32, lid: u32, acc: f32) {
-    partial[lid] = acc;
+// The first row of this thread's team.
+fn team_first_row(wg: vec3<u32>, num_wg: vec3<u32>, lid: u32) -> u32 {
+    let teams = WG / LANES;
+    return ((wg.x + wg.y * num_wg.x) * teams + lid / LANES) * ROWS_PER_TEAM;
+}
+
+// Sums each team's per-thread partial results and writes its rows' outputs.
+fn finish_rows(first_row: u32, lid: u32, acc: ptr<function, array<f32, 8>>) {
+    for (var k = 0u; k < ROWS_PER_TEAM; k = k + 1u) {
+        partial[k * WG + lid] = (*acc)[k];
+    }
     workgroupBarrier();
-    for (var stride = WG / 2u; stride > 0u; stride = stride / 2u) {
-        if (lid < stride) {
-            partial[lid] = partial[lid] + partial[lid + stride];
+    let lane = lid % LANES;
+    for (var stride = LANES / 2u; stride > 0u; stride = stride / 2u) {
+        if (lane < stride) {
+            for (var k = 0u; k < ROWS_PER_TEAM; k = k + 1u) {
+                partial[k * WG + lid] = partial[k * WG + lid] + partial[k * WG + lid + stride];
+            }
         }
         workgroupBarrier();
     }
-    if (lid == 0u) {
-        let r = p.row_offset + row;
-        var out = partial[0];
-        if ((p.flags & BIAS) != 0u) {
-            out = out + bias[r];
+    if (lane == 0u) {
+        for (var k = 0u; k < ROWS_PER_TEAM; k = k + 1u) {
+            let row = first_row + k;
+            if (row < p.rows) {
+                let r = p.row_offset + row;
+                var out = partial[k * WG + lid];
+                if ((p.flags & BIAS) != 0u) {
+                    out = out + bias[r];
+                }
+                if ((p.flags & RESIDUAL) != 0u) {
+                    out = out + y[r];
+                }
+                y[r] = out;
+            }
         }
-        if ((p.flags & RESIDUAL) != 0u) {
-            out = out + y[r];
-        }
-        y[r] = out;
     }
 }
 
@@ -81,27 +102,30 @@ fn gemv_ternary(
     @builtin(num_workgroups) num_wg: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
-    let row = wg.x + wg.y * num_wg.x;
-    if (row >= p.rows) {
-        return;
-    }
+    let first_row = team_first_row(wg, num_wg, lid);
     let words = p.cols / 16u;
     let groups = p.cols / GROUP_SIZE;
-    var acc = 0.0;
-    for (var w = lid; w < words; w = w + WG) {
-        let word = weights[row * words + w];
-        let c0 = w * 16u;
-        var sum = 0.0;
-        for (var j = 0u; j < 4u; j = j + 1u) {
-            let c = c0 + 4u * j;
-            let xs = vec4<f32>(input_at(c), input_at(c + 1u), input_at(c + 2u), input_at(c + 3u));
-            sum = sum + dot(trits_of_byte(word, j), xs);
-        }
+    var acc: array<f32, 8>;
+    for (var w = lid % LANES; w < words; w = w + LANES) {
+        let c = w * 16u;
+        let x0 = vec4<f32>(input_at(c), input_at(c + 1u), input_at(c + 2u), input_at(c + 3u));
+        let x1 = vec4<f32>(input_at(c + 4u), input_at(c + 5u), input_at(c + 6u), input_at(c + 7u));
+        let x2 = vec4<f32>(input_at(c + 8u), input_at(c + 9u), input_at(c + 10u), input_at(c + 11u));
+        let x3 = vec4<f32>(input_at(c + 12u), input_at(c + 13u), input_at(c + 14u), input_at(c + 15u));
         // GROUP_SIZE is a multiple of 16, so one word never straddles two groups.
-        let s = row * groups + c0 / GROUP_SIZE;
-        acc = acc + sum * float_in_word(scales[word_of(s, SCALE_DTYPE)], s, SCALE_DTYPE);
+        let group = c / GROUP_SIZE;
+        for (var k = 0u; k < ROWS_PER_TEAM; k = k + 1u) {
+            let row = first_row + k;
+            if (row < p.rows) {
+                let word = weights[row * words + w];
+                let sum = dot(trits_of_byte(word, 0u), x0) + dot(trits_of_byte(word, 1u), x1)
+                    + dot(trits_of_byte(word, 2u), x2) + dot(trits_of_byte(word, 3u), x3);
+                let s = row * groups + group;
+                acc[k] = acc[k] + sum * float_in_word(scales[word_of(s, SCALE_DTYPE)], s, SCALE_DTYPE);
+            }
+        }
     }
-    finish_row(row, lid, acc);
+    finish_rows(first_row, lid, &acc);
 }
 
 @compute @workgroup_size(64)
@@ -110,14 +134,17 @@ fn gemv_dense(
     @builtin(num_workgroups) num_wg: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
-    let row = wg.x + wg.y * num_wg.x;
-    if (row >= p.rows) {
-        return;
+    let first_row = team_first_row(wg, num_wg, lid);
+    var acc: array<f32, 8>;
+    for (var c = lid % LANES; c < p.cols; c = c + LANES) {
+        let v = input_at(c);
+        for (var k = 0u; k < ROWS_PER_TEAM; k = k + 1u) {
+            let row = first_row + k;
+            if (row < p.rows) {
+                let i = row * p.cols + c;
+                acc[k] = acc[k] + float_in_word(weights[word_of(i, WEIGHT_DTYPE)], i, WEIGHT_DTYPE) * v;
+            }
+        }
     }
-    var acc = 0.0;
-    for (var c = lid; c < p.cols; c = c + WG) {
-        let i = row * p.cols + c;
-        acc = acc + float_in_word(weights[word_of(i, WEIGHT_DTYPE)], i, WEIGHT_DTYPE) * input_at(c);
-    }
-    finish_row(row, lid, acc);
+    finish_rows(first_row, lid, &acc);
 }

@@ -52,12 +52,14 @@ pub enum StopReason {
     Stopped,
 }
 
-/// Feeds `prompt`, then samples up to `max_tokens` tokens, calling `on_token` with
-/// each (returning `false` from it stops). Ends after an id in `stop_ids`, which
-/// is included in the output.
+/// Feeds `prompt` at positions from `start_pos` on (earlier positions are already
+/// in the KV cache), then samples up to `max_tokens` tokens, calling `on_token`
+/// with each (returning `false` from it stops). Ends after an id in `stop_ids`,
+/// which is included in the output.
 pub fn generate(
     backend: &mut dyn Backend,
     prompt: &[u32],
+    start_pos: usize,
     max_tokens: usize,
     stop_ids: &[u32],
     sampler: &mut Sampler,
@@ -67,8 +69,8 @@ pub fn generate(
     let mut history = prompt.to_vec();
     let mut generated = Vec::new();
     let mut next = None;
-    for (pos, &id) in prompt.iter().enumerate() {
-        let last = pos + 1 == prompt.len();
+    for (i, &id) in prompt.iter().enumerate() {
+        let (pos, last) = (start_pos + i, i + 1 == prompt.len());
         if last && greedy {
             next = Some(backend.forward_greedy(id, pos)?);
         } else if last {
@@ -90,7 +92,7 @@ pub fn generate(
         if generated.len() >= max_tokens {
             return Ok((generated, StopReason::MaxTokens));
         }
-        let pos = history.len() - 1;
+        let pos = start_pos + history.len() - 1;
         next = if greedy {
             backend.forward_greedy(next, pos)?
         } else {

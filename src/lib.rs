@@ -21,3 +21,4 @@ pub mod rng;
 pub mod sampling;
 pub mod synth;
 pub mod ternary;
+pub mod tokenizer;

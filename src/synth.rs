@@ -33,7 +33,7 @@ pub struct Shape {
     pub max_position: usize,
 }
 
-/// The Qwen2.5 family as published, plus a tiny shape for tests.
+/// The Qwen2.5 family as published, plus a tiny shape with Qwen's vocabulary for tests.
 pub const SHAPES: &[Shape] = &[
     Shape {
         name: "qwen2.5-0.5b",
@@ -108,9 +108,9 @@ pub const SHAPES: &[Shape] = &[
         layers: 2,
         heads: 4,
         kv_heads: 2,
-        vocab: 512,
-        tied: false,
-        max_position: 1024,
+        vocab: 151936,
+        tied: true,
+        max_position: 4096,
     },
 ];
 

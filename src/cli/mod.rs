@@ -2,6 +2,7 @@
 //! only parses arguments and prints; the work lives in the library.
 
 mod adapters;
+mod chat;
 mod inspect;
 mod progress;
 mod run;
@@ -18,6 +19,8 @@ Examples:
   tritium synth --shape tiny --output /tmp/tiny          # a random packed model
   tritium inspect --model /tmp/tiny                       # what is in it
   tritium generate --model /tmp/tiny --ids 1,2,3 --max-tokens 8
+  tritium generate --model DIR --prompt \"Write a haiku\" --chat    # text in, text out
+  tritium chat --model DIR                                # a conversation
   tritium quantize --input Qwen2.5-0.5B --output q05b     # dense -> packed";
 
 #[derive(Parser, Debug)]
@@ -39,6 +42,8 @@ pub enum Command {
     Score(run::ScoreArgs),
     /// Generate tokens after a prompt of token ids.
     Generate(run::GenerateArgs),
+    /// Talk with a chat model in the terminal.
+    Chat(chat::ChatArgs),
     /// List the GPU adapters with their backend, limits and features.
     Adapters,
 }
@@ -50,6 +55,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Synth(args) => write::synth(args),
         Command::Score(args) => run::score(args),
         Command::Generate(args) => run::generate(args),
+        Command::Chat(args) => chat::run(args),
         Command::Adapters => adapters::run(),
     }
 }

@@ -14,6 +14,7 @@ use crate::gpu::{AdapterChoice, DeviceOptions, GpuContext};
 use crate::model::Model;
 use crate::reference::Reference;
 use crate::sampling::{Sampler, SamplingParams};
+use crate::tokenizer::{ChatMessage, TextStream, Tokenizer};
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq)]
 pub enum Backend {
@@ -30,8 +31,17 @@ pub struct ModelArgs {
     #[arg(long)]
     pub model: PathBuf,
     /// Prompt as comma-separated token ids, e.g. 151644,872,198.
-    #[arg(long, value_parser = parse_ids)]
-    pub ids: std::vec::Vec<u32>,
+    #[arg(long, value_parser = parse_ids, conflicts_with = "prompt", required_unless_present = "prompt")]
+    pub ids: Option<std::vec::Vec<u32>>,
+    /// Prompt as text (needs tokenizer.json in the model folder).
+    #[arg(long)]
+    pub prompt: Option<String>,
+    /// Wrap --prompt as a user message in the model's chat template.
+    #[arg(long, requires = "prompt")]
+    pub chat: bool,
+    /// System message for --chat (default: the template's own).
+    #[arg(long, requires = "chat")]
+    pub system: Option<String>,
     /// Where to run the model.
     #[arg(long, value_enum, default_value_t = Backend::Gpu)]
     pub backend: Backend,
@@ -81,8 +91,8 @@ pub struct GenerateArgs {
     /// Seed for sampling: the same seed gives the same tokens.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Print the generated ids, comma-separated, as the last line of stdout (always done
-    /// when the output is ids only).
+    /// Print the generated ids, comma-separated, as the last line of stdout (always
+    /// done for --ids prompts; --prompt prints text).
     #[arg(long)]
     pub print_ids: bool,
 }
@@ -103,11 +113,40 @@ pub fn parse_ids(text: &str) -> Result<Vec<u32>, String> {
     Ok(ids)
 }
 
+/// The prompt's token ids: given directly, or the tokenized (chat-wrapped) text.
+fn prompt_ids(args: &ModelArgs, tokenizer: Option<&Tokenizer>) -> Result<Vec<u32>> {
+    if let Some(ids) = &args.ids {
+        return Ok(ids.clone());
+    }
+    let text = args.prompt.as_deref().expect("clap requires --ids or --prompt");
+    let tokenizer = tokenizer.with_context(|| {
+        format!(
+            "--prompt needs tokenizer.json in {}; pass --ids instead or add the tokenizer files",
+            args.model.display()
+        )
+    })?;
+    let text = if args.chat {
+        let mut messages = Vec::new();
+        if let Some(system) = &args.system {
+            messages.push(ChatMessage::new("system", system));
+        }
+        messages.push(ChatMessage::new("user", text));
+        tokenizer.render_chat(&messages, true)?
+    } else {
+        text.to_string()
+    };
+    let ids = tokenizer.encode(&text)?;
+    if ids.is_empty() {
+        bail!("the prompt is empty after tokenizing");
+    }
+    Ok(ids)
+}
+
 /// Opens the model and checks the ids and the context before any compute.
-fn open(args: &ModelArgs, positions: usize) -> Result<(Model, usize)> {
+fn open(args: &ModelArgs, ids: &[u32], positions: usize) -> Result<(Model, usize)> {
     let model = Model::open(&args.model).with_context(|| format!("loading the model in {}", args.model.display()))?;
     let c = model.config();
-    if let Some(&bad) = args.ids.iter().find(|&&id| id as usize >= c.vocab_size) {
+    if let Some(&bad) = ids.iter().find(|&&id| id as usize >= c.vocab_size) {
         bail!("token id {bad} is out of range: the vocabulary has {} tokens (ids 0..{})", c.vocab_size, c.vocab_size);
     }
     let ctx = match args.ctx {
@@ -121,7 +160,7 @@ fn open(args: &ModelArgs, positions: usize) -> Result<(Model, usize)> {
     if positions > ctx {
         bail!(
             "the prompt ({} tokens) and the generation need {positions} positions but the context holds {ctx}; shorten them or raise --ctx (at most max_position_embeddings = {})",
-            args.ids.len(),
+            ids.len(),
             c.max_position_embeddings
         );
     }
@@ -135,44 +174,50 @@ pub fn open_gpu(adapter: Option<&str>) -> Result<GpuContext> {
     Ok(pollster::block_on(GpuContext::new(&options))?)
 }
 
-/// Runs `body` on the backend the arguments ask for; the KV cache holds `positions`.
-fn with_backend<T>(
-    args: &ModelArgs,
-    positions: usize,
-    body: impl FnOnce(&mut dyn backend::Backend, &Model) -> Result<T>,
+/// Runs `body` on `backend` with a KV cache of `ctx` positions (default: the most that fits).
+pub fn with_backend<T>(
+    model: &Model,
+    backend: Backend,
+    adapter: Option<&str>,
+    ctx: Option<usize>,
+    body: impl FnOnce(&mut dyn backend::Backend) -> Result<T>,
 ) -> Result<T> {
-    let (model, ctx) = open(args, positions)?;
-    // Size the cache for what this run needs, within the context checked above.
-    let ctx = if args.ctx.is_some() { ctx } else { positions.min(ctx) };
-    match args.backend {
+    match backend {
         Backend::Cpu => {
-            let mut reference = Reference::new(&model, ctx)?;
-            body(&mut reference, &model)
+            let ctx = ctx.unwrap_or(model.config().max_position_embeddings);
+            let mut reference = Reference::new(model, ctx)?;
+            body(&mut reference)
         }
         Backend::Gpu => {
-            let gpu = open_gpu(args.adapter.as_deref())?;
+            let gpu = open_gpu(adapter)?;
             let started = Instant::now();
             let (bar, mut progress) = bytes_bar("loading");
-            let options = EngineOptions { ctx: Some(ctx), ..Default::default() };
+            let options = EngineOptions { ctx, ..Default::default() };
             let mut engine =
                 Engine::load(&gpu, model.config(), &model.layout, &model.checkpoint, &options, &mut progress)
                     .with_context(|| format!("loading the model onto {}", gpu.describe()))?;
             bar.finish_and_clear();
             eprintln!(
-                "loaded {} onto {} in {:.2} s ({:.1} MB on the GPU)",
-                args.model.display(),
+                "loaded {} onto {} in {:.2} s ({:.1} MB on the GPU, context {})",
+                model.checkpoint.dir.display(),
                 gpu.describe(),
                 started.elapsed().as_secs_f64(),
-                engine.memory_plan().total() as f64 / 1e6
+                engine.memory_plan().total() as f64 / 1e6,
+                engine.memory_plan().ctx
             );
-            body(&mut engine, &model)
+            body(&mut engine)
         }
     }
 }
 
 pub fn score(args: ScoreArgs) -> Result<()> {
-    let ids = args.model.ids.clone();
-    let logits = with_backend(&args.model, ids.len(), |backend, _| Ok(backend::score(backend, &ids)?))?;
+    let a = &args.model;
+    let tokenizer = Tokenizer::from_dir(&a.model)?;
+    let ids = prompt_ids(a, tokenizer.as_ref())?;
+    let (model, ctx) = open(a, &ids, ids.len())?;
+    let ctx = if a.ctx.is_some() { ctx } else { ids.len() };
+    let logits =
+        with_backend(&model, a.backend, a.adapter.as_deref(), Some(ctx), |backend| Ok(backend::score(backend, &ids)?))?;
     let vocab = logits.len() / ids.len();
     let file = std::fs::File::create(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
     let mut out = BufWriter::new(file);
@@ -195,15 +240,71 @@ pub fn generate(args: GenerateArgs) -> Result<()> {
     if args.max_tokens == 0 {
         bail!("--max-tokens must be at least 1");
     }
-    let prompt = args.model.ids.clone();
-    let generated = with_backend(&args.model, prompt.len() + args.max_tokens, |backend, model| {
+    let a = &args.model;
+    let tokenizer = Tokenizer::from_dir(&a.model)?;
+    let prompt = prompt_ids(a, tokenizer.as_ref())?;
+    let (model, ctx) = open(a, &prompt, prompt.len() + args.max_tokens)?;
+    // Size the cache for what this run needs, within the context checked above.
+    let ctx = if a.ctx.is_some() { ctx } else { prompt.len() + args.max_tokens };
+    let mut stop_ids = model.config().eos_ids();
+    if let Some(t) = &tokenizer {
+        stop_ids.extend_from_slice(t.stop_ids());
+    }
+    // Text prompts stream text; id prompts print ids.
+    let mut stream = tokenizer.as_ref().filter(|_| a.prompt.is_some()).map(TextStream::new);
+    let mut stdout = std::io::stdout();
+    let (generated, stats) = with_backend(&model, a.backend, a.adapter.as_deref(), Some(ctx), |backend| {
         let mut sampler = Sampler::new(params);
-        let eos = model.config().eos_ids();
-        let (ids, _) = backend::generate(backend, &prompt, args.max_tokens, &eos, &mut sampler, &mut |_| true)?;
-        Ok(ids)
+        let started = Instant::now();
+        let mut first_token_at = None;
+        let (ids, _) = backend::generate(backend, &prompt, 0, args.max_tokens, &stop_ids, &mut sampler, &mut |id| {
+            first_token_at.get_or_insert_with(Instant::now);
+            if let Some(piece) = stream.as_mut().and_then(|s| s.push(id)) {
+                let _ = write!(stdout, "{piece}");
+                let _ = stdout.flush();
+            }
+            true
+        })?;
+        let first = first_token_at.unwrap_or_else(Instant::now);
+        Ok((
+            ids,
+            Timing {
+                prompt_tokens: prompt.len(),
+                prompt_s: (first - started).as_secs_f64(),
+                gen_s: first.elapsed().as_secs_f64(),
+            },
+        ))
     })?;
-    // Text output needs a tokenizer; until then the ids are the output, printed either way.
-    let line: Vec<String> = generated.iter().map(u32::to_string).collect();
-    println!("{}", line.join(","));
+    if stream.is_some() {
+        println!();
+    }
+    eprintln!("{}", stats.summary(generated.len()));
+    if stream.is_none() || args.print_ids {
+        let line: Vec<String> = generated.iter().map(u32::to_string).collect();
+        println!("{}", line.join(","));
+    }
     Ok(())
+}
+
+/// Prompt and generation timings, summarized as llama.cpp does.
+pub struct Timing {
+    pub prompt_tokens: usize,
+    pub prompt_s: f64,
+    /// From the first generated token to the last.
+    pub gen_s: f64,
+}
+
+impl Timing {
+    pub fn summary(&self, generated: usize) -> String {
+        let rate = |n: usize, s: f64| if s > 0.0 { n as f64 / s } else { 0.0 };
+        // The first token comes out of the prompt pass; the others each took a step.
+        let steps = generated.saturating_sub(1);
+        format!(
+            "prompt: {} tokens in {:.3} s ({:.1} tokens/s) | generated: {generated} tokens, {:.1} tokens/s",
+            self.prompt_tokens,
+            self.prompt_s,
+            rate(self.prompt_tokens, self.prompt_s),
+            rate(steps, self.gen_s)
+        )
+    }
 }

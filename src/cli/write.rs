@@ -47,6 +47,9 @@ pub struct SynthArgs {
     /// Largest shard, e.g. 4GB, 500MB or a byte count.
     #[arg(long, default_value = "4GB", value_parser = parse_size)]
     pub max_shard_size: u64,
+    /// Copy tokenizer.json and tokenizer_config.json from this folder, so text prompts work.
+    #[arg(long)]
+    pub tokenizer: Option<PathBuf>,
 }
 
 fn parse_shape(name: &str) -> Result<&'static crate::synth::Shape, String> {
@@ -94,6 +97,14 @@ pub fn synth(args: SynthArgs) -> Result<()> {
     write_model(args.shape, &args.output, args.seed, args.max_shard_size, &mut progress)
         .with_context(|| format!("writing the synthetic model to {}", args.output.display()))?;
     bar.finish();
+    if let Some(dir) = &args.tokenizer {
+        for file in ["tokenizer.json", "tokenizer_config.json"] {
+            let from = dir.join(file);
+            if from.exists() || file == "tokenizer.json" {
+                std::fs::copy(&from, args.output.join(file)).with_context(|| format!("copying {}", from.display()))?;
+            }
+        }
+    }
     eprintln!("wrote a random {} model to {}", args.shape.name, args.output.display());
     Ok(())
 }

@@ -22,6 +22,28 @@ const NORM2: u32 = 2;
 const BIAS: u32 = 4;
 const RESIDUAL: u32 = 8;
 
+/// How a GEMV workgroup of 64 threads is split: teams of `lanes` threads share
+/// a row; each team computes `rows_per_team` rows, reusing every input value it
+/// loads for all of them.
+pub struct GemvTeams {
+    pub lanes: u32,
+    pub rows_per_team: u32,
+}
+
+impl GemvTeams {
+    /// Enough lanes to keep every thread busy on the row's length (in 16-column
+    /// words for packed rows), and several rows per team so short rows do not
+    /// cost a workgroup (and its barriers) each.
+    pub fn for_matrix(m: &GpuMatrix) -> Self {
+        let units = if m.is_packed() { m.cols / 16 } else { m.cols } as u32;
+        GemvTeams { lanes: units.next_power_of_two().clamp(4, 64), rows_per_team: 4 }
+    }
+
+    pub fn rows_per_workgroup(&self) -> u32 {
+        64 / self.lanes * self.rows_per_team
+    }
+}
+
 pub struct Ops<'a> {
     pub ctx: &'a GpuContext,
     pub kernels: &'a mut Kernels,
@@ -40,14 +62,16 @@ impl Ops<'_> {
         self.ctx.buffer_init(label, &words(values), wgpu::BufferUsages::UNIFORM)
     }
 
-    /// The pipeline of a GEMV or embedding over `m`, with its dtype constants.
+    /// The pipeline of a GEMV or embedding over `m`: its dtype constants plus `extra`
+    /// (the GEMV's team shape).
     fn matrix_pipeline(
         &mut self,
         m: &GpuMatrix,
         ternary: Kernel,
         dense: Kernel,
+        extra: &[(&'static str, u32)],
     ) -> Result<wgpu::ComputePipeline, GpuError> {
-        match &m.storage {
+        let (kernel, mut constants) = match &m.storage {
             Storage::Packed { scale_dtype, group_size, .. } => {
                 if group_size % 16 != 0 {
                     return Err(GpuError::Limits(format!(
@@ -55,11 +79,12 @@ impl Ops<'_> {
                         m.name
                     )));
                 }
-                self.kernels
-                    .pipeline(ternary, &[("GROUP_SIZE", *group_size as u32), ("SCALE_DTYPE", dtype_code(scale_dtype))])
+                (ternary, vec![("GROUP_SIZE", *group_size as u32), ("SCALE_DTYPE", dtype_code(scale_dtype))])
             }
-            Storage::Dense { dtype } => self.kernels.pipeline(dense, &[("WEIGHT_DTYPE", dtype_code(dtype))]),
-        }
+            Storage::Dense { dtype } => (dense, vec![("WEIGHT_DTYPE", dtype_code(dtype))]),
+        };
+        constants.extend_from_slice(extra);
+        self.kernels.pipeline(kernel, &constants)
     }
 
     /// `y (+)= W · norms(x) (+ bias)`, one dispatch per row chunk of `W`.
@@ -72,7 +97,9 @@ impl Ops<'_> {
         residual: bool,
         y: &wgpu::Buffer,
     ) -> Result<Vec<Dispatch>, GpuError> {
-        let pipeline = self.matrix_pipeline(m, Kernel::GemvTernary, Kernel::GemvDense)?;
+        let team = GemvTeams::for_matrix(m);
+        let shape = [("LANES", team.lanes), ("ROWS_PER_TEAM", team.rows_per_team)];
+        let pipeline = self.matrix_pipeline(m, Kernel::GemvTernary, Kernel::GemvDense, &shape)?;
         let flags = norms.norm1.map_or(0, |_| NORM1)
             | norms.norm2.map_or(0, |_| NORM2)
             | bias.map_or(0, |_| BIAS)
@@ -94,14 +121,15 @@ impl Ops<'_> {
                 bindings.push((2, scales));
             }
             let label = format!("gemv {} rows {}..", m.name, chunk.first_row);
-            out.push(Dispatch::new(self.ctx, label, pipeline.clone(), &bindings, grid(chunk.rows as u32)));
+            let workgroups = (chunk.rows as u32).div_ceil(team.rows_per_workgroup());
+            out.push(Dispatch::new(self.ctx, label, pipeline.clone(), &bindings, grid(workgroups)));
         }
         Ok(out)
     }
 
     /// `x = E[token]`: one dispatch per row chunk; the chunk holding the token writes.
     pub fn embed(&mut self, m: &GpuMatrix, x: &wgpu::Buffer) -> Result<Vec<Dispatch>, GpuError> {
-        let pipeline = self.matrix_pipeline(m, Kernel::EmbedTernary, Kernel::EmbedDense)?;
+        let pipeline = self.matrix_pipeline(m, Kernel::EmbedTernary, Kernel::EmbedDense, &[])?;
         let threads = if m.is_packed() { m.cols / 16 } else { m.cols };
         let mut out = Vec::new();
         for chunk in &m.chunks {
