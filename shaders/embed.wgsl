@@ -1,4 +1,6 @@
-// Embedding lookup: x[c] = E[token, c] for the token of this step.
+// Embedding lookup: x[c] = E[token, c] for the token of this step. The token is
+// read from a storage buffer that the host writes for prompt tokens and that the
+// previous step's argmax writes while decoding, so decoding needs no CPU round trip.
 //
 // E is [vocab, hidden], packed ternary (`embed_ternary`, 16 weights per word,
 // per-group scales) or dense F32/F16/BF16 (`embed_dense`). A table split across
@@ -14,11 +16,6 @@ struct Params {
     flags: u32,      // unused
 }
 
-struct Step {
-    token: u32,
-    pos: u32,
-}
-
 override GROUP_SIZE: u32 = 64u;
 override SCALE_DTYPE: u32 = 0u;
 override WEIGHT_DTYPE: u32 = 0u;
@@ -26,17 +23,17 @@ override WEIGHT_DTYPE: u32 = 0u;
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> weights: array<u32>;  // ternary [rows, cols/16] | dense [rows, cols]
 @group(0) @binding(2) var<storage, read> scales: array<u32>;   // [rows, cols/GROUP_SIZE] (ternary only)
-@group(0) @binding(3) var<uniform> step: Step;
+@group(0) @binding(3) var<storage, read> token: array<u32>;   // [1]
 @group(0) @binding(8) var<storage, read_write> x: array<f32>;  // [cols]
 
 @compute @workgroup_size(64)
 fn embed_ternary(@builtin(global_invocation_id) id: vec3<u32>) {
     let words = p.cols / 16u;
     let w = id.x;
-    if (step.token < p.row_offset || step.token >= p.row_offset + p.rows || w >= words) {
+    if (token[0] < p.row_offset || token[0] >= p.row_offset + p.rows || w >= words) {
         return;
     }
-    let row = step.token - p.row_offset;
+    let row = token[0] - p.row_offset;
     let word = weights[row * words + w];
     let c0 = w * 16u;
     let s = row * (p.cols / GROUP_SIZE) + c0 / GROUP_SIZE;
@@ -53,9 +50,9 @@ fn embed_ternary(@builtin(global_invocation_id) id: vec3<u32>) {
 @compute @workgroup_size(64)
 fn embed_dense(@builtin(global_invocation_id) id: vec3<u32>) {
     let c = id.x;
-    if (step.token < p.row_offset || step.token >= p.row_offset + p.rows || c >= p.cols) {
+    if (token[0] < p.row_offset || token[0] >= p.row_offset + p.rows || c >= p.cols) {
         return;
     }
-    let i = (step.token - p.row_offset) * p.cols + c;
+    let i = (token[0] - p.row_offset) * p.cols + c;
     x[c] = float_in_word(weights[word_of(i, WEIGHT_DTYPE)], i, WEIGHT_DTYPE);
 }

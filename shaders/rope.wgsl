@@ -17,8 +17,7 @@ struct Params {
 }
 
 struct Step {
-    token: u32,
-    pos: u32,
+    pos: u32, // position of this step's token
 }
 
 @group(0) @binding(0) var<uniform> p: Params;

@@ -33,7 +33,34 @@ pub trait Backend {
     fn forward_greedy(&mut self, token: u32, pos: usize) -> Result<u32, RunError> {
         Ok(argmax(self.forward(token, pos)?))
     }
+
+    /// Runs `prompt` at positions from `start_pos` and returns the most likely
+    /// next token (the GPU queues the whole prompt and waits once).
+    fn prefill_greedy(&mut self, prompt: &[u32], start_pos: usize) -> Result<u32, RunError> {
+        let (last, rest) = prompt.split_last().expect("a non-empty prompt");
+        for (i, &id) in rest.iter().enumerate() {
+            self.forward(id, start_pos + i)?;
+        }
+        self.forward_greedy(*last, start_pos + rest.len())
+    }
+
+    /// Feeds `last` at `pos` and greedily decodes `n` tokens, each fed back in
+    /// (the GPU keeps them on the device and reads all `n` at the end).
+    fn decode_greedy(&mut self, last: u32, pos: usize, n: usize) -> Result<Vec<u32>, RunError> {
+        let mut ids = Vec::with_capacity(n);
+        let mut token = last;
+        for i in 0..n {
+            token = self.forward_greedy(token, pos + i)?;
+            ids.push(token);
+        }
+        Ok(ids)
+    }
 }
+
+/// Greedy tokens decoded per GPU round trip while generating: the text streams
+/// in pieces of this many tokens, and at most this many minus one are computed
+/// past an end-of-text token.
+pub const GREEDY_CHUNK: usize = 8;
 
 /// Logits of every position of `ids`, row-major `[ids.len(), vocab]`.
 pub fn score(backend: &mut dyn Backend, ids: &[u32]) -> Result<Vec<f32>, RunError> {
@@ -65,22 +92,24 @@ pub fn generate(
     sampler: &mut Sampler,
     on_token: &mut dyn FnMut(u32) -> bool,
 ) -> Result<(Vec<u32>, StopReason), RunError> {
-    let greedy = sampler.is_greedy();
     let mut history = prompt.to_vec();
     let mut generated = Vec::new();
-    let mut next = None;
-    for (i, &id) in prompt.iter().enumerate() {
-        let (pos, last) = (start_pos + i, i + 1 == prompt.len());
-        if last && greedy {
-            next = Some(backend.forward_greedy(id, pos)?);
-        } else if last {
-            next = Some(sampler.sample(backend.forward(id, pos)?, &history));
-        } else {
-            backend.forward(id, pos)?;
-        }
+    if prompt.is_empty() || max_tokens == 0 {
+        return Ok((generated, StopReason::MaxTokens));
     }
-    let Some(mut next) = next else { return Ok((generated, StopReason::MaxTokens)) };
+    // Position of the next token to feed.
+    let mut pos = start_pos + prompt.len();
+    let mut pending: std::collections::VecDeque<u32> = if sampler.is_greedy() {
+        [backend.prefill_greedy(prompt, start_pos)?].into()
+    } else {
+        for (i, &id) in prompt[..prompt.len() - 1].iter().enumerate() {
+            backend.forward(id, start_pos + i)?;
+        }
+        let logits = backend.forward(prompt[prompt.len() - 1], pos - 1)?;
+        [sampler.sample(logits, &history)].into()
+    };
     loop {
+        let next = pending.pop_front().expect("refilled below");
         generated.push(next);
         history.push(next);
         if !on_token(next) {
@@ -92,12 +121,15 @@ pub fn generate(
         if generated.len() >= max_tokens {
             return Ok((generated, StopReason::MaxTokens));
         }
-        let pos = start_pos + history.len() - 1;
-        next = if greedy {
-            backend.forward_greedy(next, pos)?
-        } else {
-            let logits = backend.forward(next, pos)?;
-            sampler.sample(logits, &history)
-        };
+        if pending.is_empty() {
+            if sampler.is_greedy() {
+                let n = GREEDY_CHUNK.min(max_tokens - generated.len());
+                pending.extend(backend.decode_greedy(next, pos, n)?);
+            } else {
+                let logits = backend.forward(next, pos)?;
+                pending.push_back(sampler.sample(logits, &history));
+            }
+            pos += pending.len();
+        }
     }
 }

@@ -10,6 +10,7 @@
 //! - [`quantize`] and [`synth`]: writing packed checkpoints.
 
 pub mod backend;
+pub mod bench;
 pub mod cli;
 pub mod engine;
 pub mod gpu;

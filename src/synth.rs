@@ -3,7 +3,8 @@
 //! Trits are uniform in {-1, 0, +1} (uniform bytes 0..=80); scales are chosen so a
 //! projection roughly keeps the variance of its normalized input, so activations
 //! stay finite through every layer. Embedding and LM head are packed too, as in the
-//! published 32B model. Files are written streaming, a row block at a time.
+//! published 32B model. The benchmark uploads them straight from memory; `synth`
+//! writes them to files, streaming.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -12,11 +13,12 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 
+use crate::gpu::weights::WeightSource;
 use crate::model::checkpoint::{shard_file_name, split_into_shards, write_index, CONFIG_FILE};
+use crate::model::layout::Inventory;
 use crate::model::safetensors::{PlannedTensor, StreamingWriter};
-use crate::model::DType;
+use crate::model::{Config, DType, Layout, ModelError};
 use crate::quantize::quantization_config;
-use crate::rng::Rng;
 use crate::ternary::{DEFAULT_GROUP_SIZE, MAX_PACKED_BYTE, TRITS_PER_BYTE};
 
 /// The sizes that define a Qwen2 model.
@@ -153,143 +155,205 @@ impl Shape {
         })
     }
 
-    /// Every tensor of the model, in file order.
-    pub fn tensors(&self) -> Vec<SynthTensor> {
+    /// Every tensor of the model, in file order: (name, content, dtype, shape).
+    fn entries(&self) -> Vec<(String, Content, Vec<usize>)> {
         let (h, i, q, kv) =
             (self.hidden, self.intermediate, self.heads * self.head_dim(), self.kv_heads * self.head_dim());
-        let mut out = vec![SynthTensor::packed("model.embed_tokens.weight", self.vocab, h, 1.0)];
+        let mut out = Vec::new();
+        // A projection keeps the variance of its normalized input: uniform trits
+        // have variance 2/3, so scales sit around 1 / sqrt(cols * 2/3).
+        let mut matrix = |name: String, rows: usize, cols: usize, around: f32| {
+            out.push((format!("{name}.scales"), Content::Scales { around }, vec![rows, cols / DEFAULT_GROUP_SIZE]));
+            out.push((name, Content::Trits, vec![rows, cols / TRITS_PER_BYTE]));
+        };
+        let projection = |cols: usize| 1.0 / (cols as f32 * 2.0 / 3.0).sqrt();
+        matrix("model.embed_tokens.weight".into(), self.vocab, h, 1.0);
         for l in 0..self.layers {
             let p = format!("model.layers.{l}");
-            out.push(SynthTensor::ones(format!("{p}.input_layernorm.weight"), h));
             for (name, rows) in [("q_proj", q), ("k_proj", kv), ("v_proj", kv)] {
-                out.push(SynthTensor::projection(format!("{p}.self_attn.{name}.weight"), rows, h));
-                out.push(SynthTensor::bias(format!("{p}.self_attn.{name}.bias"), rows));
+                matrix(format!("{p}.self_attn.{name}.weight"), rows, h, projection(h));
             }
-            out.push(SynthTensor::projection(format!("{p}.self_attn.o_proj.weight"), h, q));
-            out.push(SynthTensor::ones(format!("{p}.post_attention_layernorm.weight"), h));
-            out.push(SynthTensor::projection(format!("{p}.mlp.gate_proj.weight"), i, h));
-            out.push(SynthTensor::projection(format!("{p}.mlp.up_proj.weight"), i, h));
-            out.push(SynthTensor::projection(format!("{p}.mlp.down_proj.weight"), h, i));
+            matrix(format!("{p}.self_attn.o_proj.weight"), h, q, projection(q));
+            matrix(format!("{p}.mlp.gate_proj.weight"), i, h, projection(h));
+            matrix(format!("{p}.mlp.up_proj.weight"), i, h, projection(h));
+            matrix(format!("{p}.mlp.down_proj.weight"), h, i, projection(i));
         }
-        out.push(SynthTensor::ones("model.norm.weight".into(), h));
         if !self.tied {
-            out.push(SynthTensor::projection("lm_head.weight".into(), self.vocab, h));
+            matrix("lm_head.weight".into(), self.vocab, h, projection(h));
         }
+        for l in 0..self.layers {
+            let p = format!("model.layers.{l}");
+            out.push((format!("{p}.input_layernorm.weight"), Content::Ones, vec![h]));
+            out.push((format!("{p}.post_attention_layernorm.weight"), Content::Ones, vec![h]));
+            for (name, rows) in [("q_proj", q), ("k_proj", kv), ("v_proj", kv)] {
+                out.push((format!("{p}.self_attn.{name}.bias"), Content::Bias, vec![rows]));
+            }
+        }
+        out.push(("model.norm.weight".into(), Content::Ones, vec![h]));
         out
     }
 }
 
-/// What a synthetic tensor holds.
-#[derive(Debug, Clone)]
-pub enum Fill {
-    /// Random trits with scales around `scale`.
-    Packed { rows: usize, cols: usize, scale: f32 },
-    /// F32 vector of ones (norm weights).
-    Ones(usize),
-    /// F32 vector of small random values (biases).
-    Bias(usize),
+/// What a synthetic tensor holds. Every byte is a function of the seed, the
+/// tensor's name and the byte's position, so any range can be produced on its
+/// own: the benchmark uploads models straight from here without writing files.
+#[derive(Debug, Clone, Copy)]
+enum Content {
+    /// Uniform random base-3 bytes (four trits each).
+    Trits,
+    /// F32 group scales, uniform in `[0.75, 1.25] * around`.
+    Scales { around: f32 },
+    /// F32 ones (norm weights).
+    Ones,
+    /// F32 values uniform in `[-0.05, 0.05]` (q/k/v biases).
+    Bias,
 }
 
-#[derive(Debug, Clone)]
-pub struct SynthTensor {
-    pub name: String,
-    pub fill: Fill,
+struct Entry {
+    content: Content,
+    dtype: DType,
+    shape: Vec<usize>,
+    /// Seed of this tensor's bytes.
+    key: u64,
 }
 
-impl SynthTensor {
-    fn packed(name: &str, rows: usize, cols: usize, scale: f32) -> Self {
-        SynthTensor { name: name.into(), fill: Fill::Packed { rows, cols, scale } }
+impl Entry {
+    fn byte_len(&self) -> u64 {
+        self.shape.iter().product::<usize>() as u64 * self.dtype.size().expect("U8 or F32") as u64
     }
-    /// A projection whose output variance is about its input's: uniform trits have
-    /// variance 2/3, so `scale = 1 / sqrt(cols * 2/3)`.
-    fn projection(name: String, rows: usize, cols: usize) -> Self {
-        let scale = 1.0 / (cols as f32 * 2.0 / 3.0).sqrt();
-        SynthTensor { name, fill: Fill::Packed { rows, cols, scale } }
-    }
-    fn ones(name: String, len: usize) -> Self {
-        SynthTensor { name, fill: Fill::Ones(len) }
-    }
-    fn bias(name: String, len: usize) -> Self {
-        SynthTensor { name, fill: Fill::Bias(len) }
-    }
+}
 
-    /// The safetensors entries this tensor becomes.
-    pub fn planned(&self) -> Vec<PlannedTensor> {
-        match self.fill {
-            Fill::Packed { rows, cols, .. } => vec![
-                PlannedTensor::new(&self.name, DType::U8, vec![rows, cols / TRITS_PER_BYTE]),
-                PlannedTensor::new(format!("{}.scales", self.name), DType::F32, vec![rows, cols / DEFAULT_GROUP_SIZE]),
-            ],
-            Fill::Ones(len) | Fill::Bias(len) => vec![PlannedTensor::new(&self.name, DType::F32, vec![len])],
+/// SplitMix64's output function: a well-mixed 64-bit value for each input.
+fn mix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// A random packed model of a [`Shape`], produced on demand.
+pub struct SynthModel {
+    pub shape: &'static Shape,
+    pub config: Config,
+    entries: BTreeMap<String, Entry>,
+    /// Names in file order.
+    order: Vec<String>,
+}
+
+impl SynthModel {
+    pub fn new(shape: &'static Shape, seed: u64) -> Self {
+        let config: Config = serde_json::from_value(shape.config_json()).expect("built-in shapes are valid configs");
+        let mut entries = BTreeMap::new();
+        let mut order = Vec::new();
+        for (name, content, dims) in shape.entries() {
+            let key =
+                mix(seed
+                    ^ name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3)));
+            let dtype = if matches!(content, Content::Trits) { DType::U8 } else { DType::F32 };
+            order.push(name.clone());
+            entries.insert(name, Entry { content, dtype, shape: dims, key });
         }
+        SynthModel { shape, config, entries, order }
     }
 
-    /// Generates the bytes in pieces of at most about `chunk` bytes and hands each
-    /// to `sink`, in the order of [`SynthTensor::planned`].
-    pub fn generate(&self, rng: &mut Rng, chunk: usize, sink: &mut dyn FnMut(&[u8]) -> Result<()>) -> Result<()> {
-        match self.fill {
-            Fill::Packed { rows, cols, scale } => {
-                let total = rows * cols / TRITS_PER_BYTE;
-                let mut buf = vec![0u8; chunk.min(total).max(1)];
-                let mut left = total;
-                while left > 0 {
-                    let n = left.min(buf.len());
-                    rng.fill_below(&mut buf[..n], MAX_PACKED_BYTE + 1);
-                    sink(&buf[..n])?;
-                    left -= n;
-                }
-                let scales: Vec<f32> =
-                    (0..rows * cols / DEFAULT_GROUP_SIZE).map(|_| scale * (0.75 + 0.5 * rng.next_f32())).collect();
-                for piece in bytemuck::cast_slice::<f32, u8>(&scales).chunks(chunk.max(1)) {
-                    sink(piece)?;
+    /// Which tensor plays which part, checked as for a model read from files.
+    pub fn layout(&self) -> Result<Layout, ModelError> {
+        Layout::from_inventory(self)
+    }
+
+    /// Bytes of all tensors.
+    pub fn total_bytes(&self) -> u64 {
+        self.entries.values().map(Entry::byte_len).sum()
+    }
+}
+
+impl Inventory for SynthModel {
+    fn config(&self) -> &Config {
+        &self.config
+    }
+    fn tensor(&self, name: &str) -> Option<(&DType, &[usize])> {
+        self.entries.get(name).map(|e| (&e.dtype, e.shape.as_slice()))
+    }
+    fn location(&self) -> String {
+        format!("the synthetic {} model", self.shape.name)
+    }
+}
+
+impl WeightSource for SynthModel {
+    fn read(&self, name: &str, offset: u64, out: &mut [u8]) -> Result<(), ModelError> {
+        let e = self.entries.get(name).ok_or_else(|| ModelError::MissingTensor {
+            name: name.into(),
+            context: format!("not part of the synthetic {} model", self.shape.name),
+        })?;
+        match e.content {
+            Content::Trits => {
+                // Four bytes per 64-bit draw, 16 bits each mapped onto 0..=80.
+                for (i, byte) in out.iter_mut().enumerate() {
+                    let at = offset + i as u64;
+                    let bits = (mix(e.key ^ (at / 4)) >> (16 * (at % 4))) & 0xffff;
+                    *byte = ((bits * (MAX_PACKED_BYTE as u64 + 1)) >> 16) as u8;
                 }
             }
-            Fill::Ones(len) => sink(bytemuck::cast_slice(&vec![1.0f32; len]))?,
-            Fill::Bias(len) => {
-                let bias: Vec<f32> = (0..len).map(|_| 0.1 * (rng.next_f32() - 0.5)).collect();
-                sink(bytemuck::cast_slice(&bias))?;
+            content => {
+                let value = |index: u64| -> f32 {
+                    let unit = (mix(e.key ^ index) >> 40) as f32 / (1u64 << 24) as f32;
+                    match content {
+                        Content::Scales { around } => around * (0.75 + 0.5 * unit),
+                        Content::Bias => 0.1 * (unit - 0.5),
+                        _ => 1.0,
+                    }
+                };
+                for (i, byte) in out.iter_mut().enumerate() {
+                    let at = offset + i as u64;
+                    *byte = value(at / 4).to_le_bytes()[(at % 4) as usize];
+                }
             }
         }
         Ok(())
-    }
-
-    pub fn byte_len(&self) -> u64 {
-        self.planned().iter().map(PlannedTensor::byte_len).sum()
     }
 }
 
 /// Writes a random packed model of `shape` to `output` (sharded at `max_shard_bytes`).
 pub fn write_model(
-    shape: &Shape,
+    shape: &'static Shape,
     output: &Path,
     seed: u64,
     max_shard_bytes: u64,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<()> {
     std::fs::create_dir_all(output).with_context(|| format!("creating {}", output.display()))?;
-    let tensors = shape.tensors();
-    let total: u64 = tensors.iter().map(SynthTensor::byte_len).sum();
-    let shards = split_into_shards(&tensors, SynthTensor::byte_len, max_shard_bytes);
-    let mut rng = Rng::new(seed);
-    let mut done = 0u64;
+    let model = SynthModel::new(shape, seed);
+    let plan: Vec<PlannedTensor> = model
+        .order
+        .iter()
+        .map(|name| {
+            let e = &model.entries[name];
+            PlannedTensor::new(name, e.dtype.clone(), e.shape.clone())
+        })
+        .collect();
+    let shards = split_into_shards(&plan, PlannedTensor::byte_len, max_shard_bytes);
+    let (total, mut done) = (model.total_bytes(), 0u64);
     let mut weight_map = BTreeMap::new();
+    let mut piece = vec![0u8; 8 << 20];
     for (i, shard) in shards.iter().enumerate() {
         let file_name = shard_file_name(i, shards.len());
         let path = output.join(&file_name);
-        let plan: Vec<PlannedTensor> = shard.iter().flat_map(|t| t.planned()).collect();
-        for p in &plan {
-            weight_map.insert(p.name.clone(), file_name.clone());
-        }
+        let shard_plan: Vec<PlannedTensor> = shard.iter().map(|&t| t.clone()).collect();
         let file = File::create(&path).with_context(|| format!("creating {}", path.display()))?;
         let metadata = BTreeMap::from([("format".to_string(), "pt".to_string())]);
-        let mut writer = StreamingWriter::new(BufWriter::with_capacity(1 << 20, file), &plan, &metadata)?;
+        let mut writer = StreamingWriter::new(BufWriter::with_capacity(1 << 20, file), &shard_plan, &metadata)?;
         for t in shard {
-            t.generate(&mut rng, 8 << 20, &mut |bytes| {
-                writer.write(bytes)?;
-                done += bytes.len() as u64;
+            let len = t.byte_len();
+            let mut at = 0;
+            while at < len {
+                let n = (len - at).min(piece.len() as u64) as usize;
+                model.read(&t.name, at, &mut piece[..n])?;
+                writer.write(&piece[..n])?;
+                at += n as u64;
+                done += n as u64;
                 progress(done, total);
-                Ok(())
-            })?;
+            }
+            weight_map.insert(t.name.clone(), file_name.clone());
         }
         writer.finish().with_context(|| format!("writing {}", path.display()))?;
     }

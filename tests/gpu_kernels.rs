@@ -37,7 +37,7 @@ impl Gpu {
             .expect("a GPU adapter (on a machine without one, install mesa-vulkan-drivers)");
         let kernels = Kernels::new(&ctx);
         let dummy = ctx.buffer("dummy", 4, wgpu::BufferUsages::STORAGE);
-        let step = ctx.buffer("step", 8, wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST);
+        let step = ctx.buffer("step", 16, wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST);
         Gpu { ctx, kernels, dummy, step }
     }
 
@@ -50,8 +50,8 @@ impl Gpu {
         self.ctx.buffer_init("test data", bytemuck::cast_slice(values), U::STORAGE | U::COPY_SRC | U::COPY_DST)
     }
 
-    fn set_step(&self, token: u32, pos: u32) {
-        self.ctx.queue.write_buffer(&self.step, 0, bytemuck::cast_slice(&[token, pos]));
+    fn set_pos(&self, pos: u32) {
+        self.ctx.queue.write_buffer(&self.step, 0, bytemuck::bytes_of(&pos));
     }
 
     fn run(&self, dispatches: &[Dispatch]) {
@@ -211,9 +211,10 @@ fn embedding_rows_come_out_of_split_tables() {
         let gm = gpu.matrix(&m, &source, (100 * row_bytes) as u64);
         assert_eq!(gm.chunks.len(), 4);
         let x = gpu.f32s(&vec![0.0; hidden]);
-        let d = gpu.ops().embed(&gm, &x).unwrap();
-        for token in [0, 1, 99, 100, 199, 200, 300] {
-            gpu.set_step(token, 0);
+        let token_buffer = gpu.f32s(&[0.0]);
+        let d = gpu.ops().embed(&gm, &token_buffer, &x).unwrap();
+        for token in [0u32, 1, 99, 100, 199, 200, 300] {
+            gpu.ctx.queue.write_buffer(&token_buffer, 0, bytemuck::bytes_of(&token));
             gpu.run(&d);
             let t = token as usize;
             assert_close(
@@ -266,7 +267,7 @@ fn rope_rotates_q_and_k_and_fills_the_cache() {
     let kv = kv_heads * head_dim;
     let (kc, vc) = (gpu.f32s(&vec![0.0; ctx * kv]), gpu.f32s(&vec![0.0; ctx * kv]));
     let d = gpu.ops().rope(heads, kv_heads, head_dim, &qb, &kb, &vb, &tb, (&kc, &vc)).unwrap();
-    gpu.set_step(0, pos as u32);
+    gpu.set_pos(pos as u32);
     gpu.run(&[d]);
     let (mut q_want, mut k_want) = (q.clone(), k.clone());
     q_want.chunks_mut(head_dim).chain(k_want.chunks_mut(head_dim)).for_each(|h| reference::rope(h, pos, &inv_freq));
@@ -305,7 +306,7 @@ fn attention_matches_the_cpu_loop() {
         let (qb, kb, vb) = (gpu.f32s(&q), gpu.f32s(&k_cache), gpu.f32s(&v_cache));
         let (scores, out) = (gpu.f32s(&vec![0.0; heads * ctx]), gpu.f32s(&vec![0.0; heads * head_dim]));
         let d = gpu.ops().attention(heads, kv_heads, head_dim, ctx, &qb, (&kb, &vb), &scores, &out).unwrap();
-        gpu.set_step(0, pos as u32);
+        gpu.set_pos(pos as u32);
         gpu.run(&[d]);
         assert_close(&format!("attention heads={heads} pos={pos}"), &gpu.read(&out, heads * head_dim), &want, 1e-5);
     }

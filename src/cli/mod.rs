@@ -2,6 +2,7 @@
 //! only parses arguments and prints; the work lives in the library.
 
 mod adapters;
+mod bench;
 mod chat;
 mod inspect;
 mod progress;
@@ -16,6 +17,7 @@ Models are Hugging Face folders (config.json + safetensors). Linear weights are
 base-3 packed ternary: U8 [out, in/4] with per-64 group scales in <name>.scales.
 
 Examples:
+  tritium bench                                          # GPU speed on a synthetic 0.5B model
   tritium synth --shape tiny --output /tmp/tiny          # a random packed model
   tritium inspect --model /tmp/tiny                       # what is in it
   tritium generate --model /tmp/tiny --ids 1,2,3 --max-tokens 8
@@ -42,6 +44,8 @@ pub enum Command {
     Score(run::ScoreArgs),
     /// Generate tokens after a prompt of token ids.
     Generate(run::GenerateArgs),
+    /// Measure prompt and generation speed on the GPU (synthetic Qwen2.5-0.5B by default).
+    Bench(bench::BenchArgs),
     /// Talk with a chat model in the terminal.
     Chat(chat::ChatArgs),
     /// List the GPU adapters with their backend, limits and features.
@@ -55,6 +59,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Synth(args) => write::synth(args),
         Command::Score(args) => run::score(args),
         Command::Generate(args) => run::generate(args),
+        Command::Bench(args) => bench::run(args),
         Command::Chat(args) => chat::run(args),
         Command::Adapters => adapters::run(),
     }

@@ -1,6 +1,6 @@
 //! The Qwen2 forward pass on the GPU, in the order it runs: one token's whole
 //! work as a list of dispatches, recorded once at load and replayed every step
-//! (only the `{token, pos}` uniform changes). Compare with `reference.rs`.
+//! (only the position uniform and the token buffer change). Compare with `reference.rs`.
 
 use crate::gpu::kernels::Dispatch;
 use crate::gpu::weights::GpuMatrix;
@@ -55,7 +55,7 @@ pub struct Activations {
     pub up: wgpu::Buffer,     // [intermediate]
     pub scores: wgpu::Buffer, // [heads, ctx] attention scratch
     pub logits: wgpu::Buffer, // [vocab]
-    pub token: wgpu::Buffer,  // [1] u32 argmax
+    pub token: wgpu::Buffer,  // [1] u32: this step's token in, the argmax out
     /// `[2]` inverse RMS values for each place a norm is fused into a GEMV.
     pub stats_attn: wgpu::Buffer,
     pub stats_o: wgpu::Buffer,
@@ -79,8 +79,9 @@ pub fn token_graph(
     let (heads, kv_heads, head_dim) = (c.num_attention_heads, c.num_kv_heads(), c.head_dim());
     let mut graph = Vec::new();
 
-    // Embedding lookup of the step's token.
-    graph.extend(ops.embed(&w.embed_tokens, &a.x)?);
+    // Embedding lookup of the step's token (written by the host, or by the
+    // previous step's argmax).
+    graph.extend(ops.embed(&w.embed_tokens, &a.token, &a.x)?);
 
     for layer in &w.layers {
         // Attention block. One statistics pass over x serves input_layernorm and

@@ -190,7 +190,7 @@ impl Engine {
                 wgpu::BufferUsages::STORAGE,
             ),
         };
-        let step_params = ctx.buffer("step", 8, wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST);
+        let step_params = ctx.buffer("step", 16, wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST);
         let dummy = storage(ctx, "absent", 4);
         let mut kernels = Kernels::new(ctx);
         let mut ops = Ops { ctx, kernels: &mut kernels, dummy: &dummy, step: &step_params };
@@ -222,16 +222,25 @@ impl Engine {
         &self.ctx
     }
 
-    /// Records and submits one token's work; `logits` also copies the logits out.
-    fn run_step(&mut self, token: u32, pos: usize, logits: bool) -> Result<(), RunError> {
+    fn check(&self, token: Option<u32>, pos: usize) -> Result<(), RunError> {
         let vocab = self.config.vocab_size;
-        if token as usize >= vocab {
-            return Err(RunError::TokenOutOfRange { id: token, vocab });
+        if let Some(id) = token.filter(|&id| id as usize >= vocab) {
+            return Err(RunError::TokenOutOfRange { id, vocab });
         }
         if pos >= self.plan.ctx {
             return Err(RunError::ContextFull { pos, ctx: self.plan.ctx });
         }
-        self.ctx.queue.write_buffer(&self.step_params, 0, bytemuck::cast_slice(&[token, pos as u32]));
+        Ok(())
+    }
+
+    /// Queues one step without waiting: writes `token` (or keeps the previous
+    /// step's argmax), the position, the whole graph, then the copies `read` asks for.
+    fn queue_step(&mut self, token: Option<u32>, pos: usize, read: Readback) -> Result<(), RunError> {
+        self.check(token, pos)?;
+        if let Some(id) = token {
+            self.ctx.queue.write_buffer(&self.act.token, 0, bytemuck::bytes_of(&id));
+        }
+        self.ctx.queue.write_buffer(&self.step_params, 0, bytemuck::bytes_of(&(pos as u32)));
         let mut encoder =
             self.ctx.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("token") });
         {
@@ -241,13 +250,33 @@ impl Engine {
                 d.encode(&mut pass);
             }
         }
-        encoder.copy_buffer_to_buffer(&self.act.token, 0, &self.token_readback, 0, 4);
-        if logits {
-            encoder.copy_buffer_to_buffer(&self.act.logits, 0, &self.logits_readback, 0, (vocab * 4) as u64);
+        match read {
+            Readback::Nothing => {}
+            Readback::Token { into, slot } => encoder.copy_buffer_to_buffer(&self.act.token, 0, into, slot * 4, 4),
+            Readback::Logits => {
+                let bytes = (self.config.vocab_size * 4) as u64;
+                encoder.copy_buffer_to_buffer(&self.act.logits, 0, &self.logits_readback, 0, bytes)
+            }
         }
         self.ctx.queue.submit([encoder.finish()]);
         Ok(())
     }
+
+    fn read_tokens(&self, buffer: &wgpu::Buffer) -> Result<Vec<u32>, RunError> {
+        let bytes = self.ctx.read_mapped(buffer)?;
+        Ok(bytes.chunks_exact(4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect())
+    }
+}
+
+/// What a step copies back for the host.
+enum Readback<'a> {
+    Nothing,
+    /// The argmax, into 4-byte slot `slot` of `into`.
+    Token {
+        into: &'a wgpu::Buffer,
+        slot: u64,
+    },
+    Logits,
 }
 
 impl Backend for Engine {
@@ -260,7 +289,7 @@ impl Backend for Engine {
     }
 
     fn forward(&mut self, token: u32, pos: usize) -> Result<&[f32], RunError> {
-        self.run_step(token, pos, true)?;
+        self.queue_step(Some(token), pos, Readback::Logits)?;
         let bytes = self.ctx.read_mapped(&self.logits_readback)?;
         for (l, b) in self.logits.iter_mut().zip(bytes.chunks_exact(4)) {
             *l = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
@@ -268,9 +297,29 @@ impl Backend for Engine {
         Ok(&self.logits)
     }
 
-    fn forward_greedy(&mut self, token: u32, pos: usize) -> Result<u32, RunError> {
-        self.run_step(token, pos, false)?;
-        let bytes = self.ctx.read_mapped(&self.token_readback)?;
-        Ok(u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]))
+    /// Queues every prompt token back to back and waits once, for the last argmax.
+    fn prefill_greedy(&mut self, prompt: &[u32], start_pos: usize) -> Result<u32, RunError> {
+        let readback = self.token_readback.clone();
+        for (i, &id) in prompt.iter().enumerate() {
+            let read =
+                if i + 1 == prompt.len() { Readback::Token { into: &readback, slot: 0 } } else { Readback::Nothing };
+            self.queue_step(Some(id), start_pos + i, read)?;
+        }
+        Ok(self.read_tokens(&readback)?[0])
+    }
+
+    /// Queues `n` steps whose tokens come from the previous step's argmax on the
+    /// GPU, and reads all `n` ids back at the end.
+    fn decode_greedy(&mut self, last: u32, pos: usize, n: usize) -> Result<Vec<u32>, RunError> {
+        self.check(None, pos + n.saturating_sub(1))?;
+        use wgpu::BufferUsages as U;
+        let readback = self.ctx.buffer("decoded ids", (n.max(1) * 4) as u64, U::MAP_READ | U::COPY_DST);
+        for i in 0..n {
+            let token = if i == 0 { Some(last) } else { None };
+            self.queue_step(token, pos + i, Readback::Token { into: &readback, slot: i as u64 })?;
+        }
+        let mut ids = self.read_tokens(&readback)?;
+        ids.truncate(n);
+        Ok(ids)
     }
 }

@@ -49,7 +49,7 @@ pub struct Ops<'a> {
     pub kernels: &'a mut Kernels,
     /// Bound where a kernel's optional input is absent (its flag is off).
     pub dummy: &'a wgpu::Buffer,
-    /// `{token, pos}` of the current step.
+    /// `{pos}` of the current step (uniform).
     pub step: &'a wgpu::Buffer,
 }
 
@@ -127,14 +127,14 @@ impl Ops<'_> {
         Ok(out)
     }
 
-    /// `x = E[token]`: one dispatch per row chunk; the chunk holding the token writes.
-    pub fn embed(&mut self, m: &GpuMatrix, x: &wgpu::Buffer) -> Result<Vec<Dispatch>, GpuError> {
+    /// `x = E[token[0]]`: one dispatch per row chunk; the chunk holding the token writes.
+    pub fn embed(&mut self, m: &GpuMatrix, token: &wgpu::Buffer, x: &wgpu::Buffer) -> Result<Vec<Dispatch>, GpuError> {
         let pipeline = self.matrix_pipeline(m, Kernel::EmbedTernary, Kernel::EmbedDense, &[])?;
         let threads = if m.is_packed() { m.cols / 16 } else { m.cols };
         let mut out = Vec::new();
         for chunk in &m.chunks {
             let params = self.uniform(&m.name, &[chunk.rows as u32, m.cols as u32, chunk.first_row as u32, 0]);
-            let mut bindings = vec![(0, &params), (1, &chunk.weights), (3, self.step), (8, x)];
+            let mut bindings = vec![(0, &params), (1, &chunk.weights), (3, token), (8, x)];
             if let Some(scales) = &chunk.scales {
                 bindings.push((2, scales));
             }

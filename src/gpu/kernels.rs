@@ -23,6 +23,7 @@ pub enum Kernel {
     Attention,
     Swiglu,
     Argmax,
+    StreamRead,
 }
 
 impl Kernel {
@@ -40,6 +41,9 @@ impl Kernel {
             Kernel::Attention => ("attention.wgsl", include_str!("../../shaders/attention.wgsl"), "attention", false),
             Kernel::Swiglu => ("swiglu.wgsl", include_str!("../../shaders/swiglu.wgsl"), "swiglu", false),
             Kernel::Argmax => ("argmax.wgsl", include_str!("../../shaders/argmax.wgsl"), "argmax", false),
+            Kernel::StreamRead => {
+                ("stream_read.wgsl", include_str!("../../shaders/stream_read.wgsl"), "stream_read", false)
+            }
         }
     }
 }

@@ -3,6 +3,7 @@
 
 pub mod context;
 pub mod kernels;
+pub mod roof;
 pub mod weights;
 
 pub use context::{AdapterChoice, DeviceOptions, GpuCaps, GpuContext};

@@ -5,7 +5,8 @@
 //! and dtype is checked against the config here, before any compute, and errors
 //! name the offending tensor.
 
-use super::checkpoint::{Checkpoint, TensorRef};
+use super::checkpoint::Checkpoint;
+use super::config::Config;
 use super::safetensors::DType;
 use super::ModelError;
 use crate::ternary::TRITS_PER_BYTE;
@@ -82,10 +83,36 @@ pub struct Layout {
     pub tied: bool,
 }
 
+/// What the layout needs to know of a model: its config and each tensor's dtype
+/// and shape. Files on disk and synthetic models both provide it.
+pub trait Inventory {
+    fn config(&self) -> &Config;
+    fn tensor(&self, name: &str) -> Option<(&DType, &[usize])>;
+    /// Where the model is, for error messages.
+    fn location(&self) -> String;
+}
+
+impl Inventory for Checkpoint {
+    fn config(&self) -> &Config {
+        &self.config
+    }
+    fn tensor(&self, name: &str) -> Option<(&DType, &[usize])> {
+        self.get(name).map(|t| (t.dtype(), t.shape()))
+    }
+    fn location(&self) -> String {
+        format!("the checkpoint in {}", self.dir.display())
+    }
+}
+
 impl Layout {
     /// Finds and checks every tensor the config calls for.
     pub fn from_checkpoint(ckpt: &Checkpoint) -> Result<Self, ModelError> {
-        let c = &ckpt.config;
+        Self::from_inventory(ckpt)
+    }
+
+    /// The same, for any [`Inventory`].
+    pub fn from_inventory(ckpt: &dyn Inventory) -> Result<Self, ModelError> {
+        let c = ckpt.config();
         let (hidden, inter, vocab) = (c.hidden_size, c.intermediate_size, c.vocab_size);
         let q_dim = c.num_attention_heads * c.head_dim();
         let kv_dim = c.kv_dim();
@@ -131,14 +158,33 @@ impl Layout {
 
 /// Looks tensors up by name and checks them.
 struct Finder<'a> {
-    ckpt: &'a Checkpoint,
+    ckpt: &'a dyn Inventory,
+}
+
+/// A tensor's dtype and shape.
+struct Info<'a> {
+    dtype: &'a DType,
+    shape: &'a [usize],
+}
+
+impl Info<'_> {
+    fn dtype(&self) -> &DType {
+        self.dtype
+    }
+    fn shape(&self) -> &[usize] {
+        self.shape
+    }
 }
 
 impl Finder<'_> {
-    fn tensor(&self, name: &str) -> Result<&TensorRef, ModelError> {
-        self.ckpt.get(name).ok_or_else(|| ModelError::MissingTensor {
+    fn find(&self, name: &str) -> Option<Info<'_>> {
+        self.ckpt.tensor(name).map(|(dtype, shape)| Info { dtype, shape })
+    }
+
+    fn tensor(&self, name: &str) -> Result<Info<'_>, ModelError> {
+        self.find(name).ok_or_else(|| ModelError::MissingTensor {
             name: name.to_string(),
-            context: format!("the config calls for it; the checkpoint in {} lacks it", self.ckpt.dir.display()),
+            context: format!("the config calls for it; {} lacks it", self.ckpt.location()),
         })
     }
 
@@ -162,7 +208,7 @@ impl Finder<'_> {
     }
 
     fn optional_vector(&self, name: &str, len: usize) -> Result<Option<Vector>, ModelError> {
-        match self.ckpt.get(name) {
+        match self.find(name) {
             Some(_) => self.vector(name, len).map(Some),
             None => Ok(None),
         }
@@ -178,7 +224,7 @@ impl Finder<'_> {
                 }
                 Storage::Dense { dtype: dtype.clone() }
             }
-            DType::U8 => self.packed_storage(name, t, rows, cols)?,
+            DType::U8 => self.packed_storage(name, &t, rows, cols)?,
             other => {
                 return Err(ModelError::Dtype {
                     name: name.into(),
@@ -190,7 +236,7 @@ impl Finder<'_> {
         Ok(Matrix { name: name.into(), rows, cols, storage })
     }
 
-    fn packed_storage(&self, name: &str, t: &TensorRef, rows: usize, cols: usize) -> Result<Storage, ModelError> {
+    fn packed_storage(&self, name: &str, t: &Info, rows: usize, cols: usize) -> Result<Storage, ModelError> {
         if !cols.is_multiple_of(TRITS_PER_BYTE) || t.shape() != [rows, cols / TRITS_PER_BYTE] {
             return Err(Self::shape_error(
                 name,
@@ -199,7 +245,7 @@ impl Finder<'_> {
             ));
         }
         let scales_name = format!("{name}.scales");
-        let s = self.ckpt.get(&scales_name).ok_or_else(|| ModelError::MissingTensor {
+        let s = self.find(&scales_name).ok_or_else(|| ModelError::MissingTensor {
             name: scales_name.clone(),
             context: format!("{name} is U8 (packed ternary) and needs its group scales"),
         })?;
@@ -215,7 +261,7 @@ impl Finder<'_> {
                 *g
             }
             got => {
-                let expected = match self.ckpt.config.declared_group_size() {
+                let expected = match self.ckpt.config().declared_group_size() {
                     Some(gs) => format!("[{rows}, {}] (group size {gs})", cols / gs.max(1)),
                     None => format!("[{rows}, {cols} / group size]"),
                 };
@@ -223,7 +269,7 @@ impl Finder<'_> {
             }
         };
         let group_size = cols / groups;
-        if let Some(declared) = self.ckpt.config.declared_group_size() {
+        if let Some(declared) = self.ckpt.config().declared_group_size() {
             if declared != group_size {
                 return Err(Self::shape_error(
                     &scales_name,

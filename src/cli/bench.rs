@@ -1,0 +1,140 @@
+//! `bench`: prompt-processing and generation speed on the GPU, like llama-bench.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+
+use super::inspect::human;
+use super::progress::bytes_bar;
+use super::run::open_gpu;
+use crate::bench::{mean_std, run_once};
+use crate::engine::{Engine, EngineOptions};
+use crate::gpu::roof::measure_read_bandwidth;
+use crate::gpu::weights::WeightSource;
+use crate::model::{Config, Layout, Model};
+use crate::synth::{shape_by_name, Shape, SynthModel};
+
+#[derive(Args, Debug)]
+#[command(after_help = "Examples:
+  tritium bench                                   # synthetic Qwen2.5-0.5B shape, pp512 + tg128, 3 repetitions
+  tritium bench --synthetic qwen2.5-32b --roof    # also measure the device's read bandwidth
+  tritium bench --model DIR -p 128 -n 64 -r 5 --json
+Synthetic models have random packed weights of the exact shape, made on the fly (no files).
+pp = prompt tokens per second; tg = generated tokens per second (greedy, after the prompt).")]
+pub struct BenchArgs {
+    /// Benchmark the model in this folder.
+    #[arg(long, conflicts_with = "synthetic")]
+    pub model: Option<PathBuf>,
+    /// Benchmark a random packed model of this shape (default qwen2.5-0.5b): 0.5b, 1.5b, 3b, 7b, 14b, 32b, tiny.
+    #[arg(long, value_parser = shape_by_name)]
+    pub synthetic: Option<&'static Shape>,
+    /// Prompt tokens.
+    #[arg(short = 'p', long = "prompt-tokens", default_value_t = 512)]
+    pub prompt_tokens: usize,
+    /// Generated tokens.
+    #[arg(short = 'n', long = "gen-tokens", default_value_t = 128)]
+    pub gen_tokens: usize,
+    /// Repetitions (after one warm-up run).
+    #[arg(short = 'r', long, default_value_t = 3)]
+    pub repetitions: usize,
+    /// GPU adapter: an index or part of a name from `tritium adapters`.
+    #[arg(long)]
+    pub adapter: Option<String>,
+    /// Also measure the device's streaming-read bandwidth and report decode as a fraction of it.
+    #[arg(long)]
+    pub roof: bool,
+    /// Print one JSON object per repetition instead of the table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(args: BenchArgs) -> Result<()> {
+    if args.prompt_tokens == 0 || args.repetitions == 0 {
+        bail!("-p and -r must be at least 1");
+    }
+    let gpu = open_gpu(args.adapter.as_deref())?;
+    let opened;
+    let synth;
+    let (name, config, layout, source): (String, Config, Layout, &dyn WeightSource) = match &args.model {
+        Some(dir) => {
+            opened = Model::open(dir).with_context(|| format!("loading the model in {}", dir.display()))?;
+            (dir.display().to_string(), opened.config().clone(), opened.layout.clone(), &opened.checkpoint)
+        }
+        None => {
+            let shape = args.synthetic.unwrap_or(shape_by_name("qwen2.5-0.5b").expect("built-in shape"));
+            synth = SynthModel::new(shape, 0);
+            (format!("{} (synthetic)", shape.name), synth.config.clone(), synth.layout()?, &synth)
+        }
+    };
+    let ctx = args.prompt_tokens + args.gen_tokens;
+    if ctx > config.max_position_embeddings {
+        bail!("-p + -n = {ctx} exceeds the model's max_position_embeddings ({})", config.max_position_embeddings);
+    }
+
+    let started = Instant::now();
+    let (bar, mut progress) = bytes_bar("uploading weights");
+    let options = EngineOptions { ctx: Some(ctx), ..Default::default() };
+    let mut engine = Engine::load(&gpu, &config, &layout, source, &options, &mut progress)
+        .with_context(|| format!("loading {name} onto {}", gpu.describe()))?;
+    bar.finish_and_clear();
+    let load_s = started.elapsed().as_secs_f64();
+    let plan = engine.memory_plan().clone();
+
+    let roof = if args.roof { Some(measure_read_bandwidth(&gpu, 20)?) } else { None };
+    // Warm-up: compiles every pipeline (software drivers compile at first use).
+    run_once(&mut engine, args.prompt_tokens.min(8), args.gen_tokens.min(8), 1)?;
+
+    let adapter = gpu.info.name.clone();
+    let backend = format!("{:?}", gpu.info.backend);
+    let mut prefill = Vec::new();
+    let mut decode = Vec::new();
+    for rep in 0..args.repetitions {
+        let t = run_once(&mut engine, args.prompt_tokens, args.gen_tokens, 100 + rep as u64)?;
+        let (pp, tg) = (args.prompt_tokens as f64 / t.prefill_s, args.gen_tokens as f64 / t.decode_s.max(1e-12));
+        prefill.push(pp);
+        decode.push(tg);
+        if args.json {
+            let gb_s = plan.weight_bytes as f64 * tg / 1e9;
+            let line = serde_json::json!({
+                "model": name, "adapter": adapter, "backend": backend,
+                "prompt_tokens": args.prompt_tokens, "gen_tokens": args.gen_tokens,
+                "prefill_tok_s": pp, "decode_tok_s": tg,
+                "weight_bytes": plan.weight_bytes, "decode_gb_s": gb_s,
+                "gpu_memory_bytes": plan.total(), "kv_cache_bytes": plan.kv_cache_bytes,
+                "load_s": load_s, "repetition": rep,
+                "roof_gb_s": roof.map(|r| r / 1e9),
+                "decode_roof_fraction": roof.map(|r| gb_s * 1e9 / r),
+            });
+            println!("{line}");
+        }
+    }
+    if args.json {
+        return Ok(());
+    }
+    let (pp, pp_sd) = mean_std(&prefill);
+    let (tg, tg_sd) = mean_std(&decode);
+    let gb_s = plan.weight_bytes as f64 * tg / 1e9;
+    println!("model    {name}");
+    println!("adapter  {adapter} ({backend}); {}", gpu.describe());
+    println!(
+        "weights  {} on the GPU, {} in all with a {ctx}-token KV cache; loaded in {load_s:.2} s",
+        human(plan.weight_bytes),
+        human(plan.total())
+    );
+    println!();
+    println!("| test   |            t/s | weights read |");
+    println!("| ------ | -------------: | -----------: |");
+    println!("| pp{:<4} | {pp:>8.1} ± {pp_sd:<5.1} |              |", args.prompt_tokens);
+    println!("| tg{:<4} | {tg:>8.1} ± {tg_sd:<5.1} | {gb_s:>7.1} GB/s |", args.gen_tokens);
+    if let Some(roof) = roof {
+        println!();
+        println!(
+            "roof     {:.1} GB/s streaming read; decode reads weights at {:.0}% of it",
+            roof / 1e9,
+            100.0 * gb_s * 1e9 / roof
+        );
+    }
+    Ok(())
+}
