@@ -3,10 +3,14 @@
 // For query head h (KV head g = h / (heads / kv_heads)) and positions t <= pos:
 //   s[t] = q_h . k_cache[t, g] / sqrt(head_dim);   w = softmax(s);
 //   out_h = sum_t w[t] * v_cache[t, g]
-// Softmax in f32 with the running maximum subtracted. The scores go through a
-// storage scratch buffer so the context is not limited by workgroup memory.
+// Softmax in f32 with the maximum subtracted. Scores go through a storage
+// scratch buffer so the context is not limited by workgroup memory. The
+// weighted sum splits the positions into slices (one per group of head_dim/4
+// threads, each thread owning four output columns) and adds the slices up at the
+// end, so no thread walks the whole context alone.
 //
-// Dispatch: one workgroup of 64 threads per query head.
+// Dispatch: one workgroup of 256 threads per query head; head_dim % 4 == 0 and
+// head_dim <= 1024.
 
 struct Params {
     heads: u32,
@@ -25,14 +29,15 @@ struct Step {
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<uniform> step: Step;
-@group(0) @binding(2) var<storage, read> q: array<f32>;              // [heads, head_dim]
-@group(0) @binding(3) var<storage, read> k_cache: array<f32>;        // [ctx, kv_heads, head_dim]
-@group(0) @binding(4) var<storage, read> v_cache: array<f32>;        // [ctx, kv_heads, head_dim]
+@group(0) @binding(2) var<storage, read> q: array<vec4<f32>>;        // [heads, head_dim / 4]
+@group(0) @binding(3) var<storage, read> k_cache: array<vec4<f32>>;  // [ctx, kv_heads, head_dim / 4]
+@group(0) @binding(4) var<storage, read> v_cache: array<vec4<f32>>;  // [ctx, kv_heads, head_dim / 4]
 @group(0) @binding(5) var<storage, read_write> scores: array<f32>;   // [heads, ctx] scratch
-@group(0) @binding(6) var<storage, read_write> out: array<f32>;      // [heads, head_dim]
+@group(0) @binding(6) var<storage, read_write> out: array<vec4<f32>>; // [heads, head_dim / 4]
 
-const WG: u32 = 64u;
-var<workgroup> partial: array<f32, 64>;
+const WG: u32 = 256u;
+var<workgroup> partial: array<f32, 256>;
+var<workgroup> slices: array<vec4<f32>, 256>;
 
 fn workgroup_reduce(lid: u32, value: f32, is_max: bool) -> f32 {
     partial[lid] = value;
@@ -52,20 +57,22 @@ fn workgroup_reduce(lid: u32, value: f32, is_max: bool) -> f32 {
     return total;
 }
 
-@compute @workgroup_size(64)
+@compute @workgroup_size(256)
 fn attention(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let head = wg.x;
     let n = step.pos + 1u;
-    let kv_dim = p.kv_heads * p.head_dim;
-    let kv_offset = (head / (p.heads / p.kv_heads)) * p.head_dim;
-    let q_offset = head * p.head_dim;
+    let quads = p.head_dim / 4u; // vec4 columns per head
+    let kv_stride = p.kv_heads * quads;
+    let kv_offset = (head / (p.heads / p.kv_heads)) * quads;
+    let q_offset = head * quads;
     let s_offset = head * p.ctx;
 
+    // Scores, one position per thread.
     var local_max = -3.0e38;
     for (var t = lid; t < n; t = t + WG) {
         var s = 0.0;
-        for (var d = 0u; d < p.head_dim; d = d + 1u) {
-            s = s + q[q_offset + d] * k_cache[t * kv_dim + kv_offset + d];
+        for (var d = 0u; d < quads; d = d + 1u) {
+            s = s + dot(q[q_offset + d], k_cache[t * kv_stride + kv_offset + d]);
         }
         s = s * p.scale;
         scores[s_offset + t] = s;
@@ -80,15 +87,27 @@ fn attention(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_ind
         local_sum = local_sum + e;
     }
     let total = workgroup_reduce(lid, local_sum, false);
-    // Every thread reads every score below: make the writes above visible.
+    // Every thread reads scores other threads wrote: make them visible.
     storageBarrier();
     workgroupBarrier();
 
-    for (var d = lid; d < p.head_dim; d = d + WG) {
-        var acc = 0.0;
-        for (var t = 0u; t < n; t = t + 1u) {
-            acc = acc + scores[s_offset + t] * v_cache[t * kv_dim + kv_offset + d];
+    // Weighted sum of values: thread (slice, column) sums positions slice, slice + slice_count, ...
+    let slice_count = WG / quads;
+    let slice = lid / quads;
+    let column = lid % quads;
+    var acc = vec4<f32>(0.0);
+    if (slice < slice_count) {
+        for (var t = slice; t < n; t = t + slice_count) {
+            acc = acc + scores[s_offset + t] * v_cache[t * kv_stride + kv_offset + column];
         }
-        out[q_offset + d] = acc / total;
+    }
+    slices[lid] = acc;
+    workgroupBarrier();
+    if (lid < quads) {
+        var sum = vec4<f32>(0.0);
+        for (var s = 0u; s < slice_count; s = s + 1u) {
+            sum = sum + slices[s * quads + lid];
+        }
+        out[q_offset + lid] = sum / total;
     }
 }

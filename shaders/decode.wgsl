@@ -41,3 +41,16 @@ fn trits_of_byte(word: u32, j: u32) -> vec4<f32> {
         f32(b / 27u),
     ) - vec4<f32>(1.0);
 }
+
+// The base-3 digits (trit + 1, as floats 0, 1 or 2) of the four bytes of `word`,
+// digit by digit: column j of the result holds digit j of bytes 0..3, so for the
+// 16 weights w[4i + j] of the word, w = m[j][i] - 1. Float arithmetic on four
+// bytes at once: q = floor(b / 3) is exact for b <= 80 with 1/3 rounded up.
+fn base3_digits(word: u32) -> mat4x4<f32> {
+    const THIRD: f32 = 0.33333334;
+    let b = vec4<f32>(unpack4xU8(word));
+    let q1 = floor(b * THIRD);
+    let q2 = floor(q1 * THIRD);
+    let q3 = floor(q2 * THIRD);
+    return mat4x4<f32>(b - 3.0 * q1, q1 - 3.0 * q2, q2 - 3.0 * q3, q3);
+}

@@ -107,19 +107,21 @@ fn gemv_ternary(
     let groups = p.cols / GROUP_SIZE;
     var acc: array<f32, 8>;
     for (var w = lid % LANES; w < words; w = w + LANES) {
+        // The word's 16 inputs, arranged by digit position: xj[i] = in[c + 4i + j].
         let c = w * 16u;
-        let x0 = vec4<f32>(input_at(c), input_at(c + 1u), input_at(c + 2u), input_at(c + 3u));
-        let x1 = vec4<f32>(input_at(c + 4u), input_at(c + 5u), input_at(c + 6u), input_at(c + 7u));
-        let x2 = vec4<f32>(input_at(c + 8u), input_at(c + 9u), input_at(c + 10u), input_at(c + 11u));
-        let x3 = vec4<f32>(input_at(c + 12u), input_at(c + 13u), input_at(c + 14u), input_at(c + 15u));
+        let x0 = vec4<f32>(input_at(c), input_at(c + 4u), input_at(c + 8u), input_at(c + 12u));
+        let x1 = vec4<f32>(input_at(c + 1u), input_at(c + 5u), input_at(c + 9u), input_at(c + 13u));
+        let x2 = vec4<f32>(input_at(c + 2u), input_at(c + 6u), input_at(c + 10u), input_at(c + 14u));
+        let x3 = vec4<f32>(input_at(c + 3u), input_at(c + 7u), input_at(c + 11u), input_at(c + 15u));
+        // Weights are digit - 1: the -1 folds out as one sum, shared by all rows.
+        let x_sum = dot(x0 + x1 + x2 + x3, vec4<f32>(1.0));
         // GROUP_SIZE is a multiple of 16, so one word never straddles two groups.
         let group = c / GROUP_SIZE;
         for (var k = 0u; k < ROWS_PER_TEAM; k = k + 1u) {
             let row = first_row + k;
             if (row < p.rows) {
-                let word = weights[row * words + w];
-                let sum = dot(trits_of_byte(word, 0u), x0) + dot(trits_of_byte(word, 1u), x1)
-                    + dot(trits_of_byte(word, 2u), x2) + dot(trits_of_byte(word, 3u), x3);
+                let d = base3_digits(weights[row * words + w]);
+                let sum = dot(d[0], x0) + dot(d[1], x1) + dot(d[2], x2) + dot(d[3], x3) - x_sum;
                 let s = row * groups + group;
                 acc[k] = acc[k] + sum * float_in_word(scales[word_of(s, SCALE_DTYPE)], s, SCALE_DTYPE);
             }

@@ -73,6 +73,8 @@ pub fn run(args: BenchArgs) -> Result<()> {
         bail!("-p + -n = {ctx} exceeds the model's max_position_embeddings ({})", config.max_position_embeddings);
     }
 
+    // The roof first, on an otherwise empty device.
+    let roof = if args.roof { Some(measure_read_bandwidth(&gpu, 20)?) } else { None };
     let started = Instant::now();
     let (bar, mut progress) = bytes_bar("uploading weights");
     let options = EngineOptions { ctx: Some(ctx), ..Default::default() };
@@ -82,7 +84,6 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let load_s = started.elapsed().as_secs_f64();
     let plan = engine.memory_plan().clone();
 
-    let roof = if args.roof { Some(measure_read_bandwidth(&gpu, 20)?) } else { None };
     // Warm-up: compiles every pipeline (software drivers compile at first use).
     run_once(&mut engine, args.prompt_tokens.min(8), args.gen_tokens.min(8), 1)?;
 
