@@ -10,7 +10,7 @@
 // end, so no thread walks the whole context alone.
 //
 // Dispatch: one workgroup of 256 threads per query head; head_dim % 4 == 0 and
-// head_dim <= 1024.
+// head_dim <= 1024. Reductions come from reduce*.wgsl.
 
 struct Params {
     heads: u32,
@@ -36,26 +36,7 @@ struct Step {
 @group(0) @binding(6) var<storage, read_write> out: array<vec4<f32>>; // [heads, head_dim / 4]
 
 const WG: u32 = 256u;
-var<workgroup> partial: array<f32, 256>;
 var<workgroup> slices: array<vec4<f32>, 256>;
-
-fn workgroup_reduce(lid: u32, value: f32, is_max: bool) -> f32 {
-    partial[lid] = value;
-    workgroupBarrier();
-    for (var stride = WG / 2u; stride > 0u; stride = stride / 2u) {
-        if (lid < stride) {
-            if (is_max) {
-                partial[lid] = max(partial[lid], partial[lid + stride]);
-            } else {
-                partial[lid] = partial[lid] + partial[lid + stride];
-            }
-        }
-        workgroupBarrier();
-    }
-    let total = partial[0];
-    workgroupBarrier();
-    return total;
-}
 
 @compute @workgroup_size(256)
 fn attention(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
@@ -78,7 +59,7 @@ fn attention(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_ind
         scores[s_offset + t] = s;
         local_max = max(local_max, s);
     }
-    let m = workgroup_reduce(lid, local_max, true);
+    let m = workgroup_max(lid, WG, local_max);
 
     var local_sum = 0.0;
     for (var t = lid; t < n; t = t + WG) {
@@ -86,7 +67,7 @@ fn attention(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_ind
         scores[s_offset + t] = e;
         local_sum = local_sum + e;
     }
-    let total = workgroup_reduce(lid, local_sum, false);
+    let total = workgroup_sum(lid, WG, local_sum);
     // Every thread reads scores other threads wrote: make them visible.
     storageBarrier();
     workgroupBarrier();

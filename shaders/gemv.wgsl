@@ -65,10 +65,23 @@ fn team_first_row(wg: vec3<u32>, num_wg: vec3<u32>, lid: u32) -> u32 {
 
 // Sums each team's per-thread partial results and writes its rows' outputs.
 fn finish_rows(first_row: u32, lid: u32, acc: ptr<function, array<f32, 8>>) {
-    for (var k = 0u; k < ROWS_PER_TEAM; k = k + 1u) {
-        partial[k * WG + lid] = (*acc)[k];
+    if (LANES == WG) {
+        // One team: whole-workgroup reductions (with subgroup operations where present).
+        for (var k = 0u; k < ROWS_PER_TEAM; k = k + 1u) {
+            partial[k * WG + lid] = workgroup_sum(lid, WG, (*acc)[k]);
+        }
+    } else {
+        for (var k = 0u; k < ROWS_PER_TEAM; k = k + 1u) {
+            partial[k * WG + lid] = (*acc)[k];
+        }
+        workgroupBarrier();
+        reduce_teams(lid);
     }
-    workgroupBarrier();
+    write_rows(first_row, lid);
+}
+
+// Sums each team's slots of `partial` into its first lane's slot.
+fn reduce_teams(lid: u32) {
     let lane = lid % LANES;
     for (var stride = LANES / 2u; stride > 0u; stride = stride / 2u) {
         if (lane < stride) {
@@ -78,7 +91,11 @@ fn finish_rows(first_row: u32, lid: u32, acc: ptr<function, array<f32, 8>>) {
         }
         workgroupBarrier();
     }
-    if (lane == 0u) {
+}
+
+// The first lane of each team writes the team's rows (sum in its `partial` slots).
+fn write_rows(first_row: u32, lid: u32) {
+    if (lid % LANES == 0u) {
         for (var k = 0u; k < ROWS_PER_TEAM; k = k + 1u) {
             let row = first_row + k;
             if (row < p.rows) {

@@ -5,7 +5,7 @@
 //   stats[1] = 1 / sqrt(mean((x * stats[0] * w)^2) + eps)   (SECOND: a per-linear
 //              norm follows the block norm w; both share this one pass)
 //
-// Dispatch: one workgroup of 256 threads.
+// Dispatch: one workgroup of 256 threads. Reductions come from reduce*.wgsl.
 
 struct Params {
     n: u32,
@@ -22,21 +22,6 @@ const SECOND: u32 = 1u;
 @group(0) @binding(3) var<storage, read_write> stats: array<f32>; // [2]
 
 const WG: u32 = 256u;
-var<workgroup> partial: array<f32, 256>;
-
-fn workgroup_sum(lid: u32, value: f32) -> f32 {
-    partial[lid] = value;
-    workgroupBarrier();
-    for (var stride = WG / 2u; stride > 0u; stride = stride / 2u) {
-        if (lid < stride) {
-            partial[lid] = partial[lid] + partial[lid + stride];
-        }
-        workgroupBarrier();
-    }
-    let total = partial[0];
-    workgroupBarrier();
-    return total;
-}
 
 @compute @workgroup_size(256)
 fn norm_stats(@builtin(local_invocation_index) lid: u32) {
@@ -44,7 +29,7 @@ fn norm_stats(@builtin(local_invocation_index) lid: u32) {
     for (var i = lid; i < p.n; i = i + WG) {
         sq = sq + x[i] * x[i];
     }
-    let inv_rms = inverseSqrt(workgroup_sum(lid, sq) / f32(p.n) + p.eps);
+    let inv_rms = inverseSqrt(workgroup_sum(lid, WG, sq) / f32(p.n) + p.eps);
     var inv_rms2 = 1.0;
     if ((p.flags & SECOND) != 0u) {
         var sq2 = 0.0;
@@ -52,7 +37,7 @@ fn norm_stats(@builtin(local_invocation_index) lid: u32) {
             let h = x[i] * inv_rms * w[i];
             sq2 = sq2 + h * h;
         }
-        inv_rms2 = inverseSqrt(workgroup_sum(lid, sq2) / f32(p.n) + p.eps);
+        inv_rms2 = inverseSqrt(workgroup_sum(lid, WG, sq2) / f32(p.n) + p.eps);
     }
     if (lid == 0u) {
         stats[0] = inv_rms;

@@ -30,24 +30,24 @@ fn gpu_logits_and_greedy_ids_match_transformers() {
         let out = tempfile::tempdir().unwrap();
         let npy = out.path().join("logits.npy");
         let ids = ids_arg(&exp.prompt_ids);
-        tritium_ok(&[
-            "score",
-            "--model",
-            dir.to_str().unwrap(),
-            "--ids",
-            &ids,
-            "--backend",
-            "gpu",
-            "--out",
-            npy.to_str().unwrap(),
-        ]);
-        let (shape, ours) = read_npy(&npy);
-        let (_, theirs) = read_npy(&dir.join("logits.npy"));
-        let diff = max_abs_diff(&ours, &theirs);
-        assert!(diff <= 2e-3 * exp.max_abs_logit, "{name}: max |logit difference| {diff}");
-        for (pos, (a, b)) in ours.chunks(shape[1]).zip(theirs.chunks(shape[1])).enumerate() {
-            assert_eq!(tritium::sampling::argmax(a), tritium::sampling::argmax(b), "{name}: argmax at {pos}");
+        // Both kernel paths: with the device's optional features, and forced portable.
+        for portable in [false, true] {
+            let mut args =
+                vec!["score", "--model", dir.to_str().unwrap(), "--ids", &ids, "--out", npy.to_str().unwrap()];
+            if portable {
+                args.push("--portable");
+            }
+            tritium_ok(&args);
+            let (shape, ours) = read_npy(&npy);
+            let (_, theirs) = read_npy(&dir.join("logits.npy"));
+            let diff = max_abs_diff(&ours, &theirs);
+            assert!(diff <= 2e-3 * exp.max_abs_logit, "{name} (portable {portable}): max |logit difference| {diff}");
+            for (pos, (a, b)) in ours.chunks(shape[1]).zip(theirs.chunks(shape[1])).enumerate() {
+                let (a, b) = (tritium::sampling::argmax(a), tritium::sampling::argmax(b));
+                assert_eq!(a, b, "{name} (portable {portable}): argmax at {pos}");
+            }
         }
+        let max_tokens = exp.max_new_tokens.to_string();
         let run = tritium_ok(&[
             "generate",
             "--model",
@@ -55,7 +55,7 @@ fn gpu_logits_and_greedy_ids_match_transformers() {
             "--ids",
             &ids,
             "--max-tokens",
-            &exp.max_new_tokens.to_string(),
+            &max_tokens,
             "--temperature",
             "0",
             "--backend",

@@ -31,9 +31,17 @@ struct Gpu {
     step: wgpu::Buffer,
 }
 
+/// The device twice: with the optional features it has (subgroup reductions),
+/// and forced onto the portable path that needs none.
+fn gpus() -> Vec<Gpu> {
+    let gpus = vec![Gpu::new(false), Gpu::new(true)];
+    assert!(!gpus[1].ctx.caps.subgroups && !gpus[1].ctx.caps.shader_f16, "the portable path uses no optional feature");
+    gpus
+}
+
 impl Gpu {
-    fn new() -> Self {
-        let ctx = pollster::block_on(GpuContext::new(&DeviceOptions::default()))
+    fn new(portable: bool) -> Self {
+        let ctx = pollster::block_on(GpuContext::new(&DeviceOptions { portable, ..Default::default() }))
             .expect("a GPU adapter (on a machine without one, install mesa-vulkan-drivers)");
         let kernels = Kernels::new(&ctx);
         let dummy = ctx.buffer("dummy", 4, wgpu::BufferUsages::STORAGE);
@@ -151,189 +159,196 @@ fn matvec(w: &[f32], cols: usize, x: &[f32]) -> Vec<f32> {
 
 #[test]
 fn gemv_matches_the_cpu_for_packed_and_dense_weights_split_or_whole() {
-    let mut gpu = Gpu::new();
-    let mut rng = Rng::new(1);
-    let eps = 1e-6;
-    // (rows, cols, split bytes): rows not a multiple of 64, cols not a multiple of 256.
-    for (rows, cols, max_binding) in [(1, 64, 1 << 20), (37, 320, 1 << 20), (203, 1088, 4096), (130, 192, 256)] {
-        for (k, dtype) in [DType::F32, DType::F16, DType::BF16].into_iter().enumerate() {
-            let mut source = MemorySource::default();
-            let (m, w) = if k == 1 && rows == 37 {
-                dense_matrix(&mut rng, &mut source, rows, cols, dtype.clone())
-            } else {
-                packed_matrix(&mut rng, &mut source, rows, cols, dtype.clone())
-            };
-            let gm = gpu.matrix(&m, &source, max_binding);
-            assert!(max_binding > 1 << 19 || gm.chunks.len() > 1, "the test means to split {}", m.name);
-            let x = random(&mut rng, cols);
-            let (n1, n2) = (random(&mut rng, cols), random(&mut rng, cols));
-            let (bias, residual) = (random(&mut rng, rows), random(&mut rng, rows));
+    for mut gpu in gpus() {
+        let mut rng = Rng::new(1);
+        let eps = 1e-6;
+        // (rows, cols, split bytes): rows not a multiple of 64, cols not a multiple of 256.
+        for (rows, cols, max_binding) in [(1, 64, 1 << 20), (37, 320, 1 << 20), (203, 1088, 4096), (130, 192, 256)] {
+            for (k, dtype) in [DType::F32, DType::F16, DType::BF16].into_iter().enumerate() {
+                let mut source = MemorySource::default();
+                let (m, w) = if k == 1 && rows == 37 {
+                    dense_matrix(&mut rng, &mut source, rows, cols, dtype.clone())
+                } else {
+                    packed_matrix(&mut rng, &mut source, rows, cols, dtype.clone())
+                };
+                let gm = gpu.matrix(&m, &source, max_binding);
+                assert!(max_binding > 1 << 19 || gm.chunks.len() > 1, "the test means to split {}", m.name);
+                let x = random(&mut rng, cols);
+                let (n1, n2) = (random(&mut rng, cols), random(&mut rng, cols));
+                let (bias, residual) = (random(&mut rng, rows), random(&mut rng, rows));
 
-            // Plain product.
-            let (xb, y) = (gpu.f32s(&x), gpu.f32s(&vec![0.0; rows]));
-            let stats = gpu.f32s(&[0.0, 0.0]);
-            let none = tritium::engine::ops::InputNorms { stats: &stats, norm1: None, norm2: None };
-            let d = gpu.ops().gemv(&gm, &xb, none, None, false, &y).unwrap();
-            gpu.run(&d);
-            assert_close(&format!("gemv {}", m.name), &gpu.read(&y, rows), &matvec(&w, cols, &x), 1e-4);
+                // Plain product.
+                let (xb, y) = (gpu.f32s(&x), gpu.f32s(&vec![0.0; rows]));
+                let stats = gpu.f32s(&[0.0, 0.0]);
+                let none = tritium::engine::ops::InputNorms { stats: &stats, norm1: None, norm2: None };
+                let d = gpu.ops().gemv(&gm, &xb, none, None, false, &y).unwrap();
+                gpu.run(&d);
+                assert_close(&format!("gemv {}", m.name), &gpu.read(&y, rows), &matvec(&w, cols, &x), 1e-4);
 
-            // Both fused norms, bias and residual.
-            let mut h = vec![0.0; cols];
-            reference::rmsnorm(&mut h, &x, &n1, eps);
-            let mut input = vec![0.0; cols];
-            reference::rmsnorm(&mut input, &h, &n2, eps);
-            let want: Vec<f32> =
-                matvec(&w, cols, &input).iter().zip(&bias).zip(&residual).map(|((a, b), r)| a + b + r).collect();
-            let (n1b, n2b, biasb, yb) = (gpu.f32s(&n1), gpu.f32s(&n2), gpu.f32s(&bias), gpu.f32s(&residual));
-            let mut d = vec![gpu.ops().norm_stats(&xb, cols, Some(&n1b), eps, &stats).unwrap()];
-            let norms = tritium::engine::ops::InputNorms { stats: &stats, norm1: Some(&n1b), norm2: Some(&n2b) };
-            d.extend(gpu.ops().gemv(&gm, &xb, norms, Some(&biasb), true, &yb).unwrap());
-            gpu.run(&d);
-            assert_close(&format!("fused gemv {}", m.name), &gpu.read(&yb, rows), &want, 1e-4);
+                // Both fused norms, bias and residual.
+                let mut h = vec![0.0; cols];
+                reference::rmsnorm(&mut h, &x, &n1, eps);
+                let mut input = vec![0.0; cols];
+                reference::rmsnorm(&mut input, &h, &n2, eps);
+                let want: Vec<f32> =
+                    matvec(&w, cols, &input).iter().zip(&bias).zip(&residual).map(|((a, b), r)| a + b + r).collect();
+                let (n1b, n2b, biasb, yb) = (gpu.f32s(&n1), gpu.f32s(&n2), gpu.f32s(&bias), gpu.f32s(&residual));
+                let mut d = vec![gpu.ops().norm_stats(&xb, cols, Some(&n1b), eps, &stats).unwrap()];
+                let norms = tritium::engine::ops::InputNorms { stats: &stats, norm1: Some(&n1b), norm2: Some(&n2b) };
+                d.extend(gpu.ops().gemv(&gm, &xb, norms, Some(&biasb), true, &yb).unwrap());
+                gpu.run(&d);
+                assert_close(&format!("fused gemv {}", m.name), &gpu.read(&yb, rows), &want, 1e-4);
+            }
         }
     }
 }
 
 #[test]
 fn embedding_rows_come_out_of_split_tables() {
-    let mut gpu = Gpu::new();
-    let mut rng = Rng::new(2);
-    let (vocab, hidden) = (301, 192);
-    for packed in [true, false] {
-        let mut source = MemorySource::default();
-        let (m, table) = if packed {
-            packed_matrix(&mut rng, &mut source, vocab, hidden, DType::BF16)
-        } else {
-            dense_matrix(&mut rng, &mut source, vocab, hidden, DType::F16)
-        };
-        // 100 rows per binding: chunk boundaries at ids 100, 200 and 300.
-        let row_bytes = if packed { hidden / 4 } else { hidden * 2 };
-        let gm = gpu.matrix(&m, &source, (100 * row_bytes) as u64);
-        assert_eq!(gm.chunks.len(), 4);
-        let x = gpu.f32s(&vec![0.0; hidden]);
-        let token_buffer = gpu.f32s(&[0.0]);
-        let d = gpu.ops().embed(&gm, &token_buffer, &x).unwrap();
-        for token in [0u32, 1, 99, 100, 199, 200, 300] {
-            gpu.ctx.queue.write_buffer(&token_buffer, 0, bytemuck::bytes_of(&token));
-            gpu.run(&d);
-            let t = token as usize;
-            assert_close(
-                &format!("embed {} row {token}", m.name),
-                &gpu.read(&x, hidden),
-                &table[t * hidden..(t + 1) * hidden],
-                1e-6,
-            );
+    for mut gpu in gpus() {
+        let mut rng = Rng::new(2);
+        let (vocab, hidden) = (301, 192);
+        for packed in [true, false] {
+            let mut source = MemorySource::default();
+            let (m, table) = if packed {
+                packed_matrix(&mut rng, &mut source, vocab, hidden, DType::BF16)
+            } else {
+                dense_matrix(&mut rng, &mut source, vocab, hidden, DType::F16)
+            };
+            // 100 rows per binding: chunk boundaries at ids 100, 200 and 300.
+            let row_bytes = if packed { hidden / 4 } else { hidden * 2 };
+            let gm = gpu.matrix(&m, &source, (100 * row_bytes) as u64);
+            assert_eq!(gm.chunks.len(), 4);
+            let x = gpu.f32s(&vec![0.0; hidden]);
+            let token_buffer = gpu.f32s(&[0.0]);
+            let d = gpu.ops().embed(&gm, &token_buffer, &x).unwrap();
+            for token in [0u32, 1, 99, 100, 199, 200, 300] {
+                gpu.ctx.queue.write_buffer(&token_buffer, 0, bytemuck::bytes_of(&token));
+                gpu.run(&d);
+                let t = token as usize;
+                assert_close(
+                    &format!("embed {} row {token}", m.name),
+                    &gpu.read(&x, hidden),
+                    &table[t * hidden..(t + 1) * hidden],
+                    1e-6,
+                );
+            }
         }
     }
 }
 
 #[test]
 fn norm_stats_are_inverse_rms_values() {
-    let mut gpu = Gpu::new();
-    let mut rng = Rng::new(3);
-    for n in [1, 100, 1000, 4097] {
-        let (x, w) = (random(&mut rng, n), random(&mut rng, n));
-        let (xb, wb, stats) = (gpu.f32s(&x), gpu.f32s(&w), gpu.f32s(&[0.0, 0.0]));
-        let d = gpu.ops().norm_stats(&xb, n, Some(&wb), 1e-6, &stats).unwrap();
-        gpu.run(&[d]);
-        let inv_rms = |v: &[f32]| 1.0 / (v.iter().map(|a| a * a).sum::<f32>() / n as f32 + 1e-6).sqrt();
-        let s0 = inv_rms(&x);
-        let h: Vec<f32> = x.iter().zip(&w).map(|(a, b)| a * s0 * b).collect();
-        assert_close(&format!("norm stats n={n}"), &gpu.read(&stats, 2), &[s0, inv_rms(&h)], 1e-5);
+    for mut gpu in gpus() {
+        let mut rng = Rng::new(3);
+        for n in [1, 100, 1000, 4097] {
+            let (x, w) = (random(&mut rng, n), random(&mut rng, n));
+            let (xb, wb, stats) = (gpu.f32s(&x), gpu.f32s(&w), gpu.f32s(&[0.0, 0.0]));
+            let d = gpu.ops().norm_stats(&xb, n, Some(&wb), 1e-6, &stats).unwrap();
+            gpu.run(&[d]);
+            let inv_rms = |v: &[f32]| 1.0 / (v.iter().map(|a| a * a).sum::<f32>() / n as f32 + 1e-6).sqrt();
+            let s0 = inv_rms(&x);
+            let h: Vec<f32> = x.iter().zip(&w).map(|(a, b)| a * s0 * b).collect();
+            assert_close(&format!("norm stats n={n}"), &gpu.read(&stats, 2), &[s0, inv_rms(&h)], 1e-5);
+        }
     }
 }
 
 #[test]
 fn rope_rotates_q_and_k_and_fills_the_cache() {
-    let mut gpu = Gpu::new();
-    let mut rng = Rng::new(4);
-    let (heads, kv_heads, head_dim, ctx, pos) = (6, 2, 64, 40, 33usize);
-    let theta = 1e6f32;
-    let inv_freq: Vec<f32> = (0..head_dim / 2).map(|i| 1.0 / theta.powf((2 * i) as f32 / head_dim as f32)).collect();
-    let table: Vec<f32> = (0..ctx)
-        .flat_map(|p| {
-            inv_freq.iter().flat_map(move |f| {
-                let (s, c) = (p as f32 * f).sin_cos();
-                [c, s]
+    for mut gpu in gpus() {
+        let mut rng = Rng::new(4);
+        let (heads, kv_heads, head_dim, ctx, pos) = (6, 2, 64, 40, 33usize);
+        let theta = 1e6f32;
+        let inv_freq: Vec<f32> =
+            (0..head_dim / 2).map(|i| 1.0 / theta.powf((2 * i) as f32 / head_dim as f32)).collect();
+        let table: Vec<f32> = (0..ctx)
+            .flat_map(|p| {
+                inv_freq.iter().flat_map(move |f| {
+                    let (s, c) = (p as f32 * f).sin_cos();
+                    [c, s]
+                })
             })
-        })
-        .collect();
-    let (q, k, v) = (
-        random(&mut rng, heads * head_dim),
-        random(&mut rng, kv_heads * head_dim),
-        random(&mut rng, kv_heads * head_dim),
-    );
-    let (qb, kb, vb, tb) = (gpu.f32s(&q), gpu.f32s(&k), gpu.f32s(&v), gpu.f32s(&table));
-    let kv = kv_heads * head_dim;
-    let (kc, vc) = (gpu.f32s(&vec![0.0; ctx * kv]), gpu.f32s(&vec![0.0; ctx * kv]));
-    let d = gpu.ops().rope(heads, kv_heads, head_dim, &qb, &kb, &vb, &tb, (&kc, &vc)).unwrap();
-    gpu.set_pos(pos as u32);
-    gpu.run(&[d]);
-    let (mut q_want, mut k_want) = (q.clone(), k.clone());
-    q_want.chunks_mut(head_dim).chain(k_want.chunks_mut(head_dim)).for_each(|h| reference::rope(h, pos, &inv_freq));
-    assert_close("rope q", &gpu.read(&qb, q.len()), &q_want, 1e-5);
-    let k_cache = gpu.read(&kc, ctx * kv);
-    assert_close("rope k in cache", &k_cache[pos * kv..(pos + 1) * kv], &k_want, 1e-5);
-    assert_close("v in cache", &gpu.read(&vc, ctx * kv)[pos * kv..(pos + 1) * kv], &v, 0.0);
-    assert!(k_cache[..pos * kv].iter().all(|&x| x == 0.0), "other positions untouched");
+            .collect();
+        let (q, k, v) = (
+            random(&mut rng, heads * head_dim),
+            random(&mut rng, kv_heads * head_dim),
+            random(&mut rng, kv_heads * head_dim),
+        );
+        let (qb, kb, vb, tb) = (gpu.f32s(&q), gpu.f32s(&k), gpu.f32s(&v), gpu.f32s(&table));
+        let kv = kv_heads * head_dim;
+        let (kc, vc) = (gpu.f32s(&vec![0.0; ctx * kv]), gpu.f32s(&vec![0.0; ctx * kv]));
+        let d = gpu.ops().rope(heads, kv_heads, head_dim, &qb, &kb, &vb, &tb, (&kc, &vc)).unwrap();
+        gpu.set_pos(pos as u32);
+        gpu.run(&[d]);
+        let (mut q_want, mut k_want) = (q.clone(), k.clone());
+        q_want.chunks_mut(head_dim).chain(k_want.chunks_mut(head_dim)).for_each(|h| reference::rope(h, pos, &inv_freq));
+        assert_close("rope q", &gpu.read(&qb, q.len()), &q_want, 1e-5);
+        let k_cache = gpu.read(&kc, ctx * kv);
+        assert_close("rope k in cache", &k_cache[pos * kv..(pos + 1) * kv], &k_want, 1e-5);
+        assert_close("v in cache", &gpu.read(&vc, ctx * kv)[pos * kv..(pos + 1) * kv], &v, 0.0);
+        assert!(k_cache[..pos * kv].iter().all(|&x| x == 0.0), "other positions untouched");
+    }
 }
 
 #[test]
 fn attention_matches_the_cpu_loop() {
-    let mut gpu = Gpu::new();
-    let mut rng = Rng::new(5);
-    for (heads, kv_heads, head_dim, ctx, pos) in [(4, 2, 32, 50, 37usize), (3, 3, 64, 130, 129), (2, 1, 16, 5, 0)] {
-        let kv = kv_heads * head_dim;
-        let q = random(&mut rng, heads * head_dim);
-        let (k_cache, v_cache) = (random(&mut rng, ctx * kv), random(&mut rng, ctx * kv));
-        let mut want = vec![0.0; heads * head_dim];
-        for h in 0..heads {
-            let g = h / (heads / kv_heads);
-            let qh = &q[h * head_dim..(h + 1) * head_dim];
-            let mut s: Vec<f32> = (0..=pos)
-                .map(|t| {
-                    qh.iter().zip(&k_cache[t * kv + g * head_dim..]).map(|(a, b)| a * b).sum::<f32>()
-                        / (head_dim as f32).sqrt()
-                })
-                .collect();
-            reference::softmax(&mut s);
-            for (t, p) in s.iter().enumerate() {
-                for d in 0..head_dim {
-                    want[h * head_dim + d] += p * v_cache[t * kv + g * head_dim + d];
+    for mut gpu in gpus() {
+        let mut rng = Rng::new(5);
+        for (heads, kv_heads, head_dim, ctx, pos) in [(4, 2, 32, 50, 37usize), (3, 3, 64, 130, 129), (2, 1, 16, 5, 0)] {
+            let kv = kv_heads * head_dim;
+            let q = random(&mut rng, heads * head_dim);
+            let (k_cache, v_cache) = (random(&mut rng, ctx * kv), random(&mut rng, ctx * kv));
+            let mut want = vec![0.0; heads * head_dim];
+            for h in 0..heads {
+                let g = h / (heads / kv_heads);
+                let qh = &q[h * head_dim..(h + 1) * head_dim];
+                let mut s: Vec<f32> = (0..=pos)
+                    .map(|t| {
+                        qh.iter().zip(&k_cache[t * kv + g * head_dim..]).map(|(a, b)| a * b).sum::<f32>()
+                            / (head_dim as f32).sqrt()
+                    })
+                    .collect();
+                reference::softmax(&mut s);
+                for (t, p) in s.iter().enumerate() {
+                    for d in 0..head_dim {
+                        want[h * head_dim + d] += p * v_cache[t * kv + g * head_dim + d];
+                    }
                 }
             }
+            let (qb, kb, vb) = (gpu.f32s(&q), gpu.f32s(&k_cache), gpu.f32s(&v_cache));
+            let (scores, out) = (gpu.f32s(&vec![0.0; heads * ctx]), gpu.f32s(&vec![0.0; heads * head_dim]));
+            let d = gpu.ops().attention(heads, kv_heads, head_dim, ctx, &qb, (&kb, &vb), &scores, &out).unwrap();
+            gpu.set_pos(pos as u32);
+            gpu.run(&[d]);
+            assert_close(&format!("attention heads={heads} pos={pos}"), &gpu.read(&out, heads * head_dim), &want, 1e-5);
         }
-        let (qb, kb, vb) = (gpu.f32s(&q), gpu.f32s(&k_cache), gpu.f32s(&v_cache));
-        let (scores, out) = (gpu.f32s(&vec![0.0; heads * ctx]), gpu.f32s(&vec![0.0; heads * head_dim]));
-        let d = gpu.ops().attention(heads, kv_heads, head_dim, ctx, &qb, (&kb, &vb), &scores, &out).unwrap();
-        gpu.set_pos(pos as u32);
-        gpu.run(&[d]);
-        assert_close(&format!("attention heads={heads} pos={pos}"), &gpu.read(&out, heads * head_dim), &want, 1e-5);
     }
 }
 
 #[test]
 fn swiglu_and_argmax() {
-    let mut gpu = Gpu::new();
-    let mut rng = Rng::new(6);
-    let n = 1003;
-    let (g, u) = (random(&mut rng, n), random(&mut rng, n));
-    let (gb, ub) = (gpu.f32s(&g), gpu.f32s(&u));
-    let d = gpu.ops().swiglu(n, &gb, &ub).unwrap();
-    gpu.run(&[d]);
-    let want: Vec<f32> = g.iter().zip(&u).map(|(a, b)| reference::silu(*a) * b).collect();
-    assert_close("swiglu", &gpu.read(&gb, n), &want, 1e-6);
-
-    for (n, best) in [(1usize, 0usize), (151_937, 150_001), (1000, 3)] {
-        let mut logits = random(&mut rng, n);
-        logits[best] = 5.0;
-        if n > best + 10 {
-            logits[best + 7] = 5.0; // a tie: the first index wins, as in torch.argmax
-        }
-        let (lb, tb) = (gpu.f32s(&logits), gpu.f32s(&[0.0]));
-        let d = gpu.ops().argmax(n, &lb, &tb).unwrap();
+    for mut gpu in gpus() {
+        let mut rng = Rng::new(6);
+        let n = 1003;
+        let (g, u) = (random(&mut rng, n), random(&mut rng, n));
+        let (gb, ub) = (gpu.f32s(&g), gpu.f32s(&u));
+        let d = gpu.ops().swiglu(n, &gb, &ub).unwrap();
         gpu.run(&[d]);
-        let token = gpu.ctx.read_buffer(&tb, 4).unwrap();
-        assert_eq!(u32::from_le_bytes(token[..4].try_into().unwrap()) as usize, best, "argmax of {n}");
+        let want: Vec<f32> = g.iter().zip(&u).map(|(a, b)| reference::silu(*a) * b).collect();
+        assert_close("swiglu", &gpu.read(&gb, n), &want, 1e-6);
+
+        for (n, best) in [(1usize, 0usize), (151_937, 150_001), (1000, 3)] {
+            let mut logits = random(&mut rng, n);
+            logits[best] = 5.0;
+            if n > best + 10 {
+                logits[best + 7] = 5.0; // a tie: the first index wins, as in torch.argmax
+            }
+            let (lb, tb) = (gpu.f32s(&logits), gpu.f32s(&[0.0]));
+            let d = gpu.ops().argmax(n, &lb, &tb).unwrap();
+            gpu.run(&[d]);
+            let token = gpu.ctx.read_buffer(&tb, 4).unwrap();
+            assert_eq!(u32::from_le_bytes(token[..4].try_into().unwrap()) as usize, best, "argmax of {n}");
+        }
     }
 }

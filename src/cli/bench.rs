@@ -30,18 +30,21 @@ pub struct BenchArgs {
     /// Benchmark a random packed model of this shape (default qwen2.5-0.5b): 0.5b, 1.5b, 3b, 7b, 14b, 32b, tiny.
     #[arg(long, value_parser = shape_by_name)]
     pub synthetic: Option<&'static Shape>,
-    /// Prompt tokens.
-    #[arg(short = 'p', long = "prompt-tokens", default_value_t = 512)]
-    pub prompt_tokens: usize,
-    /// Generated tokens.
-    #[arg(short = 'n', long = "gen-tokens", default_value_t = 128)]
-    pub gen_tokens: usize,
-    /// Repetitions (after one warm-up run).
-    #[arg(short = 'r', long, default_value_t = 3)]
-    pub repetitions: usize,
+    /// Prompt tokens (default 512; 32 on a software adapter).
+    #[arg(short = 'p', long = "prompt-tokens")]
+    pub prompt_tokens: Option<usize>,
+    /// Generated tokens (default 128; 16 on a software adapter).
+    #[arg(short = 'n', long = "gen-tokens")]
+    pub gen_tokens: Option<usize>,
+    /// Repetitions after one warm-up run (default 3; 1 on a software adapter).
+    #[arg(short = 'r', long)]
+    pub repetitions: Option<usize>,
     /// GPU adapter: an index or part of a name from `tritium adapters`.
     #[arg(long)]
     pub adapter: Option<String>,
+    /// Use kernels that need no optional GPU feature (no subgroup operations), even where available.
+    #[arg(long)]
+    pub portable: bool,
     /// Also measure the device's streaming-read bandwidth and report decode as a fraction of it.
     #[arg(long)]
     pub roof: bool,
@@ -51,10 +54,19 @@ pub struct BenchArgs {
 }
 
 pub fn run(args: BenchArgs) -> Result<()> {
-    if args.prompt_tokens == 0 || args.repetitions == 0 {
+    let gpu = open_gpu(args.adapter.as_deref(), args.portable)?;
+    // A CPU-emulated GPU (lavapipe, SwiftShader) runs a 0.5B model at about a token
+    // a second: keep the defaults short there so the default run ends in a minute or two.
+    let software = gpu.info.device_type == wgpu::DeviceType::Cpu;
+    let (p, n, r) = if software { (32, 16, 1) } else { (512, 128, 3) };
+    let (prompt_tokens, gen_tokens, repetitions) =
+        (args.prompt_tokens.unwrap_or(p), args.gen_tokens.unwrap_or(n), args.repetitions.unwrap_or(r));
+    if prompt_tokens == 0 || repetitions == 0 {
         bail!("-p and -r must be at least 1");
     }
-    let gpu = open_gpu(args.adapter.as_deref())?;
+    if software {
+        eprintln!("{} is a software (CPU-emulated) adapter: expect CPU speeds, not GPU ones.", gpu.info.name);
+    }
     let opened;
     let synth;
     let (name, config, layout, source): (String, Config, Layout, &dyn WeightSource) = match &args.model {
@@ -68,7 +80,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
             (format!("{} (synthetic)", shape.name), synth.config.clone(), synth.layout()?, &synth)
         }
     };
-    let ctx = args.prompt_tokens + args.gen_tokens;
+    let ctx = prompt_tokens + gen_tokens;
     if ctx > config.max_position_embeddings {
         bail!("-p + -n = {ctx} exceeds the model's max_position_embeddings ({})", config.max_position_embeddings);
     }
@@ -85,22 +97,22 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let plan = engine.memory_plan().clone();
 
     // Warm-up: compiles every pipeline (software drivers compile at first use).
-    run_once(&mut engine, args.prompt_tokens.min(8), args.gen_tokens.min(8), 1)?;
+    run_once(&mut engine, prompt_tokens.min(8), gen_tokens.min(8), 1)?;
 
     let adapter = gpu.info.name.clone();
     let backend = format!("{:?}", gpu.info.backend);
     let mut prefill = Vec::new();
     let mut decode = Vec::new();
-    for rep in 0..args.repetitions {
-        let t = run_once(&mut engine, args.prompt_tokens, args.gen_tokens, 100 + rep as u64)?;
-        let (pp, tg) = (args.prompt_tokens as f64 / t.prefill_s, args.gen_tokens as f64 / t.decode_s.max(1e-12));
+    for rep in 0..repetitions {
+        let t = run_once(&mut engine, prompt_tokens, gen_tokens, 100 + rep as u64)?;
+        let (pp, tg) = (prompt_tokens as f64 / t.prefill_s, gen_tokens as f64 / t.decode_s.max(1e-12));
         prefill.push(pp);
         decode.push(tg);
         if args.json {
             let gb_s = plan.weight_bytes as f64 * tg / 1e9;
             let line = serde_json::json!({
                 "model": name, "adapter": adapter, "backend": backend,
-                "prompt_tokens": args.prompt_tokens, "gen_tokens": args.gen_tokens,
+                "prompt_tokens": prompt_tokens, "gen_tokens": gen_tokens,
                 "prefill_tok_s": pp, "decode_tok_s": tg,
                 "weight_bytes": plan.weight_bytes, "decode_gb_s": gb_s,
                 "gpu_memory_bytes": plan.total(), "kv_cache_bytes": plan.kv_cache_bytes,
@@ -127,8 +139,8 @@ pub fn run(args: BenchArgs) -> Result<()> {
     println!();
     println!("| test   |            t/s | weights read |");
     println!("| ------ | -------------: | -----------: |");
-    println!("| pp{:<4} | {pp:>8.1} ± {pp_sd:<5.1} |              |", args.prompt_tokens);
-    println!("| tg{:<4} | {tg:>8.1} ± {tg_sd:<5.1} | {gb_s:>7.1} GB/s |", args.gen_tokens);
+    println!("| pp{:<4} | {pp:>8.1} ± {pp_sd:<5.1} |              |", prompt_tokens);
+    println!("| tg{:<4} | {tg:>8.1} ± {tg_sd:<5.1} | {gb_s:>7.1} GB/s |", gen_tokens);
     if let Some(roof) = roof {
         println!();
         println!(

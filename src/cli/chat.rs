@@ -30,6 +30,9 @@ pub struct ChatArgs {
     /// GPU adapter: an index or part of a name from `tritium adapters`.
     #[arg(long)]
     pub adapter: Option<String>,
+    /// Use kernels that need no optional GPU feature, even where available.
+    #[arg(long)]
+    pub portable: bool,
     /// Context length in tokens (default: max_position_embeddings, capped so the KV cache stays under 4 GiB).
     #[arg(long)]
     pub ctx: Option<usize>,
@@ -79,7 +82,7 @@ pub fn run(args: ChatArgs) -> Result<()> {
         .context("installing the Ctrl-C handler")?;
     }
 
-    with_backend(&model, args.backend, args.adapter.as_deref(), args.ctx, |engine| {
+    with_backend(&model, args.backend, (args.adapter.as_deref(), args.portable), args.ctx, |engine| {
         let system: Vec<ChatMessage> = args.system.iter().map(|s| ChatMessage::new("system", s)).collect();
         let mut messages = system.clone();
         let mut cached: Vec<u32> = Vec::new(); // tokens whose keys and values are in the cache

@@ -48,6 +48,9 @@ pub struct ModelArgs {
     /// GPU adapter: an index or part of a name from `tritium adapters` (default: the high-performance one).
     #[arg(long)]
     pub adapter: Option<String>,
+    /// Use kernels that need no optional GPU feature (no subgroup operations), even where available.
+    #[arg(long)]
+    pub portable: bool,
     /// Context length in tokens (default: max_position_embeddings, capped so the KV cache stays under 4 GiB).
     #[arg(long)]
     pub ctx: Option<usize>,
@@ -168,9 +171,8 @@ fn open(args: &ModelArgs, ids: &[u32], positions: usize) -> Result<(Model, usize
 }
 
 /// Opens the GPU device the arguments ask for.
-pub fn open_gpu(adapter: Option<&str>) -> Result<GpuContext> {
-    let options =
-        DeviceOptions { adapter: adapter.map(AdapterChoice::parse).unwrap_or_default(), ..Default::default() };
+pub fn open_gpu(adapter: Option<&str>, portable: bool) -> Result<GpuContext> {
+    let options = DeviceOptions { adapter: adapter.map(AdapterChoice::parse).unwrap_or_default(), portable };
     Ok(pollster::block_on(GpuContext::new(&options))?)
 }
 
@@ -178,7 +180,7 @@ pub fn open_gpu(adapter: Option<&str>) -> Result<GpuContext> {
 pub fn with_backend<T>(
     model: &Model,
     backend: Backend,
-    adapter: Option<&str>,
+    gpu: (Option<&str>, bool),
     ctx: Option<usize>,
     body: impl FnOnce(&mut dyn backend::Backend) -> Result<T>,
 ) -> Result<T> {
@@ -189,7 +191,7 @@ pub fn with_backend<T>(
             body(&mut reference)
         }
         Backend::Gpu => {
-            let gpu = open_gpu(adapter)?;
+            let gpu = open_gpu(gpu.0, gpu.1)?;
             let started = Instant::now();
             let (bar, mut progress) = bytes_bar("loading");
             let options = EngineOptions { ctx, ..Default::default() };
@@ -216,8 +218,9 @@ pub fn score(args: ScoreArgs) -> Result<()> {
     let ids = prompt_ids(a, tokenizer.as_ref())?;
     let (model, ctx) = open(a, &ids, ids.len())?;
     let ctx = if a.ctx.is_some() { ctx } else { ids.len() };
-    let logits =
-        with_backend(&model, a.backend, a.adapter.as_deref(), Some(ctx), |backend| Ok(backend::score(backend, &ids)?))?;
+    let logits = with_backend(&model, a.backend, (a.adapter.as_deref(), a.portable), Some(ctx), |backend| {
+        Ok(backend::score(backend, &ids)?)
+    })?;
     let vocab = logits.len() / ids.len();
     let file = std::fs::File::create(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
     let mut out = BufWriter::new(file);
@@ -253,28 +256,30 @@ pub fn generate(args: GenerateArgs) -> Result<()> {
     // Text prompts stream text; id prompts print ids.
     let mut stream = tokenizer.as_ref().filter(|_| a.prompt.is_some()).map(TextStream::new);
     let mut stdout = std::io::stdout();
-    let (generated, stats) = with_backend(&model, a.backend, a.adapter.as_deref(), Some(ctx), |backend| {
-        let mut sampler = Sampler::new(params);
-        let started = Instant::now();
-        let mut first_token_at = None;
-        let (ids, _) = backend::generate(backend, &prompt, 0, args.max_tokens, &stop_ids, &mut sampler, &mut |id| {
-            first_token_at.get_or_insert_with(Instant::now);
-            if let Some(piece) = stream.as_mut().and_then(|s| s.push(id)) {
-                let _ = write!(stdout, "{piece}");
-                let _ = stdout.flush();
-            }
-            true
+    let (generated, stats) =
+        with_backend(&model, a.backend, (a.adapter.as_deref(), a.portable), Some(ctx), |backend| {
+            let mut sampler = Sampler::new(params);
+            let started = Instant::now();
+            let mut first_token_at = None;
+            let (ids, _) =
+                backend::generate(backend, &prompt, 0, args.max_tokens, &stop_ids, &mut sampler, &mut |id| {
+                    first_token_at.get_or_insert_with(Instant::now);
+                    if let Some(piece) = stream.as_mut().and_then(|s| s.push(id)) {
+                        let _ = write!(stdout, "{piece}");
+                        let _ = stdout.flush();
+                    }
+                    true
+                })?;
+            let first = first_token_at.unwrap_or_else(Instant::now);
+            Ok((
+                ids,
+                Timing {
+                    prompt_tokens: prompt.len(),
+                    prompt_s: (first - started).as_secs_f64(),
+                    gen_s: first.elapsed().as_secs_f64(),
+                },
+            ))
         })?;
-        let first = first_token_at.unwrap_or_else(Instant::now);
-        Ok((
-            ids,
-            Timing {
-                prompt_tokens: prompt.len(),
-                prompt_s: (first - started).as_secs_f64(),
-                gen_s: first.elapsed().as_secs_f64(),
-            },
-        ))
-    })?;
     if stream.is_some() {
         println!();
     }

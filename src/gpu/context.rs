@@ -83,6 +83,9 @@ fn instance() -> wgpu::Instance {
     if std::env::var_os("WGPU_BACKEND").is_none() {
         desc.backends = wgpu::Backends::PRIMARY;
     }
+    // Fail a buffer creation that would overrun the device's memory budget (where
+    // the driver reports one) instead of letting the device be lost.
+    desc.memory_budget_thresholds.for_resource_creation = Some(95);
     wgpu::Instance::new(desc)
 }
 

@@ -2,7 +2,12 @@
 //!
 //! Each kernel family is one file in `shaders/`; variants (scale dtype, group
 //! size, dense weight dtype) are WGSL `override` constants, so the file you read
-//! is the file that runs. Pipelines are compiled once per variant and cached.
+//! is the file that runs. What depends on the device's optional features lives in
+//! small helper files, one per path, prepended to the kernels that need them:
+//! `reduce_subgroup.wgsl` or `reduce_portable.wgsl` (workgroup reductions).
+//! Arithmetic stays f32 on every path (F16/BF16 data is widened on load), so the
+//! paths differ in speed, not in results beyond float summation order.
+//! Pipelines are compiled once per variant and cached.
 
 use std::collections::HashMap;
 
@@ -10,6 +15,21 @@ use super::{GpuContext, GpuError};
 
 /// Decode helpers prepended to the kernels that read weights.
 const DECODE: &str = include_str!("../../shaders/decode.wgsl");
+/// Reduction helpers prepended to the kernels that reduce across a workgroup.
+const REDUCE: &str = include_str!("../../shaders/reduce.wgsl");
+const REDUCE_SUBGROUP: &str = include_str!("../../shaders/reduce_subgroup.wgsl");
+const REDUCE_PORTABLE: &str = include_str!("../../shaders/reduce_portable.wgsl");
+
+/// What a kernel's source needs prepended.
+struct Needs {
+    decode: bool,
+    reduce: bool,
+}
+
+const DECODE_REDUCE: Needs = Needs { decode: true, reduce: true };
+const DECODE_ONLY: Needs = Needs { decode: true, reduce: false };
+const REDUCE_ONLY: Needs = Needs { decode: false, reduce: true };
+const NOTHING: Needs = Needs { decode: false, reduce: false };
 
 /// A kernel: its source file and entry point.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -27,22 +47,24 @@ pub enum Kernel {
 }
 
 impl Kernel {
-    /// (file name, source, entry point, needs the decode helpers)
-    fn source(self) -> (&'static str, &'static str, &'static str, bool) {
+    /// (file name, source, entry point, helpers it needs)
+    fn source(self) -> (&'static str, &'static str, &'static str, Needs) {
         const GEMV: &str = include_str!("../../shaders/gemv.wgsl");
         const EMBED: &str = include_str!("../../shaders/embed.wgsl");
         match self {
-            Kernel::GemvTernary => ("gemv.wgsl", GEMV, "gemv_ternary", true),
-            Kernel::GemvDense => ("gemv.wgsl", GEMV, "gemv_dense", true),
-            Kernel::EmbedTernary => ("embed.wgsl", EMBED, "embed_ternary", true),
-            Kernel::EmbedDense => ("embed.wgsl", EMBED, "embed_dense", true),
-            Kernel::NormStats => ("norm.wgsl", include_str!("../../shaders/norm.wgsl"), "norm_stats", false),
-            Kernel::Rope => ("rope.wgsl", include_str!("../../shaders/rope.wgsl"), "rope", false),
-            Kernel::Attention => ("attention.wgsl", include_str!("../../shaders/attention.wgsl"), "attention", false),
-            Kernel::Swiglu => ("swiglu.wgsl", include_str!("../../shaders/swiglu.wgsl"), "swiglu", false),
-            Kernel::Argmax => ("argmax.wgsl", include_str!("../../shaders/argmax.wgsl"), "argmax", false),
+            Kernel::GemvTernary => ("gemv.wgsl", GEMV, "gemv_ternary", DECODE_REDUCE),
+            Kernel::GemvDense => ("gemv.wgsl", GEMV, "gemv_dense", DECODE_REDUCE),
+            Kernel::EmbedTernary => ("embed.wgsl", EMBED, "embed_ternary", DECODE_ONLY),
+            Kernel::EmbedDense => ("embed.wgsl", EMBED, "embed_dense", DECODE_ONLY),
+            Kernel::NormStats => ("norm.wgsl", include_str!("../../shaders/norm.wgsl"), "norm_stats", REDUCE_ONLY),
+            Kernel::Rope => ("rope.wgsl", include_str!("../../shaders/rope.wgsl"), "rope", NOTHING),
+            Kernel::Attention => {
+                ("attention.wgsl", include_str!("../../shaders/attention.wgsl"), "attention", REDUCE_ONLY)
+            }
+            Kernel::Swiglu => ("swiglu.wgsl", include_str!("../../shaders/swiglu.wgsl"), "swiglu", NOTHING),
+            Kernel::Argmax => ("argmax.wgsl", include_str!("../../shaders/argmax.wgsl"), "argmax", NOTHING),
             Kernel::StreamRead => {
-                ("stream_read.wgsl", include_str!("../../shaders/stream_read.wgsl"), "stream_read", false)
+                ("stream_read.wgsl", include_str!("../../shaders/stream_read.wgsl"), "stream_read", NOTHING)
             }
         }
     }
@@ -62,15 +84,26 @@ impl Kernels {
 
     /// The pipeline of `kernel` with the given override constants.
     pub fn pipeline(&mut self, kernel: Kernel, constants: &[(&str, u32)]) -> Result<wgpu::ComputePipeline, GpuError> {
-        let (file, source, entry, needs_decode) = kernel.source();
+        let (file, source, entry, needs) = kernel.source();
         let label = format!("{entry}{}", constants.iter().map(|(k, v)| format!(" {k}={v}")).collect::<String>());
         if let Some(p) = self.pipelines.get(&label) {
             return Ok(p.clone());
         }
         let device = &self.ctx.device;
         let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let caps = &self.ctx.caps;
         let module = self.modules.entry(file).or_insert_with(|| {
-            let text = if needs_decode { format!("{DECODE}\n{source}") } else { source.to_string() };
+            // Helpers, then the kernel. (wgpu's shader compiler takes subgroup
+            // operations without an `enable` line once the device has the feature.)
+            let mut text = String::new();
+            if needs.reduce {
+                text.push_str(REDUCE);
+                text.push_str(if caps.subgroups { REDUCE_SUBGROUP } else { REDUCE_PORTABLE });
+            }
+            if needs.decode {
+                text.push_str(DECODE);
+            }
+            text.push_str(source);
             device.create_shader_module(wgpu::ShaderModuleDescriptor {
                 label: Some(file),
                 source: wgpu::ShaderSource::Wgsl(text.into()),

@@ -118,12 +118,20 @@ impl<'a> Uploader<'a> {
         packed: bool,
     ) -> Result<wgpu::Buffer, GpuError> {
         let padded = len.div_ceil(4) * 4;
+        let scope = self.ctx.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
         let buffer = self.ctx.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some(label),
             size: padded.max(4),
             usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
+        if let Some(e) = pollster::block_on(scope.pop()) {
+            return Err(GpuError::Limits(format!(
+                "the GPU ran out of memory at {label} after {} of {} weight bytes ({e}); \
+                 the model does not fit this device: use a smaller model, or a GPU with more memory",
+                self.done, self.total
+            )));
+        }
         let mut at = 0u64;
         while at < len {
             let n = (len - at).min(UPLOAD_PIECE as u64) as usize;
