@@ -8,7 +8,7 @@ use clap::Args;
 
 use super::inspect::human;
 use super::progress::bytes_bar;
-use super::run::open_gpu;
+use super::run::{open_gpu, DeviceArgs};
 use crate::bench::{mean_std, run_once};
 use crate::engine::{Engine, EngineOptions};
 use crate::gpu::roof::measure_read_bandwidth;
@@ -39,12 +39,8 @@ pub struct BenchArgs {
     /// Repetitions after one warm-up run (default 3; 1 on a software adapter).
     #[arg(short = 'r', long)]
     pub repetitions: Option<usize>,
-    /// GPU adapter: an index or part of a name from `tritium adapters`.
-    #[arg(long)]
-    pub adapter: Option<String>,
-    /// Use kernels that need no optional GPU feature (no subgroup operations), even where available.
-    #[arg(long)]
-    pub portable: bool,
+    #[command(flatten)]
+    pub device: DeviceArgs,
     /// Also measure the device's streaming-read bandwidth and report decode as a fraction of it.
     #[arg(long)]
     pub roof: bool,
@@ -54,7 +50,7 @@ pub struct BenchArgs {
 }
 
 pub fn run(args: BenchArgs) -> Result<()> {
-    let gpu = open_gpu(args.adapter.as_deref(), args.portable)?;
+    let gpu = open_gpu(&args.device)?;
     // A CPU-emulated GPU (lavapipe, SwiftShader) runs a 0.5B model at about a token
     // a second: keep the defaults short there so the default run ends in a minute or two.
     let software = gpu.info.device_type == wgpu::DeviceType::Cpu;

@@ -12,7 +12,7 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use clap::Args;
 
-use super::run::{with_backend, Backend, Timing};
+use super::run::{with_backend, RunnerArgs, Timing};
 use crate::backend::{self, StopReason};
 use crate::model::Model;
 use crate::sampling::{Sampler, SamplingParams};
@@ -25,17 +25,8 @@ pub struct ChatArgs {
     /// Model folder with tokenizer.json (and tokenizer_config.json for its chat template).
     #[arg(long)]
     pub model: PathBuf,
-    #[arg(long, value_enum, default_value_t = Backend::Gpu)]
-    pub backend: Backend,
-    /// GPU adapter: an index or part of a name from `tritium adapters`.
-    #[arg(long)]
-    pub adapter: Option<String>,
-    /// Use kernels that need no optional GPU feature, even where available.
-    #[arg(long)]
-    pub portable: bool,
-    /// Context length in tokens (default: max_position_embeddings, capped so the KV cache stays under 4 GiB).
-    #[arg(long)]
-    pub ctx: Option<usize>,
+    #[command(flatten)]
+    pub runner: RunnerArgs,
     /// System message (default: the chat template's own).
     #[arg(long)]
     pub system: Option<String>,
@@ -82,7 +73,7 @@ pub fn run(args: ChatArgs) -> Result<()> {
         .context("installing the Ctrl-C handler")?;
     }
 
-    with_backend(&model, args.backend, (args.adapter.as_deref(), args.portable), args.ctx, |engine| {
+    with_backend(&model, &args.runner, args.runner.ctx, |engine| {
         let system: Vec<ChatMessage> = args.system.iter().map(|s| ChatMessage::new("system", s)).collect();
         let mut messages = system.clone();
         let mut cached: Vec<u32> = Vec::new(); // tokens whose keys and values are in the cache

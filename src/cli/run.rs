@@ -42,18 +42,32 @@ pub struct ModelArgs {
     /// System message for --chat (default: the template's own).
     #[arg(long, requires = "chat")]
     pub system: Option<String>,
+    #[command(flatten)]
+    pub runner: RunnerArgs,
+}
+
+/// Where and how a model runs: shared by `score`, `generate` and `chat`.
+#[derive(Args, Debug)]
+pub struct RunnerArgs {
     /// Where to run the model.
     #[arg(long, value_enum, default_value_t = Backend::Gpu)]
     pub backend: Backend,
+    #[command(flatten)]
+    pub device: DeviceArgs,
+    /// Context length in tokens (default: max_position_embeddings, capped so the KV cache stays under 4 GiB).
+    #[arg(long)]
+    pub ctx: Option<usize>,
+}
+
+/// Which GPU and which kernel path: shared by every command that uses the GPU.
+#[derive(Args, Debug)]
+pub struct DeviceArgs {
     /// GPU adapter: an index or part of a name from `tritium adapters` (default: the high-performance one).
     #[arg(long)]
     pub adapter: Option<String>,
     /// Use kernels that need no optional GPU feature (no subgroup operations), even where available.
     #[arg(long)]
     pub portable: bool,
-    /// Context length in tokens (default: max_position_embeddings, capped so the KV cache stays under 4 GiB).
-    #[arg(long)]
-    pub ctx: Option<usize>,
 }
 
 #[derive(Args, Debug)]
@@ -152,7 +166,7 @@ fn open(args: &ModelArgs, ids: &[u32], positions: usize) -> Result<(Model, usize
     if let Some(&bad) = ids.iter().find(|&&id| id as usize >= c.vocab_size) {
         bail!("token id {bad} is out of range: the vocabulary has {} tokens (ids 0..{})", c.vocab_size, c.vocab_size);
     }
-    let ctx = match args.ctx {
+    let ctx = match args.runner.ctx {
         Some(0) => bail!("--ctx must be positive"),
         Some(ctx) if ctx > c.max_position_embeddings => {
             bail!("--ctx {ctx} is larger than the model's max_position_embeddings ({})", c.max_position_embeddings)
@@ -171,27 +185,27 @@ fn open(args: &ModelArgs, ids: &[u32], positions: usize) -> Result<(Model, usize
 }
 
 /// Opens the GPU device the arguments ask for.
-pub fn open_gpu(adapter: Option<&str>, portable: bool) -> Result<GpuContext> {
-    let options = DeviceOptions { adapter: adapter.map(AdapterChoice::parse).unwrap_or_default(), portable };
+pub fn open_gpu(args: &DeviceArgs) -> Result<GpuContext> {
+    let adapter = args.adapter.as_deref().map(AdapterChoice::parse).unwrap_or_default();
+    let options = DeviceOptions { adapter, portable: args.portable };
     Ok(pollster::block_on(GpuContext::new(&options))?)
 }
 
 /// Runs `body` on `backend` with a KV cache of `ctx` positions (default: the most that fits).
 pub fn with_backend<T>(
     model: &Model,
-    backend: Backend,
-    gpu: (Option<&str>, bool),
+    runner: &RunnerArgs,
     ctx: Option<usize>,
     body: impl FnOnce(&mut dyn backend::Backend) -> Result<T>,
 ) -> Result<T> {
-    match backend {
+    match runner.backend {
         Backend::Cpu => {
             let ctx = ctx.unwrap_or(model.config().max_position_embeddings);
             let mut reference = Reference::new(model, ctx)?;
             body(&mut reference)
         }
         Backend::Gpu => {
-            let gpu = open_gpu(gpu.0, gpu.1)?;
+            let gpu = open_gpu(&runner.device)?;
             let started = Instant::now();
             let (bar, mut progress) = bytes_bar("loading");
             let options = EngineOptions { ctx, ..Default::default() };
@@ -217,10 +231,8 @@ pub fn score(args: ScoreArgs) -> Result<()> {
     let tokenizer = Tokenizer::from_dir(&a.model)?;
     let ids = prompt_ids(a, tokenizer.as_ref())?;
     let (model, ctx) = open(a, &ids, ids.len())?;
-    let ctx = if a.ctx.is_some() { ctx } else { ids.len() };
-    let logits = with_backend(&model, a.backend, (a.adapter.as_deref(), a.portable), Some(ctx), |backend| {
-        Ok(backend::score(backend, &ids)?)
-    })?;
+    let ctx = if a.runner.ctx.is_some() { ctx } else { ids.len() };
+    let logits = with_backend(&model, &a.runner, Some(ctx), |backend| Ok(backend::score(backend, &ids)?))?;
     let vocab = logits.len() / ids.len();
     let file = std::fs::File::create(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
     let mut out = BufWriter::new(file);
@@ -248,7 +260,7 @@ pub fn generate(args: GenerateArgs) -> Result<()> {
     let prompt = prompt_ids(a, tokenizer.as_ref())?;
     let (model, ctx) = open(a, &prompt, prompt.len() + args.max_tokens)?;
     // Size the cache for what this run needs, within the context checked above.
-    let ctx = if a.ctx.is_some() { ctx } else { prompt.len() + args.max_tokens };
+    let ctx = if a.runner.ctx.is_some() { ctx } else { prompt.len() + args.max_tokens };
     let mut stop_ids = model.config().eos_ids();
     if let Some(t) = &tokenizer {
         stop_ids.extend_from_slice(t.stop_ids());
@@ -256,30 +268,28 @@ pub fn generate(args: GenerateArgs) -> Result<()> {
     // Text prompts stream text; id prompts print ids.
     let mut stream = tokenizer.as_ref().filter(|_| a.prompt.is_some()).map(TextStream::new);
     let mut stdout = std::io::stdout();
-    let (generated, stats) =
-        with_backend(&model, a.backend, (a.adapter.as_deref(), a.portable), Some(ctx), |backend| {
-            let mut sampler = Sampler::new(params);
-            let started = Instant::now();
-            let mut first_token_at = None;
-            let (ids, _) =
-                backend::generate(backend, &prompt, 0, args.max_tokens, &stop_ids, &mut sampler, &mut |id| {
-                    first_token_at.get_or_insert_with(Instant::now);
-                    if let Some(piece) = stream.as_mut().and_then(|s| s.push(id)) {
-                        let _ = write!(stdout, "{piece}");
-                        let _ = stdout.flush();
-                    }
-                    true
-                })?;
-            let first = first_token_at.unwrap_or_else(Instant::now);
-            Ok((
-                ids,
-                Timing {
-                    prompt_tokens: prompt.len(),
-                    prompt_s: (first - started).as_secs_f64(),
-                    gen_s: first.elapsed().as_secs_f64(),
-                },
-            ))
+    let (generated, stats) = with_backend(&model, &a.runner, Some(ctx), |backend| {
+        let mut sampler = Sampler::new(params);
+        let started = Instant::now();
+        let mut first_token_at = None;
+        let (ids, _) = backend::generate(backend, &prompt, 0, args.max_tokens, &stop_ids, &mut sampler, &mut |id| {
+            first_token_at.get_or_insert_with(Instant::now);
+            if let Some(piece) = stream.as_mut().and_then(|s| s.push(id)) {
+                let _ = write!(stdout, "{piece}");
+                let _ = stdout.flush();
+            }
+            true
         })?;
+        let first = first_token_at.unwrap_or_else(Instant::now);
+        Ok((
+            ids,
+            Timing {
+                prompt_tokens: prompt.len(),
+                prompt_s: (first - started).as_secs_f64(),
+                gen_s: first.elapsed().as_secs_f64(),
+            },
+        ))
+    })?;
     if stream.is_some() {
         println!();
     }
