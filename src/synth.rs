@@ -13,7 +13,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 
-use crate::gpu::weights::WeightSource;
+use crate::gpu::weights::{ReadFuture, WeightSource};
 use crate::model::checkpoint::{shard_file_name, split_into_shards, write_index, CONFIG_FILE};
 use crate::model::layout::Inventory;
 use crate::model::safetensors::{PlannedTensor, StreamingWriter};
@@ -280,7 +280,14 @@ impl Inventory for SynthModel {
 }
 
 impl WeightSource for SynthModel {
-    fn read(&self, name: &str, offset: u64, out: &mut [u8]) -> Result<(), ModelError> {
+    fn read<'a>(&'a self, name: &'a str, offset: u64, out: &'a mut [u8]) -> ReadFuture<'a> {
+        Box::pin(std::future::ready(self.fill(name, offset, out)))
+    }
+}
+
+impl SynthModel {
+    /// Writes `out.len()` bytes of tensor `name` from byte `offset`.
+    pub fn fill(&self, name: &str, offset: u64, out: &mut [u8]) -> Result<(), ModelError> {
         let e = self.entries.get(name).ok_or_else(|| ModelError::MissingTensor {
             name: name.into(),
             context: format!("not part of the synthetic {} model", self.shape.name),
@@ -347,7 +354,7 @@ pub fn write_model(
             let mut at = 0;
             while at < len {
                 let n = (len - at).min(piece.len() as u64) as usize;
-                model.read(&t.name, at, &mut piece[..n])?;
+                model.fill(&t.name, at, &mut piece[..n])?;
                 writer.write(&piece[..n])?;
                 at += n as u64;
                 done += n as u64;

@@ -75,7 +75,9 @@ fn every_tensor_split_across_small_bindings_gives_the_same_model() {
         let c = model.config();
         // 1 KiB bindings: every matrix, the packed embedding and the LM head split in many chunks.
         let options = EngineOptions { ctx: Some(64), max_binding_bytes: Some(1024) };
-        let mut engine = Engine::load(&ctx, c, &model.layout, &model.checkpoint, &options, &mut |_, _| {}).unwrap();
+        let mut engine =
+            pollster::block_on(Engine::load(&ctx, c, &model.layout, &model.checkpoint, &options, &mut |_, _| {}))
+                .unwrap();
         let mut reference = Reference::new(&model, 64).unwrap();
         let ours = backend::score(&mut engine, &exp.prompt_ids).unwrap();
         let theirs = backend::score(&mut reference, &exp.prompt_ids).unwrap();
@@ -91,7 +93,9 @@ fn what_does_not_fit_is_refused_with_a_reason() {
     let model = Model::open(&fixture("gqa-tied")).unwrap();
     let c = model.config();
     let load = |options: EngineOptions| {
-        Engine::load(&ctx, c, &model.layout, &model.checkpoint, &options, &mut |_, _| {}).err().map(|e| e.to_string())
+        pollster::block_on(Engine::load(&ctx, c, &model.layout, &model.checkpoint, &options, &mut |_, _| {}))
+            .err()
+            .map(|e| e.to_string())
     };
     let err =
         load(EngineOptions { ctx: Some(64), max_binding_bytes: Some(16) }).expect("a 16-byte binding holds no row");
@@ -100,15 +104,10 @@ fn what_does_not_fit_is_refused_with_a_reason() {
     assert!(err.contains("larger than the model's max_position_embeddings"), "{err}");
 
     // A prompt longer than the context.
-    let mut engine = Engine::load(
-        &ctx,
-        c,
-        &model.layout,
-        &model.checkpoint,
-        &EngineOptions { ctx: Some(4), ..Default::default() },
-        &mut |_, _| {},
-    )
-    .unwrap();
+    let options = EngineOptions { ctx: Some(4), ..Default::default() };
+    let mut quiet = |_, _| {};
+    let load = Engine::load(&ctx, c, &model.layout, &model.checkpoint, &options, &mut quiet);
+    let mut engine = pollster::block_on(load).unwrap();
     let err = backend::score(&mut engine, &[1, 2, 3, 4, 5]).unwrap_err().to_string();
     assert!(err.contains("position 4 is past the context of 4 tokens"), "{err}");
     let err = backend::score(&mut engine, &[600]).unwrap_err().to_string();

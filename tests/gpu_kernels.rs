@@ -5,8 +5,9 @@
 use std::collections::HashMap;
 
 use half::{bf16, f16};
+use pollster::block_on;
 use tritium::gpu::kernels::{Dispatch, Kernels};
-use tritium::gpu::weights::{GpuMatrix, Uploader, WeightSource};
+use tritium::gpu::weights::{GpuMatrix, ReadFuture, Uploader, WeightSource};
 use tritium::gpu::{DeviceOptions, GpuContext};
 use tritium::model::{DType, Matrix, ModelError, Storage};
 use tritium::reference;
@@ -18,9 +19,9 @@ use tritium::ternary;
 struct MemorySource(HashMap<String, Vec<u8>>);
 
 impl WeightSource for MemorySource {
-    fn read(&self, name: &str, offset: u64, out: &mut [u8]) -> Result<(), ModelError> {
+    fn read<'a>(&'a self, name: &'a str, offset: u64, out: &'a mut [u8]) -> ReadFuture<'a> {
         out.copy_from_slice(&self.0[name][offset as usize..offset as usize + out.len()]);
-        Ok(())
+        Box::pin(std::future::ready(Ok::<(), ModelError>(())))
     }
 }
 
@@ -69,18 +70,18 @@ impl Gpu {
             dispatches.iter().for_each(|d| d.encode(&mut pass));
         }
         self.ctx.queue.submit([encoder.finish()]);
-        self.ctx.wait().unwrap();
+        block_on(self.ctx.idle()).unwrap();
     }
 
     fn read(&self, buffer: &wgpu::Buffer, n: usize) -> Vec<f32> {
-        let bytes = self.ctx.read_buffer(buffer, (n * 4) as u64).unwrap();
+        let bytes = block_on(self.ctx.read_buffer(buffer, (n * 4) as u64)).unwrap();
         bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
     }
 
     /// Uploads `m` from `source`, split into bindings of at most `max_binding` bytes.
     fn matrix(&self, m: &Matrix, source: &MemorySource, max_binding: u64) -> GpuMatrix {
         let mut progress = |_, _| {};
-        Uploader::new(&self.ctx, source, max_binding, 0, &mut progress).matrix(m).unwrap()
+        block_on(Uploader::new(&self.ctx, source, max_binding, 0, &mut progress).matrix(m)).unwrap()
     }
 }
 
@@ -181,7 +182,7 @@ fn gemv_matches_the_cpu_for_packed_and_dense_weights_split_or_whole() {
                 let (xb, y) = (gpu.f32s(&x), gpu.f32s(&vec![0.0; rows]));
                 let stats = gpu.f32s(&[0.0, 0.0]);
                 let none = tritium::engine::ops::InputNorms { stats: &stats, norm1: None, norm2: None };
-                let d = gpu.ops().gemv(&gm, &xb, none, None, false, &y).unwrap();
+                let d = block_on(gpu.ops().gemv(&gm, &xb, none, None, false, &y)).unwrap();
                 gpu.run(&d);
                 assert_close(&format!("gemv {}", m.name), &gpu.read(&y, rows), &matvec(&w, cols, &x), 1e-4);
 
@@ -193,9 +194,9 @@ fn gemv_matches_the_cpu_for_packed_and_dense_weights_split_or_whole() {
                 let want: Vec<f32> =
                     matvec(&w, cols, &input).iter().zip(&bias).zip(&residual).map(|((a, b), r)| a + b + r).collect();
                 let (n1b, n2b, biasb, yb) = (gpu.f32s(&n1), gpu.f32s(&n2), gpu.f32s(&bias), gpu.f32s(&residual));
-                let mut d = vec![gpu.ops().norm_stats(&xb, cols, Some(&n1b), eps, &stats).unwrap()];
+                let mut d = vec![block_on(gpu.ops().norm_stats(&xb, cols, Some(&n1b), eps, &stats)).unwrap()];
                 let norms = tritium::engine::ops::InputNorms { stats: &stats, norm1: Some(&n1b), norm2: Some(&n2b) };
-                d.extend(gpu.ops().gemv(&gm, &xb, norms, Some(&biasb), true, &yb).unwrap());
+                d.extend(block_on(gpu.ops().gemv(&gm, &xb, norms, Some(&biasb), true, &yb)).unwrap());
                 gpu.run(&d);
                 assert_close(&format!("fused gemv {}", m.name), &gpu.read(&yb, rows), &want, 1e-4);
             }
@@ -221,7 +222,7 @@ fn embedding_rows_come_out_of_split_tables() {
             assert_eq!(gm.chunks.len(), 4);
             let x = gpu.f32s(&vec![0.0; hidden]);
             let token_buffer = gpu.f32s(&[0.0]);
-            let d = gpu.ops().embed(&gm, &token_buffer, &x).unwrap();
+            let d = block_on(gpu.ops().embed(&gm, &token_buffer, &x)).unwrap();
             for token in [0u32, 1, 99, 100, 199, 200, 300] {
                 gpu.ctx.queue.write_buffer(&token_buffer, 0, bytemuck::bytes_of(&token));
                 gpu.run(&d);
@@ -244,7 +245,7 @@ fn norm_stats_are_inverse_rms_values() {
         for n in [1, 100, 1000, 4097] {
             let (x, w) = (random(&mut rng, n), random(&mut rng, n));
             let (xb, wb, stats) = (gpu.f32s(&x), gpu.f32s(&w), gpu.f32s(&[0.0, 0.0]));
-            let d = gpu.ops().norm_stats(&xb, n, Some(&wb), 1e-6, &stats).unwrap();
+            let d = block_on(gpu.ops().norm_stats(&xb, n, Some(&wb), 1e-6, &stats)).unwrap();
             gpu.run(&[d]);
             let inv_rms = |v: &[f32]| 1.0 / (v.iter().map(|a| a * a).sum::<f32>() / n as f32 + 1e-6).sqrt();
             let s0 = inv_rms(&x);
@@ -278,7 +279,7 @@ fn rope_rotates_q_and_k_and_fills_the_cache() {
         let (qb, kb, vb, tb) = (gpu.f32s(&q), gpu.f32s(&k), gpu.f32s(&v), gpu.f32s(&table));
         let kv = kv_heads * head_dim;
         let (kc, vc) = (gpu.f32s(&vec![0.0; ctx * kv]), gpu.f32s(&vec![0.0; ctx * kv]));
-        let d = gpu.ops().rope(heads, kv_heads, head_dim, &qb, &kb, &vb, &tb, (&kc, &vc)).unwrap();
+        let d = block_on(gpu.ops().rope(heads, kv_heads, head_dim, &qb, &kb, &vb, &tb, (&kc, &vc))).unwrap();
         gpu.set_pos(pos as u32);
         gpu.run(&[d]);
         let (mut q_want, mut k_want) = (q.clone(), k.clone());
@@ -318,7 +319,8 @@ fn attention_matches_the_cpu_loop() {
             }
             let (qb, kb, vb) = (gpu.f32s(&q), gpu.f32s(&k_cache), gpu.f32s(&v_cache));
             let (scores, out) = (gpu.f32s(&vec![0.0; heads * ctx]), gpu.f32s(&vec![0.0; heads * head_dim]));
-            let d = gpu.ops().attention(heads, kv_heads, head_dim, ctx, &qb, (&kb, &vb), &scores, &out).unwrap();
+            let d =
+                block_on(gpu.ops().attention(heads, kv_heads, head_dim, ctx, &qb, (&kb, &vb), &scores, &out)).unwrap();
             gpu.set_pos(pos as u32);
             gpu.run(&[d]);
             assert_close(&format!("attention heads={heads} pos={pos}"), &gpu.read(&out, heads * head_dim), &want, 1e-5);
@@ -333,7 +335,7 @@ fn swiglu_and_argmax() {
         let n = 1003;
         let (g, u) = (random(&mut rng, n), random(&mut rng, n));
         let (gb, ub) = (gpu.f32s(&g), gpu.f32s(&u));
-        let d = gpu.ops().swiglu(n, &gb, &ub).unwrap();
+        let d = block_on(gpu.ops().swiglu(n, &gb, &ub)).unwrap();
         gpu.run(&[d]);
         let want: Vec<f32> = g.iter().zip(&u).map(|(a, b)| reference::silu(*a) * b).collect();
         assert_close("swiglu", &gpu.read(&gb, n), &want, 1e-6);
@@ -345,9 +347,9 @@ fn swiglu_and_argmax() {
                 logits[best + 7] = 5.0; // a tie: the first index wins, as in torch.argmax
             }
             let (lb, tb) = (gpu.f32s(&logits), gpu.f32s(&[0.0]));
-            let d = gpu.ops().argmax(n, &lb, &tb).unwrap();
+            let d = block_on(gpu.ops().argmax(n, &lb, &tb)).unwrap();
             gpu.run(&[d]);
-            let token = gpu.ctx.read_buffer(&tb, 4).unwrap();
+            let token = block_on(gpu.ctx.read_buffer(&tb, 4)).unwrap();
             assert_eq!(u32::from_le_bytes(token[..4].try_into().unwrap()) as usize, best, "argmax of {n}");
         }
     }

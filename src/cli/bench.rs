@@ -82,11 +82,11 @@ pub fn run(args: BenchArgs) -> Result<()> {
     }
 
     // The roof first, on an otherwise empty device.
-    let roof = if args.roof { Some(measure_read_bandwidth(&gpu, 20)?) } else { None };
+    let roof = if args.roof { Some(pollster::block_on(measure_read_bandwidth(&gpu, 20))?) } else { None };
     let started = Instant::now();
     let (bar, mut progress) = bytes_bar("uploading weights");
     let options = EngineOptions { ctx: Some(ctx), ..Default::default() };
-    let mut engine = Engine::load(&gpu, &config, &layout, source, &options, &mut progress)
+    let mut engine = pollster::block_on(Engine::load(&gpu, &config, &layout, source, &options, &mut progress))
         .with_context(|| format!("loading {name} onto {}", gpu.describe()))?;
     bar.finish_and_clear();
     let load_s = started.elapsed().as_secs_f64();

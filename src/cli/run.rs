@@ -209,9 +209,15 @@ pub fn with_backend<T>(
             let started = Instant::now();
             let (bar, mut progress) = bytes_bar("loading");
             let options = EngineOptions { ctx, ..Default::default() };
-            let mut engine =
-                Engine::load(&gpu, model.config(), &model.layout, &model.checkpoint, &options, &mut progress)
-                    .with_context(|| format!("loading the model onto {}", gpu.describe()))?;
+            let mut engine = pollster::block_on(Engine::load(
+                &gpu,
+                model.config(),
+                &model.layout,
+                &model.checkpoint,
+                &options,
+                &mut progress,
+            ))
+            .with_context(|| format!("loading the model onto {}", gpu.describe()))?;
             bar.finish_and_clear();
             eprintln!(
                 "loaded {} onto {} in {:.2} s ({:.1} MB on the GPU, context {})",

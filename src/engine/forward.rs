@@ -67,8 +67,8 @@ pub struct Activations {
 }
 
 /// Records one token: embedding, every layer, final norm, LM head, argmax.
-pub fn token_graph(
-    ops: &mut Ops,
+pub async fn token_graph(
+    ops: &mut Ops<'_>,
     c: &Config,
     ctx_len: usize,
     w: &GpuWeights,
@@ -81,64 +81,62 @@ pub fn token_graph(
 
     // Embedding lookup of the step's token (written by the host, or by the
     // previous step's argmax).
-    graph.extend(ops.embed(&w.embed_tokens, &a.token, &a.x)?);
+    graph.extend(ops.embed(&w.embed_tokens, &a.token, &a.x).await?);
 
     for layer in &w.layers {
         // Attention block. One statistics pass over x serves input_layernorm and
         // any per-linear norms of q/k/v (they all normalize the same h).
         let qkv_norms = [&layer.q_proj, &layer.k_proj, &layer.v_proj].iter().any(|l| l.norm.is_some());
-        graph.push(ops.norm_stats(&a.x, hidden, qkv_norms.then_some(&layer.input_layernorm), eps, &a.stats_attn)?);
+        graph
+            .push(ops.norm_stats(&a.x, hidden, qkv_norms.then_some(&layer.input_layernorm), eps, &a.stats_attn).await?);
         for (proj, out) in [(&layer.q_proj, &a.q), (&layer.k_proj, &a.k), (&layer.v_proj, &a.v)] {
             let norms =
                 InputNorms { stats: &a.stats_attn, norm1: Some(&layer.input_layernorm), norm2: proj.norm.as_ref() };
-            graph.extend(ops.gemv(&proj.weight, &a.x, norms, proj.bias.as_ref(), false, out)?);
+            graph.extend(ops.gemv(&proj.weight, &a.x, norms, proj.bias.as_ref(), false, out).await?);
         }
 
         // RoPE on q and k; k and v go into the cache at this position.
         let cache = (&layer.k_cache, &layer.v_cache);
-        graph.push(ops.rope(heads, kv_heads, head_dim, &a.q, &a.k, &a.v, &a.rope_table, cache)?);
+        graph.push(ops.rope(heads, kv_heads, head_dim, &a.q, &a.k, &a.v, &a.rope_table, cache).await?);
 
         // Causal grouped-query attention over the cache.
-        graph.push(ops.attention(heads, kv_heads, head_dim, ctx_len, &a.q, cache, &a.scores, &a.attn)?);
+        graph.push(ops.attention(heads, kv_heads, head_dim, ctx_len, &a.q, cache, &a.scores, &a.attn).await?);
 
         // Output projection (with its optional norm) added to the residual stream.
         let o = &layer.o_proj;
         if o.norm.is_some() {
-            graph.push(ops.norm_stats(&a.attn, heads * head_dim, None, eps, &a.stats_o)?);
+            graph.push(ops.norm_stats(&a.attn, heads * head_dim, None, eps, &a.stats_o).await?);
         }
         let norms = InputNorms { stats: &a.stats_o, norm1: o.norm.as_ref(), norm2: None };
-        graph.extend(ops.gemv(&o.weight, &a.attn, norms, o.bias.as_ref(), true, &a.x)?);
+        graph.extend(ops.gemv(&o.weight, &a.attn, norms, o.bias.as_ref(), true, &a.x).await?);
 
         // MLP block: post-attention norm fused into gate and up, SwiGLU, down + residual.
         let mlp_norms = layer.gate_proj.norm.is_some() || layer.up_proj.norm.is_some();
-        graph.push(ops.norm_stats(
-            &a.x,
-            hidden,
-            mlp_norms.then_some(&layer.post_attention_layernorm),
-            eps,
-            &a.stats_mlp,
-        )?);
+        graph.push(
+            ops.norm_stats(&a.x, hidden, mlp_norms.then_some(&layer.post_attention_layernorm), eps, &a.stats_mlp)
+                .await?,
+        );
         for (proj, out) in [(&layer.gate_proj, &a.gate), (&layer.up_proj, &a.up)] {
             let norms = InputNorms {
                 stats: &a.stats_mlp,
                 norm1: Some(&layer.post_attention_layernorm),
                 norm2: proj.norm.as_ref(),
             };
-            graph.extend(ops.gemv(&proj.weight, &a.x, norms, proj.bias.as_ref(), false, out)?);
+            graph.extend(ops.gemv(&proj.weight, &a.x, norms, proj.bias.as_ref(), false, out).await?);
         }
-        graph.push(ops.swiglu(inter, &a.gate, &a.up)?);
+        graph.push(ops.swiglu(inter, &a.gate, &a.up).await?);
         let d = &layer.down_proj;
         if d.norm.is_some() {
-            graph.push(ops.norm_stats(&a.gate, inter, None, eps, &a.stats_down)?);
+            graph.push(ops.norm_stats(&a.gate, inter, None, eps, &a.stats_down).await?);
         }
         let norms = InputNorms { stats: &a.stats_down, norm1: d.norm.as_ref(), norm2: None };
-        graph.extend(ops.gemv(&d.weight, &a.gate, norms, d.bias.as_ref(), true, &a.x)?);
+        graph.extend(ops.gemv(&d.weight, &a.gate, norms, d.bias.as_ref(), true, &a.x).await?);
     }
 
     // Final norm fused into the LM head, then greedy choice on the GPU.
-    graph.push(ops.norm_stats(&a.x, hidden, None, eps, &a.stats_final)?);
+    graph.push(ops.norm_stats(&a.x, hidden, None, eps, &a.stats_final).await?);
     let norms = InputNorms { stats: &a.stats_final, norm1: Some(&w.norm), norm2: None };
-    graph.extend(ops.gemv(w.lm_head(), &a.x, norms, None, false, &a.logits)?);
-    graph.push(ops.argmax(c.vocab_size, &a.logits, &a.token)?);
+    graph.extend(ops.gemv(w.lm_head(), &a.x, norms, None, false, &a.logits).await?);
+    graph.push(ops.argmax(c.vocab_size, &a.logits, &a.token).await?);
     Ok(graph)
 }

@@ -108,7 +108,7 @@ fn rope_table(c: &Config, ctx: usize) -> Vec<f32> {
 impl Engine {
     /// Plans memory, refuses what the device cannot hold, streams the weights up
     /// (reporting `(bytes done, bytes total)`) and records the token graph.
-    pub fn load(
+    pub async fn load(
         ctx: &GpuContext,
         config: &Config,
         layout: &Layout,
@@ -138,32 +138,37 @@ impl Engine {
 
         let weight_binding = options.max_binding_bytes.unwrap_or(device_binding).min(device_binding);
         let mut up = Uploader::new(ctx, source, weight_binding, plan.weight_bytes, progress);
-        let linear = |up: &mut Uploader, l: &Linear| -> Result<GpuLinear, GpuError> {
-            Ok(GpuLinear {
-                weight: up.matrix(&l.weight)?,
-                bias: l.bias.as_ref().map(|b| up.vector(b)).transpose()?,
-                norm: l.norm.as_ref().map(|n| up.vector(n)).transpose()?,
-            })
-        };
-        let embed_tokens = up.matrix(&layout.embed_tokens)?;
+        async fn linear(up: &mut Uploader<'_>, l: &Linear) -> Result<GpuLinear, GpuError> {
+            let weight = up.matrix(&l.weight).await?;
+            let bias = match &l.bias {
+                Some(b) => Some(up.vector(b).await?),
+                None => None,
+            };
+            let norm = match &l.norm {
+                Some(n) => Some(up.vector(n).await?),
+                None => None,
+            };
+            Ok(GpuLinear { weight, bias, norm })
+        }
+        let embed_tokens = up.matrix(&layout.embed_tokens).await?;
         let mut layers = Vec::with_capacity(layout.layers.len());
         for (i, l) in layout.layers.iter().enumerate() {
             layers.push(GpuLayer {
-                input_layernorm: up.vector(&l.input_layernorm)?,
-                q_proj: linear(&mut up, &l.q_proj)?,
-                k_proj: linear(&mut up, &l.k_proj)?,
-                v_proj: linear(&mut up, &l.v_proj)?,
-                o_proj: linear(&mut up, &l.o_proj)?,
-                post_attention_layernorm: up.vector(&l.post_attention_layernorm)?,
-                gate_proj: linear(&mut up, &l.gate_proj)?,
-                up_proj: linear(&mut up, &l.up_proj)?,
-                down_proj: linear(&mut up, &l.down_proj)?,
+                input_layernorm: up.vector(&l.input_layernorm).await?,
+                q_proj: linear(&mut up, &l.q_proj).await?,
+                k_proj: linear(&mut up, &l.k_proj).await?,
+                v_proj: linear(&mut up, &l.v_proj).await?,
+                o_proj: linear(&mut up, &l.o_proj).await?,
+                post_attention_layernorm: up.vector(&l.post_attention_layernorm).await?,
+                gate_proj: linear(&mut up, &l.gate_proj).await?,
+                up_proj: linear(&mut up, &l.up_proj).await?,
+                down_proj: linear(&mut up, &l.down_proj).await?,
                 k_cache: storage(ctx, &format!("k cache {i}"), plan.ctx * c.kv_dim()),
                 v_cache: storage(ctx, &format!("v cache {i}"), plan.ctx * c.kv_dim()),
             });
         }
-        let norm = up.vector(&layout.norm)?;
-        let lm_head = if layout.tied { None } else { Some(up.matrix(&layout.lm_head)?) };
+        let norm = up.vector(&layout.norm).await?;
+        let lm_head = if layout.tied { None } else { Some(up.matrix(&layout.lm_head).await?) };
         let weights = GpuWeights { embed_tokens, layers, norm, lm_head };
 
         let q_dim = c.num_attention_heads * c.head_dim();
@@ -194,12 +199,12 @@ impl Engine {
         let dummy = storage(ctx, "absent", 4);
         let mut kernels = Kernels::new(ctx);
         let mut ops = Ops { ctx, kernels: &mut kernels, dummy: &dummy, step: &step_params };
-        let graph = token_graph(&mut ops, c, plan.ctx, &weights, &act)?;
+        let graph = token_graph(&mut ops, c, plan.ctx, &weights, &act).await?;
         use wgpu::BufferUsages as U;
         let token_readback = ctx.buffer("token read back", 4, U::MAP_READ | U::COPY_DST);
         let logits_readback = ctx.buffer("logits read back", (c.vocab_size * 4) as u64, U::MAP_READ | U::COPY_DST);
         ctx.queue.submit([]);
-        ctx.wait()?;
+        ctx.idle().await?;
         Ok(Engine {
             ctx: ctx.clone(),
             config: c.clone(),
@@ -262,8 +267,8 @@ impl Engine {
         Ok(())
     }
 
-    fn read_tokens(&self, buffer: &wgpu::Buffer) -> Result<Vec<u32>, RunError> {
-        let bytes = self.ctx.read_mapped(buffer)?;
+    async fn read_tokens(&self, buffer: &wgpu::Buffer) -> Result<Vec<u32>, RunError> {
+        let bytes = self.ctx.read_mapped(buffer).await?;
         Ok(bytes.chunks_exact(4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect())
     }
 }
@@ -279,6 +284,47 @@ enum Readback<'a> {
     Logits,
 }
 
+impl Engine {
+    /// Runs `token` at `pos`; resolves to the next token's logits.
+    pub async fn logits(&mut self, token: u32, pos: usize) -> Result<&[f32], RunError> {
+        self.queue_step(Some(token), pos, Readback::Logits)?;
+        let bytes = self.ctx.read_mapped(&self.logits_readback).await?;
+        for (l, b) in self.logits.iter_mut().zip(bytes.chunks_exact(4)) {
+            *l = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+        }
+        Ok(&self.logits)
+    }
+
+    /// Queues every prompt token back to back and waits once, for the last argmax.
+    pub async fn prefill_greedy(&mut self, prompt: &[u32], start_pos: usize) -> Result<u32, RunError> {
+        let readback = self.token_readback.clone();
+        for (i, &id) in prompt.iter().enumerate() {
+            let read =
+                if i + 1 == prompt.len() { Readback::Token { into: &readback, slot: 0 } } else { Readback::Nothing };
+            self.queue_step(Some(id), start_pos + i, read)?;
+        }
+        Ok(self.read_tokens(&readback).await?[0])
+    }
+
+    /// Queues `n` steps whose tokens come from the previous step's argmax on the
+    /// GPU, and reads all `n` ids back at the end.
+    pub async fn decode_greedy(&mut self, last: u32, pos: usize, n: usize) -> Result<Vec<u32>, RunError> {
+        self.check(None, pos + n.saturating_sub(1))?;
+        use wgpu::BufferUsages as U;
+        let readback = self.ctx.buffer("decoded ids", (n.max(1) * 4) as u64, U::MAP_READ | U::COPY_DST);
+        for i in 0..n {
+            let token = if i == 0 { Some(last) } else { None };
+            self.queue_step(token, pos + i, Readback::Token { into: &readback, slot: i as u64 })?;
+        }
+        let mut ids = self.read_tokens(&readback).await?;
+        ids.truncate(n);
+        Ok(ids)
+    }
+}
+
+/// Native front ends drive the engine synchronously; the browser awaits the
+/// async methods above instead (blocking there would stall its event loop).
+#[cfg(not(target_arch = "wasm32"))]
 impl Backend for Engine {
     fn vocab_size(&self) -> usize {
         self.config.vocab_size
@@ -289,37 +335,14 @@ impl Backend for Engine {
     }
 
     fn forward(&mut self, token: u32, pos: usize) -> Result<&[f32], RunError> {
-        self.queue_step(Some(token), pos, Readback::Logits)?;
-        let bytes = self.ctx.read_mapped(&self.logits_readback)?;
-        for (l, b) in self.logits.iter_mut().zip(bytes.chunks_exact(4)) {
-            *l = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
-        }
-        Ok(&self.logits)
+        pollster::block_on(self.logits(token, pos))
     }
 
-    /// Queues every prompt token back to back and waits once, for the last argmax.
     fn prefill_greedy(&mut self, prompt: &[u32], start_pos: usize) -> Result<u32, RunError> {
-        let readback = self.token_readback.clone();
-        for (i, &id) in prompt.iter().enumerate() {
-            let read =
-                if i + 1 == prompt.len() { Readback::Token { into: &readback, slot: 0 } } else { Readback::Nothing };
-            self.queue_step(Some(id), start_pos + i, read)?;
-        }
-        Ok(self.read_tokens(&readback)?[0])
+        pollster::block_on(Engine::prefill_greedy(self, prompt, start_pos))
     }
 
-    /// Queues `n` steps whose tokens come from the previous step's argmax on the
-    /// GPU, and reads all `n` ids back at the end.
     fn decode_greedy(&mut self, last: u32, pos: usize, n: usize) -> Result<Vec<u32>, RunError> {
-        self.check(None, pos + n.saturating_sub(1))?;
-        use wgpu::BufferUsages as U;
-        let readback = self.ctx.buffer("decoded ids", (n.max(1) * 4) as u64, U::MAP_READ | U::COPY_DST);
-        for i in 0..n {
-            let token = if i == 0 { Some(last) } else { None };
-            self.queue_step(token, pos + i, Readback::Token { into: &readback, slot: i as u64 })?;
-        }
-        let mut ids = self.read_tokens(&readback)?;
-        ids.truncate(n);
-        Ok(ids)
+        pollster::block_on(Engine::decode_greedy(self, last, pos, n))
     }
 }

@@ -64,7 +64,7 @@ impl Ops<'_> {
 
     /// The pipeline of a GEMV or embedding over `m`: its dtype constants plus `extra`
     /// (the GEMV's team shape).
-    fn matrix_pipeline(
+    async fn matrix_pipeline(
         &mut self,
         m: &GpuMatrix,
         ternary: Kernel,
@@ -84,22 +84,22 @@ impl Ops<'_> {
             Storage::Dense { dtype } => (dense, vec![("WEIGHT_DTYPE", dtype_code(dtype))]),
         };
         constants.extend_from_slice(extra);
-        self.kernels.pipeline(kernel, &constants)
+        self.kernels.pipeline(kernel, &constants).await
     }
 
     /// `y (+)= W · norms(x) (+ bias)`, one dispatch per row chunk of `W`.
-    pub fn gemv(
+    pub async fn gemv(
         &mut self,
         m: &GpuMatrix,
         x: &wgpu::Buffer,
-        norms: InputNorms,
+        norms: InputNorms<'_>,
         bias: Option<&wgpu::Buffer>,
         residual: bool,
         y: &wgpu::Buffer,
     ) -> Result<Vec<Dispatch>, GpuError> {
         let team = GemvTeams::for_matrix(m);
         let shape = [("LANES", team.lanes), ("ROWS_PER_TEAM", team.rows_per_team)];
-        let pipeline = self.matrix_pipeline(m, Kernel::GemvTernary, Kernel::GemvDense, &shape)?;
+        let pipeline = self.matrix_pipeline(m, Kernel::GemvTernary, Kernel::GemvDense, &shape).await?;
         let flags = norms.norm1.map_or(0, |_| NORM1)
             | norms.norm2.map_or(0, |_| NORM2)
             | bias.map_or(0, |_| BIAS)
@@ -128,8 +128,13 @@ impl Ops<'_> {
     }
 
     /// `x = E[token[0]]`: one dispatch per row chunk; the chunk holding the token writes.
-    pub fn embed(&mut self, m: &GpuMatrix, token: &wgpu::Buffer, x: &wgpu::Buffer) -> Result<Vec<Dispatch>, GpuError> {
-        let pipeline = self.matrix_pipeline(m, Kernel::EmbedTernary, Kernel::EmbedDense, &[])?;
+    pub async fn embed(
+        &mut self,
+        m: &GpuMatrix,
+        token: &wgpu::Buffer,
+        x: &wgpu::Buffer,
+    ) -> Result<Vec<Dispatch>, GpuError> {
+        let pipeline = self.matrix_pipeline(m, Kernel::EmbedTernary, Kernel::EmbedDense, &[]).await?;
         let threads = if m.is_packed() { m.cols / 16 } else { m.cols };
         let mut out = Vec::new();
         for chunk in &m.chunks {
@@ -151,7 +156,7 @@ impl Ops<'_> {
     }
 
     /// `stats = [1/rms(x), 1/rms(x * stats[0] * w)]` (the second only with `w`).
-    pub fn norm_stats(
+    pub async fn norm_stats(
         &mut self,
         x: &wgpu::Buffer,
         n: usize,
@@ -159,7 +164,7 @@ impl Ops<'_> {
         eps: f32,
         stats: &wgpu::Buffer,
     ) -> Result<Dispatch, GpuError> {
-        let pipeline = self.kernels.pipeline(Kernel::NormStats, &[])?;
+        let pipeline = self.kernels.pipeline(Kernel::NormStats, &[]).await?;
         let params = self.uniform("norm_stats", &[n as u32, w.map_or(0, |_| 1), eps.to_bits(), 0]);
         let bindings = [(0, &params), (1, x), (2, w.unwrap_or(self.dummy)), (3, stats)];
         Ok(Dispatch::new(self.ctx, "norm_stats", pipeline, &bindings, [1, 1, 1]))
@@ -167,7 +172,7 @@ impl Ops<'_> {
 
     /// RoPE on q and k, and the append of k and v to the cache at this position.
     #[allow(clippy::too_many_arguments)]
-    pub fn rope(
+    pub async fn rope(
         &mut self,
         heads: usize,
         kv_heads: usize,
@@ -178,7 +183,7 @@ impl Ops<'_> {
         rope_table: &wgpu::Buffer,
         cache: (&wgpu::Buffer, &wgpu::Buffer),
     ) -> Result<Dispatch, GpuError> {
-        let pipeline = self.kernels.pipeline(Kernel::Rope, &[])?;
+        let pipeline = self.kernels.pipeline(Kernel::Rope, &[]).await?;
         let params = self.uniform("rope", &[heads as u32, kv_heads as u32, head_dim as u32, 0]);
         let bindings =
             [(0, &params), (1, self.step), (2, q), (3, k), (4, v), (5, rope_table), (6, cache.0), (7, cache.1)];
@@ -188,7 +193,7 @@ impl Ops<'_> {
 
     /// Causal attention of the current position over the cache, one workgroup per head.
     #[allow(clippy::too_many_arguments)]
-    pub fn attention(
+    pub async fn attention(
         &mut self,
         heads: usize,
         kv_heads: usize,
@@ -199,7 +204,7 @@ impl Ops<'_> {
         scores: &wgpu::Buffer,
         out: &wgpu::Buffer,
     ) -> Result<Dispatch, GpuError> {
-        let pipeline = self.kernels.pipeline(Kernel::Attention, &[])?;
+        let pipeline = self.kernels.pipeline(Kernel::Attention, &[]).await?;
         let scale = 1.0 / (head_dim as f32).sqrt();
         let params = self.uniform(
             "attention",
@@ -210,8 +215,8 @@ impl Ops<'_> {
     }
 
     /// `gate = silu(gate) * up`.
-    pub fn swiglu(&mut self, n: usize, gate: &wgpu::Buffer, up: &wgpu::Buffer) -> Result<Dispatch, GpuError> {
-        let pipeline = self.kernels.pipeline(Kernel::Swiglu, &[])?;
+    pub async fn swiglu(&mut self, n: usize, gate: &wgpu::Buffer, up: &wgpu::Buffer) -> Result<Dispatch, GpuError> {
+        let pipeline = self.kernels.pipeline(Kernel::Swiglu, &[]).await?;
         let params = self.uniform("swiglu", &[n as u32, 0, 0, 0]);
         Ok(Dispatch::new(
             self.ctx,
@@ -223,8 +228,13 @@ impl Ops<'_> {
     }
 
     /// `token = argmax(logits)`.
-    pub fn argmax(&mut self, n: usize, logits: &wgpu::Buffer, token: &wgpu::Buffer) -> Result<Dispatch, GpuError> {
-        let pipeline = self.kernels.pipeline(Kernel::Argmax, &[])?;
+    pub async fn argmax(
+        &mut self,
+        n: usize,
+        logits: &wgpu::Buffer,
+        token: &wgpu::Buffer,
+    ) -> Result<Dispatch, GpuError> {
+        let pipeline = self.kernels.pipeline(Kernel::Argmax, &[]).await?;
         let params = self.uniform("argmax", &[n as u32, 0, 0, 0]);
         Ok(Dispatch::new(self.ctx, "argmax", pipeline, &[(0, &params), (1, logits), (2, token)], [1, 1, 1]))
     }

@@ -1,6 +1,7 @@
 //! The GPU device: adapter choice, limits, optional features, and the few
-//! device-level helpers everything else uses (waiting with a timeout, reading a
-//! buffer back, catching validation errors as `Result`s instead of panics).
+//! device-level helpers everything else uses (waiting for work and reading a
+//! buffer back, both async as WebGPU is, and catching validation errors as
+//! `Result`s instead of panics).
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -185,17 +186,31 @@ impl GpuContext {
         }
     }
 
-    /// Waits for all submitted work, failing instead of hanging on a stuck shader.
-    pub fn wait(&self) -> Result<(), GpuError> {
+    /// Lets the device run the callbacks of finished work. Natively this waits
+    /// (with a timeout, so a stuck shader fails instead of hanging); in the browser
+    /// the event loop runs them and this returns at once.
+    fn drive(&self) -> Result<(), GpuError> {
+        #[cfg(not(target_arch = "wasm32"))]
         self.device
             .poll(wgpu::PollType::Wait { submission_index: None, timeout: Some(POLL_TIMEOUT) })
             .map_err(|e| GpuError::Device(format!("waiting for the GPU failed after {POLL_TIMEOUT:?}: {e}")))?;
         self.check_errors()
     }
 
+    /// Resolves when all work submitted so far has finished.
+    pub async fn idle(&self) -> Result<(), GpuError> {
+        let (tx, rx) = futures_channel::oneshot::channel();
+        self.queue.on_submitted_work_done(move || {
+            let _ = tx.send(());
+        });
+        self.drive()?;
+        rx.await.map_err(|_| GpuError::Device("the GPU never finished its work".into()))?;
+        self.check_errors()
+    }
+
     /// Copies `size` bytes from the start of `buffer` (which needs `COPY_SRC`) back
     /// to the host.
-    pub fn read_buffer(&self, buffer: &wgpu::Buffer, size: u64) -> Result<Vec<u8>, GpuError> {
+    pub async fn read_buffer(&self, buffer: &wgpu::Buffer, size: u64) -> Result<Vec<u8>, GpuError> {
         let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("read back"),
             size,
@@ -205,17 +220,17 @@ impl GpuContext {
         let mut encoder = self.device.create_command_encoder(&Default::default());
         encoder.copy_buffer_to_buffer(buffer, 0, &staging, 0, size);
         self.queue.submit([encoder.finish()]);
-        self.read_mapped(&staging)
+        self.read_mapped(&staging).await
     }
 
     /// Maps a `MAP_READ` buffer whose copy has been submitted and returns its bytes.
-    pub fn read_mapped(&self, staging: &wgpu::Buffer) -> Result<Vec<u8>, GpuError> {
-        let (tx, rx) = std::sync::mpsc::channel();
+    pub async fn read_mapped(&self, staging: &wgpu::Buffer) -> Result<Vec<u8>, GpuError> {
+        let (tx, rx) = futures_channel::oneshot::channel();
         staging.map_async(wgpu::MapMode::Read, .., move |result| {
             let _ = tx.send(result);
         });
-        self.wait()?;
-        rx.recv()
+        self.drive()?;
+        rx.await
             .map_err(|_| GpuError::Device("the GPU never answered a read-back".into()))?
             .map_err(|e| GpuError::Device(format!("reading a buffer back failed: {e}")))?;
         let bytes = staging

@@ -83,7 +83,11 @@ impl Kernels {
     }
 
     /// The pipeline of `kernel` with the given override constants.
-    pub fn pipeline(&mut self, kernel: Kernel, constants: &[(&str, u32)]) -> Result<wgpu::ComputePipeline, GpuError> {
+    pub async fn pipeline(
+        &mut self,
+        kernel: Kernel,
+        constants: &[(&str, u32)],
+    ) -> Result<wgpu::ComputePipeline, GpuError> {
         let (file, source, entry, needs) = kernel.source();
         let label = format!("{entry}{}", constants.iter().map(|(k, v)| format!(" {k}={v}")).collect::<String>());
         if let Some(p) = self.pipelines.get(&label) {
@@ -118,7 +122,7 @@ impl Kernels {
             compilation_options: wgpu::PipelineCompilationOptions { constants: &constants, ..Default::default() },
             cache: None,
         });
-        if let Some(e) = pollster::block_on(scope.pop()) {
+        if let Some(e) = scope.pop().await {
             return Err(GpuError::Shader { name: label, msg: e.to_string() });
         }
         self.pipelines.insert(label, pipeline.clone());

@@ -7,7 +7,7 @@ use super::kernels::{Dispatch, Kernel, Kernels};
 use super::{GpuContext, GpuError};
 
 /// Reads a buffer of up to 1 GiB `passes` times and returns bytes read per second.
-pub fn measure_read_bandwidth(ctx: &GpuContext, passes: u32) -> Result<f64, GpuError> {
+pub async fn measure_read_bandwidth(ctx: &GpuContext, passes: u32) -> Result<f64, GpuError> {
     let limits = &ctx.caps.limits;
     let bytes = (1u64 << 30).min(limits.max_storage_buffer_binding_size).min(limits.max_buffer_size) / 16 * 16;
     let data = ctx.buffer("roof data", bytes, wgpu::BufferUsages::STORAGE);
@@ -19,10 +19,10 @@ pub fn measure_read_bandwidth(ctx: &GpuContext, passes: u32) -> Result<f64, GpuE
         wgpu::BufferUsages::UNIFORM,
     );
     let sink = ctx.buffer("roof sink", workgroups as u64 * 4, wgpu::BufferUsages::STORAGE);
-    let pipeline = Kernels::new(ctx).pipeline(Kernel::StreamRead, &[])?;
+    let pipeline = Kernels::new(ctx).pipeline(Kernel::StreamRead, &[]).await?;
     let dispatch =
         Dispatch::new(ctx, "stream read", pipeline, &[(0, &params), (1, &data), (2, &sink)], [workgroups, 1, 1]);
-    let run = |passes: u32| -> Result<f64, GpuError> {
+    let run = async |passes: u32| -> Result<f64, GpuError> {
         let started = Instant::now();
         let mut encoder = ctx.device.create_command_encoder(&Default::default());
         {
@@ -32,10 +32,10 @@ pub fn measure_read_bandwidth(ctx: &GpuContext, passes: u32) -> Result<f64, GpuE
             }
         }
         ctx.queue.submit([encoder.finish()]);
-        ctx.wait()?;
+        ctx.idle().await?;
         Ok(started.elapsed().as_secs_f64())
     };
-    run(1)?; // compile and warm up
-    let seconds = run(passes)?;
+    run(1).await?; // compile and warm up
+    let seconds = run(passes).await?;
     Ok(bytes as f64 * passes as f64 / seconds)
 }

@@ -5,6 +5,9 @@
 //! Packed bytes and scales are copied byte for byte: no dequantized copy exists.
 //! Norm weights and biases (small vectors) are converted to f32.
 
+use std::future::Future;
+use std::pin::Pin;
+
 use crate::model::checkpoint::Checkpoint;
 use crate::model::tensors::to_f32;
 use crate::model::{DType, Matrix, ModelError, Storage, Vector};
@@ -12,23 +15,30 @@ use crate::ternary::{self, TRITS_PER_BYTE};
 
 use super::{GpuContext, GpuError};
 
+/// A read in progress: ready at once for a mapped file, pending for a browser
+/// `Blob` slice or `fetch` stream.
+pub type ReadFuture<'a> = Pin<Box<dyn Future<Output = Result<(), ModelError>> + 'a>>;
+
 /// Where tensor bytes come from: a mapped file natively, `File`/`fetch` reads in
 /// the browser. The engine asks for byte ranges of named tensors, never a whole model.
 pub trait WeightSource {
     /// Copies `out.len()` bytes of tensor `name` starting at byte `offset`.
-    fn read(&self, name: &str, offset: u64, out: &mut [u8]) -> Result<(), ModelError>;
+    fn read<'a>(&'a self, name: &'a str, offset: u64, out: &'a mut [u8]) -> ReadFuture<'a>;
 }
 
 impl WeightSource for Checkpoint {
-    fn read(&self, name: &str, offset: u64, out: &mut [u8]) -> Result<(), ModelError> {
-        let t = self.get(name).ok_or_else(|| ModelError::MissingTensor {
-            name: name.to_string(),
-            context: "asked for by the GPU upload".into(),
-        })?;
-        let bytes = self.bytes(t);
-        let start = offset as usize;
-        out.copy_from_slice(&bytes[start..start + out.len()]);
-        Ok(())
+    fn read<'a>(&'a self, name: &'a str, offset: u64, out: &'a mut [u8]) -> ReadFuture<'a> {
+        let result = match self.get(name) {
+            Some(t) => {
+                let start = offset as usize;
+                out.copy_from_slice(&self.bytes(t)[start..start + out.len()]);
+                Ok(())
+            }
+            None => {
+                Err(ModelError::MissingTensor { name: name.to_string(), context: "asked for by the GPU upload".into() })
+            }
+        };
+        Box::pin(std::future::ready(result))
     }
 }
 
@@ -109,7 +119,7 @@ impl<'a> Uploader<'a> {
 
     /// A storage buffer filled with `len` bytes of tensor `name` from `offset`;
     /// packed tensors are checked for bytes above 80 on the way.
-    fn upload(
+    async fn upload(
         &mut self,
         label: &str,
         name: &str,
@@ -125,7 +135,7 @@ impl<'a> Uploader<'a> {
             usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
-        if let Some(e) = pollster::block_on(scope.pop()) {
+        if let Some(e) = scope.pop().await {
             return Err(GpuError::Limits(format!(
                 "the GPU ran out of memory at {label} after {} of {} weight bytes ({e}); \
                  the model does not fit this device: use a smaller model, or a GPU with more memory",
@@ -137,7 +147,7 @@ impl<'a> Uploader<'a> {
             let n = (len - at).min(UPLOAD_PIECE as u64) as usize;
             self.piece.resize(n.div_ceil(4) * 4, 0);
             self.piece[n..].fill(0);
-            self.source.read(name, offset + at, &mut self.piece[..n])?;
+            self.source.read(name, offset + at, &mut self.piece[..n]).await?;
             if packed {
                 ternary::check_packed(&self.piece[..n]).map_err(|e| ModelError::InvalidPacked {
                     name: name.to_string(),
@@ -150,7 +160,7 @@ impl<'a> Uploader<'a> {
             self.since_flush += n as u64;
             if self.since_flush >= FLUSH_EVERY {
                 self.ctx.queue.submit([]);
-                self.ctx.wait()?;
+                self.ctx.idle().await?;
                 self.since_flush = 0;
             }
             (self.progress)(self.done, self.total);
@@ -159,7 +169,7 @@ impl<'a> Uploader<'a> {
     }
 
     /// Uploads a matrix as stored, split by rows into binding-sized chunks.
-    pub fn matrix(&mut self, m: &Matrix) -> Result<GpuMatrix, GpuError> {
+    pub async fn matrix(&mut self, m: &Matrix) -> Result<GpuMatrix, GpuError> {
         let row = row_bytes(m);
         let rows_per_chunk = (self.max_binding / row) as usize;
         if rows_per_chunk == 0 {
@@ -174,12 +184,12 @@ impl<'a> Uploader<'a> {
             let rows = rows_per_chunk.min(m.rows - first_row);
             let label = format!("{} rows {first_row}..{}", m.name, first_row + rows);
             let packed = m.is_packed();
-            let weights = self.upload(&label, &m.name, first_row as u64 * row, rows as u64 * row, packed)?;
+            let weights = self.upload(&label, &m.name, first_row as u64 * row, rows as u64 * row, packed).await?;
             let scales = match &m.storage {
                 Storage::Packed { scales, scale_dtype, group_size } => {
                     let per_row = (m.cols / group_size * scale_dtype.size().expect("float")) as u64;
                     let label = format!("{scales} rows {first_row}..{}", first_row + rows);
-                    Some(self.upload(&label, scales, first_row as u64 * per_row, rows as u64 * per_row, false)?)
+                    Some(self.upload(&label, scales, first_row as u64 * per_row, rows as u64 * per_row, false).await?)
                 }
                 Storage::Dense { .. } => None,
             };
@@ -190,9 +200,9 @@ impl<'a> Uploader<'a> {
     }
 
     /// Uploads a norm weight or bias, converted to f32.
-    pub fn vector(&mut self, v: &Vector) -> Result<wgpu::Buffer, GpuError> {
+    pub async fn vector(&mut self, v: &Vector) -> Result<wgpu::Buffer, GpuError> {
         let mut raw = vec![0u8; v.len * v.dtype.size().expect("float")];
-        self.source.read(&v.name, 0, &mut raw)?;
+        self.source.read(&v.name, 0, &mut raw).await?;
         let mut values = vec![0f32; v.len];
         to_f32(&v.dtype, &raw, &mut values);
         self.done += raw.len() as u64;
