@@ -9,6 +9,8 @@
 // per word, per-group scales) and `gemv_dense` (W in F32/F16/BF16). A matrix
 // larger than one storage binding is split by rows into chunks, one dispatch each.
 //
+// Needs cols % 4 == 0 (inputs are read as vec4).
+//
 // Dispatch: workgroups of 64 threads split into teams of LANES threads; each
 // team computes ROWS_PER_TEAM consecutive rows, loading each piece of the input
 // once and reusing it for all its rows. Workgroups are laid out 2-D (x up to
@@ -33,10 +35,10 @@ override WEIGHT_DTYPE: u32 = 0u;       // DTYPE_* of W (dense)
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> weights: array<u32>;  // ternary [rows, cols/16] | dense [rows, cols] (row-major)
 @group(0) @binding(2) var<storage, read> scales: array<u32>;   // [rows, cols/GROUP_SIZE] (ternary only)
-@group(0) @binding(3) var<storage, read> x: array<f32>;        // [cols]
-@group(0) @binding(4) var<storage, read> stats: array<f32>;    // [2] inverse RMS for NORM1, NORM2
-@group(0) @binding(5) var<storage, read> norm1: array<f32>;    // [cols]
-@group(0) @binding(6) var<storage, read> norm2: array<f32>;    // [cols]
+@group(0) @binding(3) var<storage, read> x: array<vec4<f32>>;     // [cols / 4]
+@group(0) @binding(4) var<storage, read> stats: array<f32>;       // [2] inverse RMS for NORM1, NORM2
+@group(0) @binding(5) var<storage, read> norm1: array<vec4<f32>>; // [cols / 4]
+@group(0) @binding(6) var<storage, read> norm2: array<vec4<f32>>; // [cols / 4]
 @group(0) @binding(7) var<storage, read> bias: array<f32>;     // [all rows of the matrix]
 @group(0) @binding(8) var<storage, read_write> y: array<f32>;  // [all rows of the matrix]
 
@@ -46,13 +48,15 @@ override LANES: u32 = 64u;         // threads per row team: a power of two divid
 override ROWS_PER_TEAM: u32 = 1u;  // rows per team, at most MAX_ROWS_PER_TEAM
 var<workgroup> partial: array<f32, 512>; // [MAX_ROWS_PER_TEAM, WG]
 
-fn input_at(c: u32) -> f32 {
-    var v = x[c];
+// Inputs 4q..4q+3, normalized as the flags say. Inputs are read four at a time:
+// scattered 4-byte loads of them, not the weights, were what limited the GEMV.
+fn input4_at(q: u32) -> vec4<f32> {
+    var v = x[q];
     if ((p.flags & NORM1) != 0u) {
-        v = v * stats[0] * norm1[c];
+        v = v * (stats[0] * norm1[q]);
     }
     if ((p.flags & NORM2) != 0u) {
-        v = v * stats[1] * norm2[c];
+        v = v * (stats[1] * norm2[q]);
     }
     return v;
 }
@@ -124,14 +128,19 @@ fn gemv_ternary(
     let groups = p.cols / GROUP_SIZE;
     var acc: array<f32, 8>;
     for (var w = lid % LANES; w < words; w = w + LANES) {
-        // The word's 16 inputs, arranged by digit position: xj[i] = in[c + 4i + j].
+        // The word's 16 inputs (byte i holds inputs c + 4i .. c + 4i + 3), then
+        // arranged by digit position: xj[i] = in[c + 4i + j].
         let c = w * 16u;
-        let x0 = vec4<f32>(input_at(c), input_at(c + 4u), input_at(c + 8u), input_at(c + 12u));
-        let x1 = vec4<f32>(input_at(c + 1u), input_at(c + 5u), input_at(c + 9u), input_at(c + 13u));
-        let x2 = vec4<f32>(input_at(c + 2u), input_at(c + 6u), input_at(c + 10u), input_at(c + 14u));
-        let x3 = vec4<f32>(input_at(c + 3u), input_at(c + 7u), input_at(c + 11u), input_at(c + 15u));
+        let v0 = input4_at(4u * w);
+        let v1 = input4_at(4u * w + 1u);
+        let v2 = input4_at(4u * w + 2u);
+        let v3 = input4_at(4u * w + 3u);
+        let x0 = vec4<f32>(v0.x, v1.x, v2.x, v3.x);
+        let x1 = vec4<f32>(v0.y, v1.y, v2.y, v3.y);
+        let x2 = vec4<f32>(v0.z, v1.z, v2.z, v3.z);
+        let x3 = vec4<f32>(v0.w, v1.w, v2.w, v3.w);
         // Weights are digit - 1: the -1 folds out as one sum, shared by all rows.
-        let x_sum = dot(x0 + x1 + x2 + x3, vec4<f32>(1.0));
+        let x_sum = dot(v0 + v1 + v2 + v3, vec4<f32>(1.0));
         // GROUP_SIZE is a multiple of 16, so one word never straddles two groups.
         let group = c / GROUP_SIZE;
         for (var k = 0u; k < ROWS_PER_TEAM; k = k + 1u) {
@@ -155,13 +164,19 @@ fn gemv_dense(
 ) {
     let first_row = team_first_row(wg, num_wg, lid);
     var acc: array<f32, 8>;
-    for (var c = lid % LANES; c < p.cols; c = c + LANES) {
-        let v = input_at(c);
+    for (var q = lid % LANES; q < p.cols / 4u; q = q + LANES) {
+        let v = input4_at(q);
         for (var k = 0u; k < ROWS_PER_TEAM; k = k + 1u) {
             let row = first_row + k;
             if (row < p.rows) {
-                let i = row * p.cols + c;
-                acc[k] = acc[k] + float_in_word(weights[word_of(i, WEIGHT_DTYPE)], i, WEIGHT_DTYPE) * v;
+                let i = row * p.cols + 4u * q;
+                let w = vec4<f32>(
+                    float_in_word(weights[word_of(i, WEIGHT_DTYPE)], i, WEIGHT_DTYPE),
+                    float_in_word(weights[word_of(i + 1u, WEIGHT_DTYPE)], i + 1u, WEIGHT_DTYPE),
+                    float_in_word(weights[word_of(i + 2u, WEIGHT_DTYPE)], i + 2u, WEIGHT_DTYPE),
+                    float_in_word(weights[word_of(i + 3u, WEIGHT_DTYPE)], i + 3u, WEIGHT_DTYPE),
+                );
+                acc[k] = acc[k] + dot(w, v);
             }
         }
     }

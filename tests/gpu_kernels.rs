@@ -45,7 +45,7 @@ impl Gpu {
         let ctx = pollster::block_on(GpuContext::new(&DeviceOptions { portable, ..Default::default() }))
             .expect("a GPU adapter (on a machine without one, install mesa-vulkan-drivers)");
         let kernels = Kernels::new(&ctx);
-        let dummy = ctx.buffer("dummy", 4, wgpu::BufferUsages::STORAGE);
+        let dummy = ctx.buffer("dummy", 16, wgpu::BufferUsages::STORAGE);
         let step = ctx.buffer("step", 16, wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST);
         Gpu { ctx, kernels, dummy, step }
     }

@@ -35,7 +35,7 @@ impl GemvTeams {
     /// words for packed rows), and several rows per team so short rows do not
     /// cost a workgroup (and its barriers) each.
     pub fn for_matrix(m: &GpuMatrix) -> Self {
-        let units = if m.is_packed() { m.cols / 16 } else { m.cols } as u32;
+        let units = if m.is_packed() { m.cols / 16 } else { m.cols / 4 } as u32;
         GemvTeams { lanes: units.next_power_of_two().clamp(4, 64), rows_per_team: 4 }
     }
 
@@ -81,7 +81,15 @@ impl Ops<'_> {
                 }
                 (ternary, vec![("GROUP_SIZE", *group_size as u32), ("SCALE_DTYPE", dtype_code(scale_dtype))])
             }
-            Storage::Dense { dtype } => (dense, vec![("WEIGHT_DTYPE", dtype_code(dtype))]),
+            Storage::Dense { dtype } => {
+                if m.cols % 4 != 0 {
+                    return Err(GpuError::Limits(format!(
+                        "{}: {} columns; the GPU kernels need a multiple of 4",
+                        m.name, m.cols
+                    )));
+                }
+                (dense, vec![("WEIGHT_DTYPE", dtype_code(dtype))])
+            }
         };
         constants.extend_from_slice(extra);
         self.kernels.pipeline(kernel, &constants).await
