@@ -80,7 +80,10 @@ fn a_text_prompt_runs_the_same_ids_as_its_tokens() {
     let ids = ids_arg(&tok.encode(prompt).unwrap());
     let id_run = tritium_ok(&["generate", "--model", m, "--ids", &ids, "--max-tokens", "6"]);
     assert_eq!(text_run.stdout.lines().last(), id_run.stdout.lines().last());
-    assert!(text_run.stderr.contains("tokens/s"), "a llama.cpp-style summary: {}", text_run.stderr);
+    let summary = &text_run.stderr;
+    for part in ["load: ", "prompt: ", "generated: 6 tokens", "tokens/s"] {
+        assert!(summary.contains(part), "a llama.cpp-style summary with {part:?}: {summary}");
+    }
 
     // --chat wraps the prompt in the template; the CPU reference agrees with the GPU.
     let chat = |backend: &str| {

@@ -133,6 +133,7 @@ pub fn run(args: ChatArgs) -> Result<()> {
             println!();
             let first = first.unwrap_or_else(Instant::now);
             let timing = Timing {
+                load_s: None,
                 prompt_tokens: ids.len() - reuse,
                 prompt_s: (first - started).as_secs_f64(),
                 gen_s: first.elapsed().as_secs_f64(),

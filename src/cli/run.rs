@@ -261,6 +261,7 @@ pub fn generate(args: GenerateArgs) -> Result<()> {
     if args.max_tokens == 0 {
         bail!("--max-tokens must be at least 1");
     }
+    let loading = Instant::now();
     let a = &args.model;
     let tokenizer = Tokenizer::from_dir(&a.model)?;
     let prompt = prompt_ids(a, tokenizer.as_ref())?;
@@ -290,6 +291,7 @@ pub fn generate(args: GenerateArgs) -> Result<()> {
         Ok((
             ids,
             Timing {
+                load_s: Some((started - loading).as_secs_f64()),
                 prompt_tokens: prompt.len(),
                 prompt_s: (first - started).as_secs_f64(),
                 gen_s: first.elapsed().as_secs_f64(),
@@ -309,6 +311,8 @@ pub fn generate(args: GenerateArgs) -> Result<()> {
 
 /// Prompt and generation timings, summarized as llama.cpp does.
 pub struct Timing {
+    /// Opening the model and uploading it, when this run did.
+    pub load_s: Option<f64>,
     pub prompt_tokens: usize,
     pub prompt_s: f64,
     /// From the first generated token to the last.
@@ -320,8 +324,9 @@ impl Timing {
         let rate = |n: usize, s: f64| if s > 0.0 { n as f64 / s } else { 0.0 };
         // The first token comes out of the prompt pass; the others each took a step.
         let steps = generated.saturating_sub(1);
+        let load = self.load_s.map(|s| format!("load: {s:.2} s | ")).unwrap_or_default();
         format!(
-            "prompt: {} tokens in {:.3} s ({:.1} tokens/s) | generated: {generated} tokens, {:.1} tokens/s",
+            "{load}prompt: {} tokens in {:.3} s ({:.1} tokens/s) | generated: {generated} tokens, {:.1} tokens/s",
             self.prompt_tokens,
             self.prompt_s,
             rate(self.prompt_tokens, self.prompt_s),

@@ -82,7 +82,7 @@ impl Ops<'_> {
                 (ternary, vec![("GROUP_SIZE", *group_size as u32), ("SCALE_DTYPE", dtype_code(scale_dtype))])
             }
             Storage::Dense { dtype } => {
-                if m.cols % 4 != 0 {
+                if !m.cols.is_multiple_of(4) {
                     return Err(GpuError::Limits(format!(
                         "{}: {} columns; the GPU kernels need a multiple of 4",
                         m.name, m.cols
