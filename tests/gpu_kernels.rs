@@ -163,8 +163,11 @@ fn gemv_matches_the_cpu_for_packed_and_dense_weights_split_or_whole() {
     for mut gpu in gpus() {
         let mut rng = Rng::new(1);
         let eps = 1e-6;
-        // (rows, cols, split bytes): rows not a multiple of 64, cols not a multiple of 256.
-        for (rows, cols, max_binding) in [(1, 64, 1 << 20), (37, 320, 1 << 20), (203, 1088, 4096), (130, 192, 256)] {
+        // (rows, cols, split bytes): rows not a multiple of 64, cols not a multiple of 256,
+        // and a long row (4160 columns, 260 words: several per lane).
+        for (rows, cols, max_binding) in
+            [(1, 64, 1 << 20), (37, 320, 1 << 20), (203, 1088, 4096), (130, 192, 256), (19, 4160, 1 << 20)]
+        {
             for (k, dtype) in [DType::F32, DType::F16, DType::BF16].into_iter().enumerate() {
                 let mut source = MemorySource::default();
                 let (m, w) = if k == 1 && rows == 37 {
