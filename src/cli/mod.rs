@@ -21,7 +21,7 @@ Examples:
   tritium synth --shape tiny --output /tmp/tiny          # a random packed model
   tritium inspect --model /tmp/tiny                       # what is in it
   tritium generate --model /tmp/tiny --ids 1,2,3 --max-tokens 8
-  tritium generate --model DIR --prompt \"Write a haiku\" --chat    # text in, text out
+  tritium generate --model DIR --prompt \"Write a haiku\" --chat  # text in, text out
   tritium chat --model DIR                                # a conversation
   tritium quantize --input Qwen2.5-0.5B --output q05b     # dense -> packed";
 
@@ -42,7 +42,7 @@ pub enum Command {
     Synth(write::SynthArgs),
     /// Write the logits of every position of a token sequence to a .npy file.
     Score(run::ScoreArgs),
-    /// Generate tokens after a prompt of token ids.
+    /// Generate text or token ids after a prompt (text with --prompt, ids with --ids).
     Generate(run::GenerateArgs),
     /// Measure prompt and generation speed on the GPU (synthetic Qwen2.5-0.5B by default).
     Bench(bench::BenchArgs),
