@@ -6,14 +6,11 @@
 //! large the model. Output: shards `model-0000i-of-0000N.safetensors`, an index,
 //! `config.json` with `quantization_config`, and the tokenizer files.
 
-use std::collections::BTreeMap;
-use std::fs::File;
-use std::io::BufWriter;
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 
-use crate::model::checkpoint::{shard_file_name, split_into_shards, write_index, CONFIG_FILE, INDEX_FILE, SINGLE_FILE};
+use crate::model::checkpoint::{write_shards, CONFIG_FILE, INDEX_FILE, SINGLE_FILE};
 use crate::model::safetensors::{PlannedTensor, StreamingWriter};
 use crate::model::tensors::to_f32;
 use crate::model::{Checkpoint, DType, Layout};
@@ -33,18 +30,12 @@ enum Action {
     Pack,
 }
 
-/// One output tensor pair or copy, with the shard it lands in.
+/// One input tensor and the output tensors it becomes (kept in one shard).
 struct Item {
     name: String,
     action: Action,
     /// Output tensors: the copy, or the packed bytes then the scales.
     outputs: Vec<PlannedTensor>,
-}
-
-impl Item {
-    fn bytes(&self) -> u64 {
-        self.outputs.iter().map(PlannedTensor::byte_len).sum()
-    }
 }
 
 /// The `quantization_config` written to `config.json`.
@@ -96,38 +87,26 @@ pub fn quantize(input: &Path, output: &Path, opts: &QuantizeOptions, progress: &
             items.push(Item { name, action: Action::Copy, outputs });
         }
     }
-    let shards = split_into_shards(&items, Item::bytes, opts.max_shard_bytes);
-
     std::fs::create_dir_all(output).with_context(|| format!("creating {}", output.display()))?;
-    let total_in = ckpt.total_bytes();
-    let mut done_in = 0u64;
-    let mut weight_map = BTreeMap::new();
-    let mut total_size = 0u64;
-    for (i, shard) in shards.iter().enumerate() {
-        let file_name = shard_file_name(i, shards.len());
-        let path = output.join(&file_name);
-        let plan: Vec<PlannedTensor> = shard.iter().flat_map(|it| it.outputs.iter().cloned()).collect();
-        let file = File::create(&path).with_context(|| format!("creating {}", path.display()))?;
-        let metadata = BTreeMap::from([("format".to_string(), "pt".to_string())]);
-        let mut writer = StreamingWriter::new(BufWriter::with_capacity(1 << 20, file), &plan, &metadata)?;
-        for item in shard {
+    let (total_in, mut done_in) = (ckpt.total_bytes(), 0u64);
+    write_shards(
+        output,
+        &items,
+        |item| item.outputs.clone(),
+        opts.max_shard_bytes,
+        |item, writer| {
             let t = ckpt.get(&item.name).expect("planned from the checkpoint");
             let bytes = ckpt.bytes(t);
             match item.action {
                 Action::Copy => writer.write(bytes)?,
-                Action::Pack => pack_tensor(&mut writer, t.dtype(), bytes, t.shape()[1], g)?,
+                Action::Pack => pack_tensor(writer, t.dtype(), bytes, t.shape()[1], g)?,
             }
-            for out in &item.outputs {
-                weight_map.insert(out.name.clone(), file_name.clone());
-            }
-            total_size += item.bytes();
             done_in += t.entry.len;
             progress(done_in, total_in);
-        }
-        writer.finish().with_context(|| format!("writing {}", path.display()))?;
-    }
-
-    write_index(output, total_size, &weight_map)?;
+            anyhow::Ok(())
+        },
+    )
+    .with_context(|| format!("writing the packed model to {}", output.display()))?;
     write_config(input, output, g)?;
     copy_other_files(input, output)?;
     Ok(())

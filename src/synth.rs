@@ -7,16 +7,14 @@
 //! writes them to files, streaming.
 
 use std::collections::BTreeMap;
-use std::fs::File;
-use std::io::BufWriter;
 use std::path::Path;
 
 use anyhow::{Context, Result};
 
 use crate::gpu::weights::{ReadFuture, WeightSource};
-use crate::model::checkpoint::{shard_file_name, split_into_shards, write_index, CONFIG_FILE};
+use crate::model::checkpoint::{write_shards, CONFIG_FILE};
 use crate::model::layout::Inventory;
-use crate::model::safetensors::{PlannedTensor, StreamingWriter};
+use crate::model::safetensors::PlannedTensor;
 use crate::model::{Config, DType, Layout, ModelError};
 use crate::quantize::quantization_config;
 use crate::ternary::{DEFAULT_GROUP_SIZE, MAX_PACKED_BYTE, TRITS_PER_BYTE};
@@ -338,18 +336,14 @@ pub fn write_model(
             PlannedTensor::new(name, e.dtype.clone(), e.shape.clone())
         })
         .collect();
-    let shards = split_into_shards(&plan, PlannedTensor::byte_len, max_shard_bytes);
     let (total, mut done) = (model.total_bytes(), 0u64);
-    let mut weight_map = BTreeMap::new();
     let mut piece = vec![0u8; 8 << 20];
-    for (i, shard) in shards.iter().enumerate() {
-        let file_name = shard_file_name(i, shards.len());
-        let path = output.join(&file_name);
-        let shard_plan: Vec<PlannedTensor> = shard.iter().map(|&t| t.clone()).collect();
-        let file = File::create(&path).with_context(|| format!("creating {}", path.display()))?;
-        let metadata = BTreeMap::from([("format".to_string(), "pt".to_string())]);
-        let mut writer = StreamingWriter::new(BufWriter::with_capacity(1 << 20, file), &shard_plan, &metadata)?;
-        for t in shard {
+    write_shards(
+        output,
+        &plan,
+        |t| vec![t.clone()],
+        max_shard_bytes,
+        |t, writer| {
             let len = t.byte_len();
             let mut at = 0;
             while at < len {
@@ -360,11 +354,10 @@ pub fn write_model(
                 done += n as u64;
                 progress(done, total);
             }
-            weight_map.insert(t.name.clone(), file_name.clone());
-        }
-        writer.finish().with_context(|| format!("writing {}", path.display()))?;
-    }
-    write_index(output, total, &weight_map)?;
+            anyhow::Ok(())
+        },
+    )
+    .with_context(|| format!("writing {}", output.display()))?;
     std::fs::write(output.join(CONFIG_FILE), serde_json::to_string_pretty(&shape.config_json())?)?;
     Ok(())
 }

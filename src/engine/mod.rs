@@ -92,10 +92,8 @@ fn storage(ctx: &GpuContext, label: &str, floats: usize) -> wgpu::Buffer {
 
 /// RoPE `(cos, sin)` for every position and frequency, as `reference.rs` computes them.
 fn rope_table(c: &Config, ctx: usize) -> Vec<f32> {
-    let head_dim = c.head_dim();
-    let theta = c.rope_theta() as f32;
-    let inv_freq: Vec<f32> = (0..head_dim / 2).map(|i| 1.0 / theta.powf((2 * i) as f32 / head_dim as f32)).collect();
-    let mut table = Vec::with_capacity(ctx * head_dim);
+    let inv_freq = crate::reference::rope_inv_freq(c);
+    let mut table = Vec::with_capacity(ctx * c.head_dim());
     for pos in 0..ctx {
         for f in &inv_freq {
             let (sin, cos) = (pos as f32 * f).sin_cos();

@@ -5,10 +5,11 @@
 use memmap2::Mmap;
 use std::collections::BTreeMap;
 use std::fs::File;
+use std::io::BufWriter;
 use std::path::{Path, PathBuf};
 
 use super::config::Config;
-use super::safetensors::{self, DType, TensorEntry};
+use super::safetensors::{self, DType, PlannedTensor, StreamingWriter, TensorEntry};
 use super::ModelError;
 
 pub const CONFIG_FILE: &str = "config.json";
@@ -170,13 +171,13 @@ fn open_shard(path: &Path) -> Result<(Mmap, Vec<TensorEntry>), ModelError> {
 }
 
 /// The Hugging Face name of shard `i` (from 0) of `n`.
-pub fn shard_file_name(i: usize, n: usize) -> String {
+fn shard_file_name(i: usize, n: usize) -> String {
     format!("model-{:05}-of-{:05}.safetensors", i + 1, n)
 }
 
 /// Groups items, in order, into shards of at most `max_bytes` (an item larger than
 /// that gets a shard of its own).
-pub fn split_into_shards<T>(items: &[T], bytes: impl Fn(&T) -> u64, max_bytes: u64) -> Vec<Vec<&T>> {
+fn split_into_shards<T>(items: &[T], bytes: impl Fn(&T) -> u64, max_bytes: u64) -> Vec<Vec<&T>> {
     let mut shards: Vec<Vec<&T>> = vec![Vec::new()];
     let mut size = 0u64;
     for item in items {
@@ -191,8 +192,38 @@ pub fn split_into_shards<T>(items: &[T], bytes: impl Fn(&T) -> u64, max_bytes: u
     shards
 }
 
-/// Writes `model.safetensors.index.json` mapping each tensor to its shard.
-pub fn write_index(dir: &Path, total_size: u64, weight_map: &BTreeMap<String, String>) -> std::io::Result<()> {
+/// The writer one shard's bytes are streamed into.
+pub type ShardWriter = StreamingWriter<BufWriter<File>>;
+
+/// Writes `items` into `dir` as shards `model-0000i-of-0000N.safetensors` of at
+/// most `max_shard_bytes` each, plus `model.safetensors.index.json`. An item's
+/// tensors (`outputs`) stay in one shard; `write` streams their bytes in order.
+pub fn write_shards<T, E: From<std::io::Error>>(
+    dir: &Path,
+    items: &[T],
+    outputs: impl Fn(&T) -> Vec<PlannedTensor>,
+    max_shard_bytes: u64,
+    mut write: impl FnMut(&T, &mut ShardWriter) -> Result<(), E>,
+) -> Result<(), E> {
+    let bytes = |item: &T| outputs(item).iter().map(PlannedTensor::byte_len).sum::<u64>();
+    let shards = split_into_shards(items, bytes, max_shard_bytes);
+    let mut weight_map = BTreeMap::new();
+    for (i, shard) in shards.iter().enumerate() {
+        let file_name = shard_file_name(i, shards.len());
+        let plan: Vec<PlannedTensor> = shard.iter().flat_map(|item| outputs(item)).collect();
+        for t in &plan {
+            weight_map.insert(t.name.clone(), file_name.clone());
+        }
+        let file = File::create(dir.join(&file_name))?;
+        let metadata = BTreeMap::from([("format".to_string(), "pt".to_string())]);
+        let mut writer = StreamingWriter::new(BufWriter::with_capacity(1 << 20, file), &plan, &metadata)?;
+        for item in shard {
+            write(item, &mut writer)?;
+        }
+        writer.finish()?;
+    }
+    let total_size: u64 = items.iter().map(bytes).sum();
     let index = serde_json::json!({"metadata": {"total_size": total_size}, "weight_map": weight_map});
-    std::fs::write(dir.join(INDEX_FILE), serde_json::to_string_pretty(&index)?)
+    std::fs::write(dir.join(INDEX_FILE), serde_json::to_string_pretty(&index).map_err(std::io::Error::from)?)?;
+    Ok(())
 }
