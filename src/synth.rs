@@ -263,27 +263,7 @@ impl SynthModel {
     pub fn total_bytes(&self) -> u64 {
         self.entries.values().map(Entry::byte_len).sum()
     }
-}
 
-impl Inventory for SynthModel {
-    fn config(&self) -> &Config {
-        &self.config
-    }
-    fn tensor(&self, name: &str) -> Option<(&DType, &[usize])> {
-        self.entries.get(name).map(|e| (&e.dtype, e.shape.as_slice()))
-    }
-    fn location(&self) -> String {
-        format!("the synthetic {} model", self.shape.name)
-    }
-}
-
-impl WeightSource for SynthModel {
-    fn read<'a>(&'a self, name: &'a str, offset: u64, out: &'a mut [u8]) -> ReadFuture<'a> {
-        Box::pin(std::future::ready(self.fill(name, offset, out)))
-    }
-}
-
-impl SynthModel {
     /// Writes `out.len()` bytes of tensor `name` from byte `offset`.
     pub fn fill(&self, name: &str, offset: u64, out: &mut [u8]) -> Result<(), ModelError> {
         let e = self.entries.get(name).ok_or_else(|| ModelError::MissingTensor {
@@ -315,6 +295,24 @@ impl SynthModel {
             }
         }
         Ok(())
+    }
+}
+
+impl Inventory for SynthModel {
+    fn config(&self) -> &Config {
+        &self.config
+    }
+    fn tensor(&self, name: &str) -> Option<(&DType, &[usize])> {
+        self.entries.get(name).map(|e| (&e.dtype, e.shape.as_slice()))
+    }
+    fn location(&self) -> String {
+        format!("the synthetic {} model", self.shape.name)
+    }
+}
+
+impl WeightSource for SynthModel {
+    fn read<'a>(&'a self, name: &'a str, offset: u64, out: &'a mut [u8]) -> ReadFuture<'a> {
+        Box::pin(std::future::ready(self.fill(name, offset, out)))
     }
 }
 
