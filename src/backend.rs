@@ -57,9 +57,10 @@ pub trait Backend {
     }
 }
 
-/// Greedy tokens decoded per GPU round trip while generating: the text streams
-/// in pieces of this many tokens, and at most this many minus one are computed
-/// past an end-of-text token.
+/// Greedy tokens decoded per GPU round trip while generating on the command
+/// line: the text streams in pieces of this many tokens, and at most this many
+/// minus one are computed past an end-of-text token. Interactive front ends pass
+/// 1 so that Stop takes effect at the next token.
 pub const GREEDY_CHUNK: usize = 8;
 
 /// Logits of every position of `ids`, row-major `[ids.len(), vocab]`.
@@ -82,7 +83,9 @@ pub enum StopReason {
 /// Feeds `prompt` at positions from `start_pos` on (earlier positions are already
 /// in the KV cache), then samples up to `max_tokens` tokens, calling `on_token`
 /// with each (returning `false` from it stops). Ends after an id in `stop_ids`,
-/// which is included in the output.
+/// which is included in the output. Greedy decoding runs `greedy_chunk` tokens
+/// per round trip (see [`GREEDY_CHUNK`]).
+#[allow(clippy::too_many_arguments)]
 pub fn generate(
     backend: &mut dyn Backend,
     prompt: &[u32],
@@ -90,6 +93,7 @@ pub fn generate(
     max_tokens: usize,
     stop_ids: &[u32],
     sampler: &mut Sampler,
+    greedy_chunk: usize,
     on_token: &mut dyn FnMut(u32) -> bool,
 ) -> Result<(Vec<u32>, StopReason), RunError> {
     let mut history = prompt.to_vec();
@@ -123,7 +127,7 @@ pub fn generate(
         }
         if pending.is_empty() {
             if sampler.is_greedy() {
-                let n = GREEDY_CHUNK.min(max_tokens - generated.len());
+                let n = greedy_chunk.max(1).min(max_tokens - generated.len());
                 pending.extend(backend.decode_greedy(next, pos, n)?);
             } else {
                 let logits = backend.forward(next, pos)?;

@@ -7,13 +7,17 @@
 //! - [`gpu`] and [`engine`]: the same forward pass as WGSL kernels on wgpu;
 //! - [`backend`]: scoring and generation over either of them;
 //! - [`sampling`]: choosing the next token;
+//! - [`chat`]: a conversation over the chat template, with the KV cache kept between turns;
 //! - [`quantize`] and [`synth`]: writing packed checkpoints.
 
 pub mod backend;
 pub mod bench;
+pub mod chat;
 pub mod cli;
 pub mod engine;
 pub mod gpu;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod gui;
 pub mod model;
 pub mod npy;
 pub mod quantize;

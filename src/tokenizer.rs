@@ -183,6 +183,15 @@ impl<'a> TextStream<'a> {
         Some(piece)
     }
 
+    /// The text not released yet (an incomplete UTF-8 sequence at the end,
+    /// decoded as U+FFFD), once no more tokens will come.
+    pub fn finish(&mut self) -> Option<String> {
+        let text = self.tokenizer.decode(&self.ids);
+        let rest = text.get(self.printed..).filter(|rest| !rest.is_empty())?.to_string();
+        self.printed = text.len();
+        Some(rest)
+    }
+
     /// The whole text so far.
     pub fn text(&self) -> String {
         self.tokenizer.decode(&self.ids)

@@ -1,22 +1,22 @@
 //! `chat`: a conversation in the terminal using the model's chat template.
 //!
-//! The KV cache is kept between turns: each turn renders the whole conversation,
-//! and only the tokens after the part already in the cache are run.
+//! The KV cache is kept between turns ([`crate::chat::ChatSession`]): only the
+//! tokens after the part already in the cache run.
 
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
 
 use anyhow::{Context, Result};
 use clap::Args;
 
 use super::run::{with_backend, RunnerArgs, Timing};
 use crate::backend::{self, StopReason};
+use crate::chat::{ChatError, ChatSession, ReplyOptions};
 use crate::model::Model;
-use crate::sampling::{Sampler, SamplingParams};
-use crate::tokenizer::{ChatMessage, TextStream, Tokenizer};
+use crate::sampling::SamplingParams;
+use crate::tokenizer::{ChatMessage, Tokenizer};
 
 #[derive(Args, Debug)]
 #[command(after_help = "Type a message and press Enter. Commands: /reset starts over, /exit quits.
@@ -55,8 +55,6 @@ pub fn run(args: ChatArgs) -> Result<()> {
         ..Default::default()
     };
     params.validate().map_err(anyhow::Error::msg)?;
-    let mut stop_ids = model.config().eos_ids();
-    stop_ids.extend_from_slice(tokenizer.stop_ids());
 
     // Ctrl-C during a reply stops it; at the prompt it quits.
     let interrupted = Arc::new(AtomicBool::new(false));
@@ -73,11 +71,11 @@ pub fn run(args: ChatArgs) -> Result<()> {
         .context("installing the Ctrl-C handler")?;
     }
 
+    let options = ReplyOptions { sampling: params, max_tokens: args.max_tokens, greedy_chunk: backend::GREEDY_CHUNK };
+    let mut session = ChatSession::new(tokenizer, model.config().eos_ids());
     with_backend(&model, &args.runner, args.runner.ctx, |engine| {
         let system: Vec<ChatMessage> = args.system.iter().map(|s| ChatMessage::new("system", s)).collect();
         let mut messages = system.clone();
-        let mut cached: Vec<u32> = Vec::new(); // tokens whose keys and values are in the cache
-        let mut sampler = Sampler::new(params.clone());
         let stdin = std::io::stdin();
         eprintln!(
             "Chatting with {} (context {} tokens). /reset starts over, /exit quits.",
@@ -95,60 +93,43 @@ pub fn run(args: ChatArgs) -> Result<()> {
                 "/exit" | "/quit" => return Ok(()),
                 "/reset" => {
                     messages = system.clone();
-                    cached.clear();
                     eprintln!("(conversation cleared)");
                     continue;
                 }
                 _ => {}
             }
             messages.push(ChatMessage::new("user", line.trim_end_matches(['\n', '\r'])));
-            let ids = tokenizer.encode(&tokenizer.render_chat(&messages, true)?)?;
-            if ids.len() + 1 >= engine.context_len() {
-                eprintln!(
-                    "(the conversation no longer fits the context of {} tokens; /reset to start over)",
-                    engine.context_len()
-                );
-                messages.pop();
-                continue;
-            }
-            // Reuse the cache for the prefix this rendering shares with what ran before.
-            let reuse = cached.iter().zip(&ids).take_while(|(a, b)| a == b).count().min(ids.len() - 1);
-            let budget = args.max_tokens.min(engine.context_len() - ids.len());
-            let mut stream = TextStream::new(&tokenizer);
             let mut out = std::io::stdout();
             interrupted.store(false, Ordering::SeqCst);
             replying.store(true, Ordering::SeqCst);
-            let started = Instant::now();
-            let mut first = None;
-            let result = backend::generate(engine, &ids[reuse..], reuse, budget, &stop_ids, &mut sampler, &mut |id| {
-                first.get_or_insert_with(Instant::now);
-                if let Some(piece) = stream.push(id) {
-                    let _ = write!(out, "{piece}");
-                    let _ = out.flush();
-                }
+            let result = session.reply(engine, &messages, &options, &mut |piece| {
+                let _ = write!(out, "{piece}");
+                let _ = out.flush();
                 !interrupted.load(Ordering::SeqCst)
             });
             replying.store(false, Ordering::SeqCst);
-            let (reply, reason) = result?;
+            let reply = match result {
+                Err(e @ ChatError::ContextFull { .. }) => {
+                    eprintln!("({e})");
+                    messages.pop();
+                    continue;
+                }
+                other => other?,
+            };
             println!();
-            let first = first.unwrap_or_else(Instant::now);
             let timing = Timing {
                 load_s: None,
-                prompt_tokens: ids.len() - reuse,
-                prompt_s: (first - started).as_secs_f64(),
-                gen_s: first.elapsed().as_secs_f64(),
+                prompt_tokens: reply.prompt_tokens,
+                prompt_s: reply.prompt_s,
+                gen_s: reply.gen_s,
             };
-            let note = match reason {
+            let note = match reply.reason {
                 StopReason::Stopped => " (stopped)",
                 StopReason::MaxTokens => " (max tokens)",
                 StopReason::EndOfText => "",
             };
-            eprintln!("[{}{note}]", timing.summary(reply.len()));
-            // The cache now holds the prompt and every reply token but the last.
-            cached = ids.clone();
-            cached.extend_from_slice(&reply[..reply.len().saturating_sub(1)]);
-            let text: String = stream.text();
-            messages.push(ChatMessage::new("assistant", text.trim_end()));
+            eprintln!("[{}{note}]", timing.summary(reply.ids.len()));
+            messages.push(ChatMessage::new("assistant", &reply.text));
         }
     })
 }

@@ -279,14 +279,23 @@ pub fn generate(args: GenerateArgs) -> Result<()> {
         let mut sampler = Sampler::new(params);
         let started = Instant::now();
         let mut first_token_at = None;
-        let (ids, _) = backend::generate(backend, &prompt, 0, args.max_tokens, &stop_ids, &mut sampler, &mut |id| {
-            first_token_at.get_or_insert_with(Instant::now);
-            if let Some(piece) = stream.as_mut().and_then(|s| s.push(id)) {
-                let _ = write!(stdout, "{piece}");
-                let _ = stdout.flush();
-            }
-            true
-        })?;
+        let (ids, _) = backend::generate(
+            backend,
+            &prompt,
+            0,
+            args.max_tokens,
+            &stop_ids,
+            &mut sampler,
+            backend::GREEDY_CHUNK,
+            &mut |id| {
+                first_token_at.get_or_insert_with(Instant::now);
+                if let Some(piece) = stream.as_mut().and_then(|s| s.push(id)) {
+                    let _ = write!(stdout, "{piece}");
+                    let _ = stdout.flush();
+                }
+                true
+            },
+        )?;
         let first = first_token_at.unwrap_or_else(Instant::now);
         Ok((
             ids,
@@ -298,8 +307,8 @@ pub fn generate(args: GenerateArgs) -> Result<()> {
             },
         ))
     })?;
-    if stream.is_some() {
-        println!();
+    if let Some(stream) = &mut stream {
+        println!("{}", stream.finish().unwrap_or_default());
     }
     eprintln!("{}", stats.summary(generated.len()));
     if stream.is_none() || args.print_ids {
