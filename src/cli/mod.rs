@@ -4,6 +4,7 @@
 mod adapters;
 mod bench;
 mod chat;
+mod gui;
 mod inspect;
 mod progress;
 mod run;
@@ -23,6 +24,7 @@ Examples:
   tritium generate --model /tmp/tiny --ids 1,2,3 --max-tokens 8
   tritium generate --model DIR --prompt \"Write a haiku\" --chat  # text in, text out
   tritium chat --model DIR                                # a conversation
+  tritium gui --model DIR                                 # the same in a window
   tritium quantize --input Qwen2.5-0.5B --output q05b     # dense -> packed";
 
 #[derive(Parser, Debug)]
@@ -48,6 +50,8 @@ pub enum Command {
     Bench(bench::BenchArgs),
     /// Talk with a chat model in the terminal.
     Chat(chat::ChatArgs),
+    /// Open the desktop chat window.
+    Gui(gui::GuiArgs),
     /// List the GPU adapters with their backend, limits and features.
     Adapters,
 }
@@ -61,6 +65,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Generate(args) => run::generate(args),
         Command::Bench(args) => bench::run(args),
         Command::Chat(args) => chat::run(args),
+        Command::Gui(args) => gui::run(args),
         Command::Adapters => adapters::run(),
     }
 }

@@ -68,6 +68,9 @@ pub struct DeviceOptions {
 /// The device, its queue and what it can do. Cheap to clone.
 #[derive(Clone)]
 pub struct GpuContext {
+    /// Kept so a window can draw with the same device (see `gui`).
+    pub instance: wgpu::Instance,
+    pub adapter: wgpu::Adapter,
     pub device: wgpu::Device,
     pub queue: wgpu::Queue,
     pub info: wgpu::AdapterInfo,
@@ -76,11 +79,18 @@ pub struct GpuContext {
     error: Arc<Mutex<Option<String>>>,
 }
 
+/// The display a window will draw on: a device that shares its instance with a
+/// window's renderer needs it with the GL backend (see `gui`).
+pub type DisplayHandle = Box<dyn wgpu::wgt::WgpuHasDisplayHandle>;
+
 /// An instance over the native APIs (Vulkan, Metal, DX12, WebGPU), or over the
 /// backends named by `WGPU_BACKEND`. GL is left to `WGPU_BACKEND=gl`: probing it
 /// without a display prints noise and it lacks the features the kernels prefer.
-fn instance() -> wgpu::Instance {
-    let mut desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
+fn instance(display: Option<DisplayHandle>) -> wgpu::Instance {
+    let mut desc = match display {
+        Some(display) => wgpu::InstanceDescriptor::new_with_display_handle_from_env(display),
+        None => wgpu::InstanceDescriptor::new_without_display_handle_from_env(),
+    };
     if std::env::var_os("WGPU_BACKEND").is_none() {
         desc.backends = wgpu::Backends::PRIMARY;
     }
@@ -109,7 +119,7 @@ fn summarize(index: usize, adapter: &wgpu::Adapter) -> AdapterSummary {
 
 /// Every adapter the platform offers, in a stable order.
 pub async fn list_adapters() -> Vec<AdapterSummary> {
-    let adapters = instance().enumerate_adapters(wgpu::Backends::all()).await;
+    let adapters = instance(None).enumerate_adapters(wgpu::Backends::all()).await;
     adapters.iter().enumerate().map(|(i, a)| summarize(i, a)).collect()
 }
 
@@ -144,7 +154,12 @@ impl GpuContext {
     /// Opens a device on the chosen adapter with the adapter's own buffer limits and
     /// the optional features it has (unless `portable`).
     pub async fn new(options: &DeviceOptions) -> Result<Self, GpuError> {
-        let instance = instance();
+        Self::new_for_display(options, None).await
+    }
+
+    /// Like [`GpuContext::new`], on an instance that can also draw to windows of `display`.
+    pub async fn new_for_display(options: &DeviceOptions, display: Option<DisplayHandle>) -> Result<Self, GpuError> {
+        let instance = instance(display);
         let adapter = pick_adapter(&instance, &options.adapter).await?;
         let info = adapter.get_info();
         let available = adapter.features();
@@ -175,7 +190,7 @@ impl GpuContext {
             subgroups: features.contains(wgpu::Features::SUBGROUP),
             subgroup_min_size: adapter.get_info().subgroup_min_size,
         };
-        Ok(GpuContext { device, queue, info, caps, error })
+        Ok(GpuContext { instance, adapter, device, queue, info, caps, error })
     }
 
     /// Fails with the first validation error wgpu has reported, if any.

@@ -1,0 +1,68 @@
+//! `gui`: the desktop chat window's command-line options.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::Args;
+
+use super::run::DeviceArgs;
+use crate::gpu::{AdapterChoice, DeviceOptions};
+use crate::gui::{transcript::Settings, GuiOptions};
+
+#[derive(Args, Debug)]
+#[command(after_help = "Examples:
+  tritium gui --model DIR                 # open a model folder (config.json, safetensors, tokenizer.json)
+  tritium gui                             # open one from the window, or drop a folder on it
+  tritium gui --model DIR --temperature 0 --save-transcript chat.json
+
+In the window: Enter sends, Shift+Enter starts a new line, Ctrl+Q quits.")]
+pub struct GuiArgs {
+    /// Model folder to load at start.
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    #[command(flatten)]
+    pub device: DeviceArgs,
+    /// Context length in tokens (default: max_position_embeddings, capped so the KV cache stays under 4 GiB).
+    #[arg(long)]
+    pub ctx: Option<usize>,
+    /// System prompt (default: the chat template's own).
+    #[arg(long, default_value = "")]
+    pub system: String,
+    /// Initial sampling settings (all can be changed in the window).
+    #[arg(long, default_value_t = Settings::default().temperature)]
+    pub temperature: f32,
+    #[arg(long, default_value_t = Settings::default().top_p)]
+    pub top_p: f32,
+    #[arg(long, default_value_t = Settings::default().top_k)]
+    pub top_k: usize,
+    #[arg(long, default_value_t = Settings::default().max_tokens)]
+    pub max_tokens: usize,
+    #[arg(long, default_value_t = Settings::default().seed)]
+    pub seed: u64,
+    /// Write the conversation to this JSON file after every reply and when the window closes.
+    #[arg(long)]
+    pub save_transcript: Option<PathBuf>,
+}
+
+pub fn run(args: GuiArgs) -> Result<()> {
+    let settings = Settings {
+        temperature: args.temperature,
+        top_p: args.top_p,
+        top_k: args.top_k,
+        max_tokens: args.max_tokens,
+        seed: args.seed,
+    };
+    settings.sampling().validate().map_err(anyhow::Error::msg)?;
+    if settings.max_tokens == 0 {
+        anyhow::bail!("--max-tokens must be at least 1");
+    }
+    let adapter = args.device.adapter.as_deref().map(AdapterChoice::parse).unwrap_or_default();
+    crate::gui::run(GuiOptions {
+        model: args.model,
+        device: DeviceOptions { adapter, portable: args.device.portable },
+        ctx: args.ctx,
+        system: args.system,
+        settings,
+        save_transcript: args.save_transcript,
+    })
+}
