@@ -321,11 +321,11 @@ impl ChatApp {
 
     fn input_area(&mut self, ui: &mut egui::Ui) {
         let id = egui::Id::unique(INPUT_ID);
-        // Enter sends, Shift+Enter adds a line: take Enter before the text box sees it.
+        // Enter sends, Shift+Enter adds a line: take Enter before the text box sees
+        // it, but send after the box has taken this frame's typing (a fast typist's
+        // last characters arrive in the same frame as the Enter).
         let has_focus = ui.memory(|m| m.has_focus(id));
-        if has_focus && ui.input_mut(|i| i.consume_key(egui::Modifiers::NONE, egui::Key::Enter)) {
-            self.send_message();
-        }
+        let enter = has_focus && ui.input_mut(|i| i.consume_key(egui::Modifiers::NONE, egui::Key::Enter));
         ui.horizontal(|ui| {
             let buttons_width = 90.0;
             let edit = egui::TextEdit::multiline(&mut self.input)
@@ -337,6 +337,9 @@ impl ChatApp {
             if self.focus_input {
                 response.request_focus();
                 self.focus_input = false;
+            }
+            if enter {
+                self.send_message();
             }
             ui.vertical(|ui| {
                 if self.streaming.is_some() {
