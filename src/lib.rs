@@ -11,8 +11,10 @@
 //! - [`quantize`] and [`synth`]: writing packed checkpoints.
 
 pub mod backend;
+#[cfg(not(target_arch = "wasm32"))]
 pub mod bench;
 pub mod chat;
+#[cfg(not(target_arch = "wasm32"))]
 pub mod cli;
 pub mod engine;
 pub mod gpu;
@@ -20,10 +22,13 @@ pub mod gpu;
 pub mod gui;
 pub mod model;
 pub mod npy;
+#[cfg(not(target_arch = "wasm32"))]
 pub mod quantize;
+#[cfg(not(target_arch = "wasm32"))]
 pub mod reference;
 pub mod rng;
 pub mod sampling;
+#[cfg(not(target_arch = "wasm32"))]
 pub mod synth;
 pub mod ternary;
 pub mod tokenizer;

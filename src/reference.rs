@@ -117,7 +117,7 @@ impl<'a> Reference<'a> {
             })
             .collect();
         let head_dim = c.head_dim();
-        let inv_freq = rope_inv_freq(c);
+        let inv_freq = c.rope_inv_freq();
         let q_dim = c.num_attention_heads * head_dim;
         let cache = c.num_hidden_layers * ctx * c.kv_dim();
         let state = RunState {
@@ -238,13 +238,6 @@ pub fn rmsnorm(out: &mut [f32], x: &[f32], w: &[f32], eps: f32) {
     for ((o, v), w) in out.iter_mut().zip(x).zip(w) {
         *o = v * inv_rms * w;
     }
-}
-
-/// RoPE inverse frequencies `theta^(-2i/head_dim)` for `i < head_dim/2`, as
-/// transformers computes them: exponents in f32, then one f32 reciprocal.
-pub fn rope_inv_freq(c: &crate::model::Config) -> Vec<f32> {
-    let head_dim = c.head_dim();
-    (0..head_dim / 2).map(|i| 1.0 / (c.rope_theta() as f32).powf((2 * i) as f32 / head_dim as f32)).collect()
 }
 
 /// Qwen2's rotate-half RoPE: pairs `(i, i + d/2)` rotate by `pos * inv_freq[i]`.

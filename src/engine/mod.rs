@@ -4,7 +4,9 @@
 pub mod forward;
 pub mod ops;
 
-use crate::backend::{Backend, RunError};
+#[cfg(not(target_arch = "wasm32"))]
+use crate::backend::Backend;
+use crate::backend::RunError;
 use crate::gpu::kernels::{Dispatch, Kernels};
 use crate::gpu::weights::{matrix_bytes, Uploader, WeightSource};
 use crate::gpu::{GpuContext, GpuError};
@@ -92,7 +94,7 @@ fn storage(ctx: &GpuContext, label: &str, floats: usize) -> wgpu::Buffer {
 
 /// RoPE `(cos, sin)` for every position and frequency, as `reference.rs` computes them.
 fn rope_table(c: &Config, ctx: usize) -> Vec<f32> {
-    let inv_freq = crate::reference::rope_inv_freq(c);
+    let inv_freq = c.rope_inv_freq();
     let mut table = Vec::with_capacity(ctx * c.head_dim());
     for pos in 0..ctx {
         for f in &inv_freq {

@@ -8,8 +8,9 @@
 use std::future::Future;
 use std::pin::Pin;
 
+#[cfg(not(target_arch = "wasm32"))]
 use crate::model::checkpoint::Checkpoint;
-use crate::model::tensors::to_f32;
+use crate::model::safetensors::to_f32;
 use crate::model::{DType, Matrix, ModelError, Storage, Vector};
 use crate::ternary::{self, TRITS_PER_BYTE};
 
@@ -26,6 +27,7 @@ pub trait WeightSource {
     fn read<'a>(&'a self, name: &'a str, offset: u64, out: &'a mut [u8]) -> ReadFuture<'a>;
 }
 
+#[cfg(not(target_arch = "wasm32"))]
 impl WeightSource for Checkpoint {
     fn read<'a>(&'a self, name: &'a str, offset: u64, out: &'a mut [u8]) -> ReadFuture<'a> {
         let result = match self.get(name) {

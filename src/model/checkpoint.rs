@@ -8,13 +8,11 @@ use std::fs::File;
 use std::io::BufWriter;
 use std::path::{Path, PathBuf};
 
+use super::catalog::{parse_index, Catalog};
+pub use super::catalog::{TensorRef, CONFIG_FILE, INDEX_FILE, SINGLE_FILE};
 use super::config::Config;
-use super::safetensors::{self, DType, PlannedTensor, StreamingWriter, TensorEntry};
+use super::safetensors::{self, PlannedTensor, StreamingWriter, TensorEntry};
 use super::ModelError;
-
-pub const CONFIG_FILE: &str = "config.json";
-pub const SINGLE_FILE: &str = "model.safetensors";
-pub const INDEX_FILE: &str = "model.safetensors.index.json";
 
 /// One opened safetensors file.
 struct Shard {
@@ -22,36 +20,12 @@ struct Shard {
     map: Mmap,
 }
 
-/// A tensor of the checkpoint and the shard holding it.
-#[derive(Debug, Clone)]
-pub struct TensorRef {
-    pub entry: TensorEntry,
-    pub shard: usize,
-}
-
-impl TensorRef {
-    pub fn name(&self) -> &str {
-        &self.entry.name
-    }
-    pub fn dtype(&self) -> &DType {
-        &self.entry.dtype
-    }
-    pub fn shape(&self) -> &[usize] {
-        &self.entry.shape
-    }
-}
-
 /// An opened model folder.
 pub struct Checkpoint {
     pub dir: PathBuf,
     pub config: Config,
     shards: Vec<Shard>,
-    tensors: BTreeMap<String, TensorRef>,
-}
-
-#[derive(serde::Deserialize)]
-struct Index {
-    weight_map: BTreeMap<String, String>,
+    catalog: Catalog,
 }
 
 impl Checkpoint {
@@ -69,53 +43,31 @@ impl Checkpoint {
         }
         let config = Config::from_file(&config_path)?;
         let (files, weight_map) = shard_files(dir)?;
-
         let mut shards = Vec::new();
-        let mut tensors = BTreeMap::new();
+        let mut headers = Vec::new();
         for file in &files {
             let path = dir.join(file);
             let (map, entries) = open_shard(&path)?;
-            let shard = shards.len();
-            for entry in entries {
-                if let Some(previous) = tensors.get(&entry.name) {
-                    let previous: &TensorRef = previous;
-                    return Err(ModelError::Checkpoint(format!(
-                        "tensor {} appears in both {} and {}",
-                        entry.name, files[previous.shard], file
-                    )));
-                }
-                tensors.insert(entry.name.clone(), TensorRef { entry, shard });
-            }
+            headers.push(entries);
             shards.push(Shard { path, map });
         }
-        // The index must agree with what the shards hold.
-        for (name, file) in &weight_map {
-            match tensors.get(name) {
-                None => {
-                    return Err(ModelError::MissingTensor {
-                        name: name.clone(),
-                        context: format!("{INDEX_FILE} lists it in {file}, which does not contain it"),
-                    })
-                }
-                Some(t) if files[t.shard] != *file => {
-                    return Err(ModelError::Checkpoint(format!(
-                        "{INDEX_FILE} puts {name} in {file} but it is in {}",
-                        files[t.shard]
-                    )))
-                }
-                Some(_) => {}
-            }
-        }
-        Ok(Checkpoint { dir: dir.to_path_buf(), config, shards, tensors })
+        let location = format!("the checkpoint in {}", dir.display());
+        let catalog = Catalog::new(config.clone(), files, &weight_map, headers, location)?;
+        Ok(Checkpoint { dir: dir.to_path_buf(), config, shards, catalog })
     }
 
     pub fn get(&self, name: &str) -> Option<&TensorRef> {
-        self.tensors.get(name)
+        self.catalog.get(name)
     }
 
     /// All tensors, sorted by name.
     pub fn tensors(&self) -> impl Iterator<Item = &TensorRef> {
-        self.tensors.values()
+        self.catalog.tensors()
+    }
+
+    /// The tensors and their files, as the layout sees them.
+    pub fn catalog(&self) -> &Catalog {
+        &self.catalog
     }
 
     /// Names of the files holding the weights.
@@ -131,7 +83,7 @@ impl Checkpoint {
 
     /// Total bytes of tensor data.
     pub fn total_bytes(&self) -> u64 {
-        self.tensors.values().map(|t| t.entry.len).sum()
+        self.catalog.tensors().map(|t| t.entry.len).sum()
     }
 }
 
@@ -140,17 +92,7 @@ fn shard_files(dir: &Path) -> Result<(Vec<String>, BTreeMap<String, String>), Mo
     let index_path = dir.join(INDEX_FILE);
     if index_path.exists() {
         let text = std::fs::read_to_string(&index_path).map_err(|e| ModelError::io(&index_path, e))?;
-        let index: Index = serde_json::from_str(&text)
-            .map_err(|e| ModelError::Checkpoint(format!("{}: not a valid index: {e}", index_path.display())))?;
-        let mut files: Vec<String> = index.weight_map.values().cloned().collect();
-        files.sort();
-        files.dedup();
-        for file in &files {
-            if file.contains('/') || file.contains('\\') || file.starts_with('.') {
-                return Err(ModelError::Checkpoint(format!("{INDEX_FILE} names a file outside the folder: {file}")));
-            }
-        }
-        return Ok((files, index.weight_map));
+        return parse_index(&text);
     }
     if dir.join(SINGLE_FILE).exists() {
         return Ok((vec![SINGLE_FILE.to_string()], BTreeMap::new()));

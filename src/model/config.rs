@@ -111,6 +111,14 @@ impl Config {
     }
 
     /// Parses and validates the text of a `config.json`.
+    /// RoPE inverse frequencies `theta^(-2i/head_dim)` for `i < head_dim/2`, as
+    /// transformers computes them: exponents in f32, then one f32 reciprocal.
+    /// The CPU reference and the GPU engine both use this one table.
+    pub fn rope_inv_freq(&self) -> Vec<f32> {
+        let head_dim = self.head_dim();
+        (0..head_dim / 2).map(|i| 1.0 / (self.rope_theta() as f32).powf((2 * i) as f32 / head_dim as f32)).collect()
+    }
+
     pub fn from_json(text: &str) -> Result<Self, ModelError> {
         let config: Config = serde_json::from_str(text)
             .map_err(|e| ModelError::Config(format!("not a valid Qwen2 config.json: {e}")))?;

@@ -5,6 +5,7 @@
 //! and dtype is checked against the config here, before any compute, and errors
 //! name the offending tensor.
 
+#[cfg(not(target_arch = "wasm32"))]
 use super::checkpoint::Checkpoint;
 use super::config::Config;
 use super::safetensors::DType;
@@ -92,22 +93,11 @@ pub trait Inventory {
     fn location(&self) -> String;
 }
 
-impl Inventory for Checkpoint {
-    fn config(&self) -> &Config {
-        &self.config
-    }
-    fn tensor(&self, name: &str) -> Option<(&DType, &[usize])> {
-        self.get(name).map(|t| (t.dtype(), t.shape()))
-    }
-    fn location(&self) -> String {
-        format!("the checkpoint in {}", self.dir.display())
-    }
-}
-
 impl Layout {
     /// Finds and checks every tensor the config calls for.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn from_checkpoint(ckpt: &Checkpoint) -> Result<Self, ModelError> {
-        Self::from_inventory(ckpt)
+        Self::from_inventory(ckpt.catalog())
     }
 
     /// The same, for any [`Inventory`].

@@ -1,12 +1,16 @@
 //! Loading a model folder: `config.json`, the safetensors container, and which
 //! tensor plays which part (dense or packed ternary), all checked before any compute.
 
+pub mod catalog;
+#[cfg(not(target_arch = "wasm32"))]
 pub mod checkpoint;
 pub mod config;
 pub mod layout;
 pub mod safetensors;
+#[cfg(not(target_arch = "wasm32"))]
 pub mod tensors;
 
+#[cfg(not(target_arch = "wasm32"))]
 pub use checkpoint::Checkpoint;
 pub use config::Config;
 pub use layout::{Layout, Linear, Matrix, Storage, Vector};
@@ -44,11 +48,13 @@ impl ModelError {
 }
 
 /// An opened and validated model: the files, and the role of every tensor.
+#[cfg(not(target_arch = "wasm32"))]
 pub struct Model {
     pub checkpoint: Checkpoint,
     pub layout: Layout,
 }
 
+#[cfg(not(target_arch = "wasm32"))]
 impl Model {
     pub fn open(dir: &Path) -> Result<Self, ModelError> {
         let checkpoint = Checkpoint::open(dir)?;

@@ -4,6 +4,7 @@
 //! memory-mapped file and a browser `File` read in slices; writing streams tensor
 //! by tensor so a model never has to sit in memory.
 
+use half::{bf16, f16};
 use std::collections::BTreeMap;
 use std::io::Write;
 
@@ -233,6 +234,28 @@ impl<W: Write> StreamingWriter<W> {
         }
         self.out.flush()?;
         Ok(self.out)
+    }
+}
+
+/// Converts little-endian F32/F16/BF16 bytes to f32.
+pub fn to_f32(dtype: &DType, bytes: &[u8], out: &mut [f32]) {
+    match dtype {
+        DType::F32 => {
+            for (o, b) in out.iter_mut().zip(bytes.chunks_exact(4)) {
+                *o = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+            }
+        }
+        DType::F16 => {
+            for (o, b) in out.iter_mut().zip(bytes.chunks_exact(2)) {
+                *o = f16::from_le_bytes([b[0], b[1]]).to_f32();
+            }
+        }
+        DType::BF16 => {
+            for (o, b) in out.iter_mut().zip(bytes.chunks_exact(2)) {
+                *o = bf16::from_le_bytes([b[0], b[1]]).to_f32();
+            }
+        }
+        other => unreachable!("to_f32 on {other}: layout validation admits only float types here"),
     }
 }
 

@@ -1,35 +1,11 @@
 //! Reading tensor data on the CPU: dense F32/F16/BF16 to f32, and matrix rows
 //! dequantized one at a time (never a whole dequantized matrix).
 
-use half::{bf16, f16};
-
 use super::checkpoint::Checkpoint;
 use super::layout::{Layout, Matrix, Storage, Vector};
-use super::safetensors::DType;
+pub use super::safetensors::to_f32;
 use super::ModelError;
 use crate::ternary;
-
-/// Converts little-endian F32/F16/BF16 bytes to f32.
-pub fn to_f32(dtype: &DType, bytes: &[u8], out: &mut [f32]) {
-    match dtype {
-        DType::F32 => {
-            for (o, b) in out.iter_mut().zip(bytes.chunks_exact(4)) {
-                *o = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
-            }
-        }
-        DType::F16 => {
-            for (o, b) in out.iter_mut().zip(bytes.chunks_exact(2)) {
-                *o = f16::from_le_bytes([b[0], b[1]]).to_f32();
-            }
-        }
-        DType::BF16 => {
-            for (o, b) in out.iter_mut().zip(bytes.chunks_exact(2)) {
-                *o = bf16::from_le_bytes([b[0], b[1]]).to_f32();
-            }
-        }
-        other => unreachable!("to_f32 on {other}: layout validation admits only float types here"),
-    }
-}
 
 fn tensor_f32(ckpt: &Checkpoint, name: &str) -> Vec<f32> {
     let t = ckpt.get(name).expect("tensor checked by the layout");
