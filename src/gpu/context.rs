@@ -184,6 +184,16 @@ impl GpuContext {
             let mut slot = slot.lock().expect("error slot");
             slot.get_or_insert_with(|| e.to_string());
         }));
+        let slot = error.clone();
+        device.set_device_lost_callback(move |reason, message| {
+            // Dropping the device on purpose also reports a loss; only real ones matter.
+            if reason != wgpu::DeviceLostReason::Destroyed {
+                let mut slot = slot.lock().expect("error slot");
+                slot.get_or_insert_with(|| {
+                    format!("the GPU device was lost ({message}); reload the model (or the page) to start again")
+                });
+            }
+        });
         let caps = GpuCaps {
             limits,
             shader_f16: features.contains(wgpu::Features::SHADER_F16),
@@ -266,6 +276,8 @@ impl GpuContext {
             features.push("subgroups");
         }
         let features = if features.is_empty() { "portable path".to_string() } else { features.join(", ") };
-        format!("{} ({:?}, {features})", self.info.name, self.info.backend)
+        // Browsers keep the adapter's name to themselves.
+        let name = if self.info.name.is_empty() { "WebGPU adapter" } else { self.info.name.as_str() };
+        format!("{name} ({:?}, {features})", self.info.backend)
     }
 }
