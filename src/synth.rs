@@ -113,6 +113,19 @@ pub const SHAPES: &[Shape] = &[
         tied: false,
         max_position: 4096,
     },
+    // One packed embedding of 136 MB: larger than a 128 MiB storage binding, so
+    // loaders must split it (or have a larger limit). Tests the browser and lavapipe.
+    Shape {
+        name: "tiny-wide",
+        hidden: 3584,
+        intermediate: 256,
+        layers: 1,
+        heads: 28,
+        kv_heads: 4,
+        vocab: 151936,
+        tied: true,
+        max_position: 4096,
+    },
 ];
 
 /// Looks a shape up by name, accepting `0.5b` for `qwen2.5-0.5b`.

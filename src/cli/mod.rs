@@ -8,6 +8,7 @@ mod gui;
 mod inspect;
 mod progress;
 mod run;
+mod serve_web;
 mod write;
 
 use clap::{Parser, Subcommand};
@@ -25,6 +26,7 @@ Examples:
   tritium generate --model DIR --prompt \"Write a haiku\" --chat  # text in, text out
   tritium chat --model DIR                                # a conversation
   tritium gui --model DIR                                 # the same in a window
+  tritium serve-web --model DIR                           # the browser demo on 127.0.0.1:8080
   tritium quantize --input Qwen2.5-0.5B --output q05b     # dense -> packed";
 
 #[derive(Parser, Debug)]
@@ -52,6 +54,8 @@ pub enum Command {
     Chat(chat::ChatArgs),
     /// Open the desktop chat window.
     Gui(gui::GuiArgs),
+    /// Serve the browser demo (and a model folder) on 127.0.0.1.
+    ServeWeb(serve_web::ServeWebArgs),
     /// List the GPU adapters with their backend, limits and features.
     Adapters,
 }
@@ -66,6 +70,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(args) => bench::run(args),
         Command::Chat(args) => chat::run(args),
         Command::Gui(args) => gui::run(args),
+        Command::ServeWeb(args) => serve_web::run(args),
         Command::Adapters => adapters::run(),
     }
 }

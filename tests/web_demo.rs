@@ -1,0 +1,163 @@
+//! The browser demo end to end: `tritium serve-web` serves the built demo
+//! (web/pkg, from scripts/build-web.sh) and a model folder; headless Chromium
+//! opens a deep link, the wasm engine runs on WebGPU (SwiftShader: no
+//! shader-f16, so the f32 path), and the generated ids must equal native
+//! `tritium generate --temperature 0` on the same input. Screenshots go to
+//! `$TRITIUM_ARTIFACTS` (default `<target>/artifacts`).
+//!
+//! Needs node, Debian's chromium and `npm ci` in web/ (`scripts/test.sh` sets it all up).
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use common::{fixture, ids_arg, tritium_ok};
+
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn web_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("web")
+}
+
+fn artifacts() -> PathBuf {
+    let dir = std::env::var_os("TRITIUM_ARTIFACTS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_TARGET_TMPDIR")).join("../artifacts"));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn check_prerequisites() {
+    let web = web_dir();
+    assert!(
+        web.join("pkg/tritium_web_bg.wasm").is_file(),
+        "web/pkg is not built: run scripts/build-web.sh (scripts/test.sh does)"
+    );
+    assert!(web.join("node_modules/playwright-core").is_dir(), "run `npm ci` in web/ (scripts/build-web.sh does)");
+}
+
+/// Serves `model` with the demo; returns the server and its base address.
+fn serve(model: &Path) -> (KillOnDrop, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tritium"))
+        .args(["serve-web", "--port", "0", "--model", model.to_str().unwrap(), "--root"])
+        .arg(web_dir())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start tritium serve-web");
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    stdout.read_line(&mut first).unwrap();
+    // Keep reading: the server exits on a broken pipe, like any command-line tool.
+    std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
+    let address = first.trim().rsplit(' ').next().unwrap().trim_end_matches('/').to_string();
+    assert!(address.starts_with("http://127.0.0.1:"), "serve-web said: {first}");
+    (KillOnDrop(child), address)
+}
+
+/// Runs a deep link in Chromium; returns the page's ids and text.
+fn run_in_browser(url: &str, screenshot: &str) -> (Vec<u32>, String) {
+    let shot = artifacts().join(screenshot);
+    let out = Command::new("node")
+        .arg(web_dir().join("tests/e2e.mjs"))
+        .args([url, shot.to_str().unwrap(), "900"])
+        .output()
+        .expect("run node (apt-get install nodejs)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "the browser run failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let result: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    eprintln!("{url}: {result}\nscreenshot: {}", shot.display());
+    let ids = result["ids"].as_str().unwrap_or_else(|| panic!("no ids from the page: {result}"));
+    let ids = ids.split(',').map(|s| s.parse().unwrap()).collect();
+    (ids, result["text"].as_str().unwrap_or_default().to_string())
+}
+
+fn native_ids(args: &[&str]) -> Vec<u32> {
+    let run = tritium_ok(args);
+    run.stdout.lines().last().unwrap().split(',').map(|s| s.parse().unwrap()).collect()
+}
+
+#[test]
+fn deep_link_ids_match_native_generate() {
+    check_prerequisites();
+    let model = fixture("gqa-tied");
+    let (_server, address) = serve(&model);
+    let ids = "1,2,3,4,5";
+    let url = format!("{address}/?model=/model/&ids={ids}&max_tokens=8&temperature=0");
+    let (browser, _) = run_in_browser(&url, "web-ids.png");
+    let m = model.to_str().unwrap();
+    let native = native_ids(&["generate", "--model", m, "--ids", ids, "--max-tokens", "8", "--temperature", "0"]);
+    assert_eq!(browser, native);
+}
+
+#[test]
+fn chat_prompt_in_the_browser_matches_native_generate() {
+    check_prerequisites();
+    let dir = tempfile::tempdir().unwrap();
+    let m = dir.path().join("tiny");
+    let tokenizer = fixture("qwen2.5-tokenizer");
+    let m = m.to_str().unwrap();
+    tritium_ok(&[
+        "synth",
+        "--shape",
+        "tiny",
+        "--output",
+        m,
+        "--seed",
+        "11",
+        "--tokenizer",
+        tokenizer.to_str().unwrap(),
+    ]);
+    let (_server, address) = serve(Path::new(m));
+    let prompt = "Write a haiku about GPUs";
+    let url =
+        format!("{address}/?model=/model/&prompt=Write%20a%20haiku%20about%20GPUs&chat=1&max_tokens=12&temperature=0");
+    let (browser, text) = run_in_browser(&url, "web-demo.png");
+    let run = tritium_ok(&[
+        "generate",
+        "--model",
+        m,
+        "--prompt",
+        prompt,
+        "--chat",
+        "--max-tokens",
+        "12",
+        "--temperature",
+        "0",
+        "--print-ids",
+    ]);
+    let (native_text, native) = run.stdout.trim_end().rsplit_once('\n').unwrap();
+    let native: Vec<u32> = native.split(',').map(|s| s.parse().unwrap()).collect();
+    assert_eq!(browser, native);
+    assert_eq!(text, native_text.trim_end());
+}
+
+#[test]
+fn a_tensor_larger_than_128_mib_loads_in_the_browser() {
+    check_prerequisites();
+    let dir = tempfile::tempdir().unwrap();
+    let m = dir.path().to_str().unwrap();
+    tritium_ok(&["synth", "--shape", "tiny-wide", "--output", m, "--seed", "2", "--max-shard-size", "1GB"]);
+    let model = tritium::model::Model::open(dir.path()).unwrap();
+    let largest = model.checkpoint.tensors().map(|t| t.entry.len).max().unwrap();
+    assert!(largest > 128 << 20, "the largest tensor is {largest} bytes");
+    let (_server, address) = serve(dir.path());
+    // With a tied random embedding the reply repeats the last prompt token; ids
+    // past the middle of the vocabulary live in the second binding of the split
+    // (lavapipe) tensor, so both the embedding lookup and the LM head cross it.
+    let prompt = [7u32, 120_000, 151_000];
+    let url = format!("{address}/?model=/model/&ids={}&max_tokens=3&temperature=0", ids_arg(&prompt));
+    let (browser, _) = run_in_browser(&url, "web-wide.png");
+    // Natively on lavapipe (128 MiB bindings) the same tensor is split across bindings.
+    let native =
+        native_ids(&["generate", "--model", m, "--ids", &ids_arg(&prompt), "--max-tokens", "3", "--temperature", "0"]);
+    assert_eq!(browser, native);
+}

@@ -1,0 +1,60 @@
+//! Generation in the browser: the same steps as `tritium::backend::generate`,
+//! awaiting the engine instead of blocking (the browser's event loop must keep
+//! running while the GPU works).
+
+use tritium::backend::{RunError, StopReason, GREEDY_CHUNK};
+use tritium::engine::Engine;
+use tritium::sampling::Sampler;
+
+/// Feeds `prompt` from position `start_pos`, then samples up to `max_tokens`
+/// tokens, calling `on_token` with each (`false` stops). Ends after a stop id,
+/// which is included.
+pub async fn generate(
+    engine: &mut Engine,
+    prompt: &[u32],
+    start_pos: usize,
+    max_tokens: usize,
+    stop_ids: &[u32],
+    sampler: &mut Sampler,
+    on_token: &mut dyn FnMut(u32) -> bool,
+) -> Result<(Vec<u32>, StopReason), RunError> {
+    let mut history = prompt.to_vec();
+    let mut generated = Vec::new();
+    let Some((&last, rest)) = prompt.split_last().filter(|_| max_tokens > 0) else {
+        return Ok((generated, StopReason::MaxTokens));
+    };
+    let mut pos = start_pos + prompt.len();
+    let mut pending = if sampler.is_greedy() {
+        vec![engine.prefill_greedy(prompt, start_pos).await?]
+    } else {
+        if !rest.is_empty() {
+            engine.prefill_greedy(rest, start_pos).await?;
+        }
+        let logits = engine.logits(last, pos - 1).await?;
+        vec![sampler.sample(logits, &history)]
+    };
+    loop {
+        for next in std::mem::take(&mut pending) {
+            generated.push(next);
+            history.push(next);
+            if !on_token(next) {
+                return Ok((generated, StopReason::Stopped));
+            }
+            if stop_ids.contains(&next) {
+                return Ok((generated, StopReason::EndOfText));
+            }
+            if generated.len() >= max_tokens {
+                return Ok((generated, StopReason::MaxTokens));
+            }
+        }
+        let next = *generated.last().expect("one token at least");
+        if sampler.is_greedy() {
+            let n = GREEDY_CHUNK.min(max_tokens - generated.len());
+            pending = engine.decode_greedy(next, pos, n).await?;
+        } else {
+            let logits = engine.logits(next, pos).await?;
+            pending = vec![sampler.sample(logits, &history)];
+        }
+        pos += pending.len();
+    }
+}
