@@ -63,18 +63,25 @@ fn serve(model: &Path) -> (KillOnDrop, String) {
     (KillOnDrop(child), address)
 }
 
-/// Runs a deep link in Chromium; returns the page's ids and text.
-fn run_in_browser(url: &str, screenshot: &str) -> (Vec<u32>, String) {
+/// Runs a deep link in Chromium (with WebGPU unless `webgpu` is false); returns what the page reported.
+fn browser_result(url: &str, screenshot: &str, webgpu: bool) -> serde_json::Value {
     let shot = artifacts().join(screenshot);
     let out = Command::new("node")
         .arg(web_dir().join("tests/e2e.mjs"))
         .args([url, shot.to_str().unwrap(), "900"])
+        .env("TRITIUM_E2E_NO_WEBGPU", if webgpu { "0" } else { "1" })
         .output()
         .expect("run node (apt-get install nodejs)");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "the browser run failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     let result: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
     eprintln!("{url}: {result}\nscreenshot: {}", shot.display());
+    result
+}
+
+/// Runs a deep link in Chromium; returns the page's ids and text.
+fn run_in_browser(url: &str, screenshot: &str) -> (Vec<u32>, String) {
+    let result = browser_result(url, screenshot, true);
     let ids = result["ids"].as_str().unwrap_or_else(|| panic!("no ids from the page: {result}"));
     let ids = ids.split(',').map(|s| s.parse().unwrap()).collect();
     (ids, result["text"].as_str().unwrap_or_default().to_string())
@@ -160,4 +167,15 @@ fn a_tensor_larger_than_128_mib_loads_in_the_browser() {
     let native =
         native_ids(&["generate", "--model", m, "--ids", &ids_arg(&prompt), "--max-tokens", "3", "--temperature", "0"]);
     assert_eq!(browser, native);
+}
+
+#[test]
+fn without_webgpu_the_page_says_so() {
+    check_prerequisites();
+    let (_server, address) = serve(&fixture("gqa-tied"));
+    let url = format!("{address}/?model=/model/&ids=1,2&max_tokens=2&temperature=0");
+    let result = browser_result(&url, "web-no-webgpu.png", false);
+    assert!(result["ids"].is_null(), "{result}");
+    let error = result["error"].as_str().unwrap_or_default();
+    assert!(error.contains("no WebGPU"), "{result}");
 }

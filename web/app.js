@@ -12,9 +12,11 @@ const worker = new Worker(new URL('./worker.js', import.meta.url), { type: 'modu
 
 const state = { loaded: false, busy: false, turns: [], reply: null, started: 0, tokens: 0, contextLen: 0, adapter: '' };
 
+// Errors show in a banner, and in #tritium-output's data-error for scripts.
 function showError(message) {
-  $('error').textContent = message;
+  $('error').textContent = message && message[0].toUpperCase() + message.slice(1);
   $('error').hidden = !message;
+  if (message) $('tritium-output').dataset.error = message;
 }
 
 function setBusy(busy) {
@@ -161,8 +163,6 @@ worker.onmessage = (event) => {
     }
     showError(m.message);
     setBusy(false);
-    const output = $('tritium-output');
-    output.dataset.error = m.message;
   }
 };
 worker.onerror = (e) => showError(`The worker failed: ${e.message}. Is pkg/ built (scripts/build-web.sh)?`);

@@ -123,8 +123,12 @@ pub async fn list_adapters() -> Vec<AdapterSummary> {
     adapters.iter().enumerate().map(|(i, a)| summarize(i, a)).collect()
 }
 
+#[cfg(not(target_arch = "wasm32"))]
 const NO_ADAPTER_HELP: &str = "no GPU adapter found. On Linux without a GPU, install Mesa's software Vulkan driver \
      (Debian/Ubuntu: apt-get install mesa-vulkan-drivers); otherwise check the GPU driver";
+#[cfg(target_arch = "wasm32")]
+const NO_ADAPTER_HELP: &str = "the browser offers no WebGPU adapter. Use a recent Chrome or Edge with WebGPU enabled \
+     (chrome://gpu shows its status), or check that the GPU is not blocklisted";
 
 async fn pick_adapter(instance: &wgpu::Instance, choice: &AdapterChoice) -> Result<wgpu::Adapter, GpuError> {
     let all = instance.enumerate_adapters(wgpu::Backends::all()).await;

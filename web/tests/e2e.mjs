@@ -3,6 +3,7 @@
 // {"ids": "1,2,3", "text": "...", "error": null, "adapter": "..."} on stdout.
 //
 // usage: node web/tests/e2e.mjs URL SCREENSHOT.png [TIMEOUT_SECONDS]
+// With TRITIUM_E2E_NO_WEBGPU=1 Chromium starts without WebGPU (to see the page say so).
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -16,8 +17,9 @@ const browser = await chromium.launchPersistentContext(profile, {
   headless: true,
   viewport: { width: 1100, height: 900 },
   args: [
-    '--no-sandbox', '--enable-unsafe-webgpu', '--disable-background-networking', '--disable-component-update',
+    '--no-sandbox', '--disable-background-networking', '--disable-component-update',
     '--disable-sync', '--no-first-run', '--disable-quic',
+    ...(process.env.TRITIUM_E2E_NO_WEBGPU === '1' ? [] : ['--enable-unsafe-webgpu']),
   ],
 });
 let exitCode = 0;
