@@ -163,11 +163,19 @@ fn gemv_matches_the_cpu_for_packed_and_dense_weights_split_or_whole() {
     for mut gpu in gpus() {
         let mut rng = Rng::new(1);
         let eps = 1e-6;
+        let mut team_sizes = std::collections::BTreeSet::new();
         // (rows, cols, split bytes): rows not a multiple of 64, cols not a multiple of 256,
         // and a long row (4160 columns, 260 words: several per lane).
-        for (rows, cols, max_binding) in
-            [(1, 64, 1 << 20), (37, 320, 1 << 20), (203, 1088, 4096), (130, 192, 256), (19, 4160, 1 << 20)]
-        {
+        for (rows, cols, max_binding) in [
+            (1, 64, 1 << 20),
+            (37, 320, 1 << 20),
+            (203, 1088, 4096),
+            (130, 192, 256),
+            (19, 4160, 1 << 20),
+            // Tall matrices get two or four rows per team (ops::MIN_TEAMS).
+            (2050, 1024, 1 << 20),
+            (4100, 64, 4096),
+        ] {
             for (k, dtype) in [DType::F32, DType::F16, DType::BF16].into_iter().enumerate() {
                 let mut source = MemorySource::default();
                 let (m, w) = if k == 1 && rows == 37 {
@@ -177,6 +185,7 @@ fn gemv_matches_the_cpu_for_packed_and_dense_weights_split_or_whole() {
                 };
                 let gm = gpu.matrix(&m, &source, max_binding);
                 assert!(max_binding > 1 << 19 || gm.chunks.len() > 1, "the test means to split {}", m.name);
+                team_sizes.insert(tritium::engine::ops::GemvTeams::for_matrix(&gm).rows_per_team);
                 let x = random(&mut rng, cols);
                 let (n1, n2) = (random(&mut rng, cols), random(&mut rng, cols));
                 let (bias, residual) = (random(&mut rng, rows), random(&mut rng, rows));
@@ -204,6 +213,7 @@ fn gemv_matches_the_cpu_for_packed_and_dense_weights_split_or_whole() {
                 assert_close(&format!("fused gemv {}", m.name), &gpu.read(&yb, rows), &want, 1e-4);
             }
         }
+        assert_eq!(team_sizes.into_iter().collect::<Vec<_>>(), [1, 2, 4], "every rows-per-team choice is tested");
     }
 }
 

@@ -22,6 +22,10 @@ const NORM2: u32 = 2;
 const BIAS: u32 = 4;
 const RESIDUAL: u32 = 8;
 
+/// Row teams a GEMV should have at least: on an H100 (132 SMs), rows per team
+/// chosen this way beat a fixed four by 4-25 % in decode (BENCHMARKS.md).
+pub const MIN_TEAMS: u32 = 1024;
+
 /// How a GEMV workgroup of 64 threads is split: teams of `lanes` threads share
 /// a row; each team computes `rows_per_team` rows, reusing every input value it
 /// loads for all of them.
@@ -32,11 +36,15 @@ pub struct GemvTeams {
 
 impl GemvTeams {
     /// Enough lanes to keep every thread busy on the row's length (in 16-column
-    /// words for packed rows), and several rows per team so short rows do not
-    /// cost a workgroup (and its barriers) each.
+    /// words for packed rows); up to four rows per team, each input value loaded
+    /// once for all of them, but never so many that the matrix gets fewer than
+    /// [`MIN_TEAMS`] teams (the GPU then runs out of parallel work).
     pub fn for_matrix(m: &GpuMatrix) -> Self {
         let units = if m.is_packed() { m.cols / 16 } else { m.cols / 4 } as u32;
-        GemvTeams { lanes: units.next_power_of_two().clamp(4, 64), rows_per_team: 4 }
+        let lanes = units.next_power_of_two().clamp(4, 64);
+        let rows = m.rows as u32;
+        let rows_per_team = [4, 2, 1].into_iter().find(|&r| rows / r >= MIN_TEAMS).unwrap_or(1);
+        GemvTeams { lanes, rows_per_team }
     }
 
     pub fn rows_per_workgroup(&self) -> u32 {
