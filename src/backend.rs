@@ -80,6 +80,27 @@ pub enum StopReason {
     Stopped,
 }
 
+/// Adds a generated token to `generated` and hands it to `on_token`; says why
+/// generation ends with it, if it does. Shared by every generation loop.
+pub fn take_token(
+    next: u32,
+    generated: &mut Vec<u32>,
+    max_tokens: usize,
+    stop_ids: &[u32],
+    on_token: &mut dyn FnMut(u32) -> bool,
+) -> Option<StopReason> {
+    generated.push(next);
+    if !on_token(next) {
+        Some(StopReason::Stopped)
+    } else if stop_ids.contains(&next) {
+        Some(StopReason::EndOfText)
+    } else if generated.len() >= max_tokens {
+        Some(StopReason::MaxTokens)
+    } else {
+        None
+    }
+}
+
 /// Feeds `prompt` at positions from `start_pos` on (earlier positions are already
 /// in the KV cache), then samples up to `max_tokens` tokens, calling `on_token`
 /// with each (returning `false` from it stops). Ends after an id in `stop_ids`,
@@ -114,16 +135,9 @@ pub fn generate(
     };
     loop {
         let next = pending.pop_front().expect("refilled below");
-        generated.push(next);
         history.push(next);
-        if !on_token(next) {
-            return Ok((generated, StopReason::Stopped));
-        }
-        if stop_ids.contains(&next) {
-            return Ok((generated, StopReason::EndOfText));
-        }
-        if generated.len() >= max_tokens {
-            return Ok((generated, StopReason::MaxTokens));
+        if let Some(reason) = take_token(next, &mut generated, max_tokens, stop_ids, on_token) {
+            return Ok((generated, reason));
         }
         if pending.is_empty() {
             if sampler.is_greedy() {

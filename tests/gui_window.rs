@@ -12,26 +12,16 @@
 mod common;
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::{fixture, tritium_ok};
+use common::{artifacts, fixture, tritium_ok, KillOnDrop};
 use tritium::gui::transcript::Transcript;
 
 const PROMPT: &str = "Name three colours.";
 const MAX_TOKENS: &str = "12";
-
-/// Kills the child when the test ends, however it ends.
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn need(tool: &str, package: &str) {
     let found =
@@ -83,14 +73,6 @@ fn wait_for_line(lines: &mpsc::Receiver<String>, needles: &[&str], timeout: Dura
         }
     }
     panic!("the window never printed any of {needles:?}; it printed:\n{}", seen.join("\n"));
-}
-
-fn artifacts() -> PathBuf {
-    let dir = std::env::var_os("TRITIUM_ARTIFACTS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_TARGET_TMPDIR")).join("../artifacts"));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
 }
 
 fn screenshot(window: &str, display: &str, name: &str) {

@@ -11,29 +11,12 @@ mod common;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 
-use common::{fixture, ids_arg, tritium_ok};
-
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use common::{artifacts, fixture, ids_arg, tritium_ok, KillOnDrop};
 
 fn web_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("web")
-}
-
-fn artifacts() -> PathBuf {
-    let dir = std::env::var_os("TRITIUM_ARTIFACTS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_TARGET_TMPDIR")).join("../artifacts"));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
 }
 
 fn check_prerequisites() {

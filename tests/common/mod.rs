@@ -10,6 +10,25 @@ use std::process::Command;
 use tritium::model::safetensors::{PlannedTensor, StreamingWriter};
 use tritium::model::Checkpoint;
 
+/// A child process (X server, window, web server) killed when the test ends, however it ends.
+pub struct KillOnDrop(pub std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Where end-to-end tests leave screenshots: `$TRITIUM_ARTIFACTS`, or `<target>/artifacts`.
+pub fn artifacts() -> PathBuf {
+    let dir = std::env::var_os("TRITIUM_ARTIFACTS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_TARGET_TMPDIR")).join("../artifacts"));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
 pub fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
 }

@@ -2,7 +2,7 @@
 //! awaiting the engine instead of blocking (the browser's event loop must keep
 //! running while the GPU works).
 
-use tritium::backend::{RunError, StopReason, GREEDY_CHUNK};
+use tritium::backend::{take_token, RunError, StopReason, GREEDY_CHUNK};
 use tritium::engine::Engine;
 use tritium::sampling::Sampler;
 
@@ -35,16 +35,9 @@ pub async fn generate(
     };
     loop {
         for next in std::mem::take(&mut pending) {
-            generated.push(next);
             history.push(next);
-            if !on_token(next) {
-                return Ok((generated, StopReason::Stopped));
-            }
-            if stop_ids.contains(&next) {
-                return Ok((generated, StopReason::EndOfText));
-            }
-            if generated.len() >= max_tokens {
-                return Ok((generated, StopReason::MaxTokens));
+            if let Some(reason) = take_token(next, &mut generated, max_tokens, stop_ids, on_token) {
+                return Ok((generated, reason));
             }
         }
         let next = *generated.last().expect("one token at least");
