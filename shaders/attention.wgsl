@@ -1,26 +1,33 @@
-// Causal grouped-query attention of one new query position over the KV cache.
+// Causal grouped-query attention of one new query position over the KV cache,
+// split over the context so that many workgroups share a long one (the split-K
+// "flash decoding" scheme).
 //
 // For query head h (KV head g = h / (heads / kv_heads)) and positions t <= pos:
 //   s[t] = q_h . k_cache[t, g] / sqrt(head_dim);   w = softmax(s);
 //   out_h = sum_t w[t] * v_cache[t, g]
-// Softmax in f32 with the maximum subtracted. Scores go through a storage
-// scratch buffer so the context is not limited by workgroup memory. The
-// weighted sum splits the positions into slices (one per group of head_dim/4
-// threads, each thread owning four output columns) and adds the slices up at the
-// end, so no thread walks the whole context alone.
 //
-// Dispatch: one workgroup of 256 threads per query head; head_dim % 4 == 0 and
-// head_dim <= 1024. Reductions come from reduce*.wgsl.
+// `attention_partial`: workgroup (h, j) takes positions j*CHUNK .. j*CHUNK+CHUNK-1
+// (those <= pos): their scores' maximum m_j, the sum l_j of exp(s - m_j), and the
+// unnormalized o_j = sum exp(s - m_j) v. `attention_combine`: workgroup h rescales
+// the splits to the overall maximum M and writes
+//   out_h = sum_j exp(m_j - M) o_j / sum_j exp(m_j - M) l_j.
+// Softmax in f32 with the maximum subtracted, as in the CPU reference.
+//
+// Layout: partials [heads, splits, quads + 1] vec4: quads = head_dim / 4 vec4s of
+// o_j, then (m_j, l_j, 0, 0). Needs head_dim % 4 == 0 and head_dim <= 256.
+// Dispatch: partial [heads, splits] and combine [heads] workgroups of 64 threads;
+// splits = ceil(ctx / CHUNK), and splits past the current position return at once.
+// Reductions come from reduce*.wgsl.
 
 struct Params {
     heads: u32,
     kv_heads: u32,
     head_dim: u32,
     ctx: u32,
-    scale: f32, // 1 / sqrt(head_dim)
+    scale: f32,  // 1 / sqrt(head_dim)
+    splits: u32, // ceil(ctx / CHUNK)
     _pad0: u32,
     _pad1: u32,
-    _pad2: u32,
 }
 
 struct Step {
@@ -29,66 +36,100 @@ struct Step {
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<uniform> step: Step;
-@group(0) @binding(2) var<storage, read> q: array<vec4<f32>>;        // [heads, head_dim / 4]
-@group(0) @binding(3) var<storage, read> k_cache: array<vec4<f32>>;  // [ctx, kv_heads, head_dim / 4]
-@group(0) @binding(4) var<storage, read> v_cache: array<vec4<f32>>;  // [ctx, kv_heads, head_dim / 4]
-@group(0) @binding(5) var<storage, read_write> scores: array<f32>;   // [heads, ctx] scratch
-@group(0) @binding(6) var<storage, read_write> out: array<vec4<f32>>; // [heads, head_dim / 4]
+@group(0) @binding(2) var<storage, read> q: array<vec4<f32>>;              // [heads, head_dim / 4]
+@group(0) @binding(3) var<storage, read> k_cache: array<vec4<f32>>;        // [ctx, kv_heads, head_dim / 4]
+@group(0) @binding(4) var<storage, read> v_cache: array<vec4<f32>>;        // [ctx, kv_heads, head_dim / 4]
+@group(0) @binding(5) var<storage, read_write> partials: array<vec4<f32>>; // [heads, splits, head_dim / 4 + 1]
+@group(0) @binding(6) var<storage, read_write> out: array<vec4<f32>>;      // [heads, head_dim / 4]
 
-const WG: u32 = 256u;
-var<workgroup> slices: array<vec4<f32>, 256>;
+const WG: u32 = 64u;
+const CHUNK: u32 = 64u; // positions per split: one per thread for the scores
+var<workgroup> weights: array<f32, 64>;
+var<workgroup> slices: array<vec4<f32>, 64>;
 
-@compute @workgroup_size(256)
-fn attention(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+@compute @workgroup_size(64)
+fn attention_partial(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let head = wg.x;
+    let split = wg.y;
     let n = step.pos + 1u;
-    let quads = p.head_dim / 4u; // vec4 columns per head
+    let first = split * CHUNK;
+    if (first >= n) {
+        return; // the whole workgroup: this split is past the current position
+    }
+    let last = min(first + CHUNK, n);
+    let quads = p.head_dim / 4u;
     let kv_stride = p.kv_heads * quads;
     let kv_offset = (head / (p.heads / p.kv_heads)) * quads;
     let q_offset = head * quads;
-    let s_offset = head * p.ctx;
 
-    // Scores, one position per thread.
-    var local_max = -3.0e38;
-    for (var t = lid; t < n; t = t + WG) {
-        var s = 0.0;
+    // Score of position first + lid.
+    let t = first + lid;
+    var s = -3.0e38;
+    if (t < last) {
+        var dot_qk = 0.0;
         for (var d = 0u; d < quads; d = d + 1u) {
-            s = s + dot(q[q_offset + d], k_cache[t * kv_stride + kv_offset + d]);
+            dot_qk = dot_qk + dot(q[q_offset + d], k_cache[t * kv_stride + kv_offset + d]);
         }
-        s = s * p.scale;
-        scores[s_offset + t] = s;
-        local_max = max(local_max, s);
+        s = dot_qk * p.scale;
     }
-    let m = workgroup_max(lid, WG, local_max);
-
-    var local_sum = 0.0;
-    for (var t = lid; t < n; t = t + WG) {
-        let e = exp(scores[s_offset + t] - m);
-        scores[s_offset + t] = e;
-        local_sum = local_sum + e;
+    let m = workgroup_max(lid, WG, s);
+    var e = 0.0;
+    if (t < last) {
+        e = exp(s - m);
     }
-    let total = workgroup_sum(lid, WG, local_sum);
-    // Every thread reads scores other threads wrote: make them visible.
-    storageBarrier();
+    weights[lid] = e;
+    let l = workgroup_sum(lid, WG, e);
     workgroupBarrier();
 
-    // Weighted sum of values: thread (slice, column) sums positions slice, slice + slice_count, ...
+    // Weighted values: thread (slice, column) sums positions slice, slice + slice_count, ...
     let slice_count = WG / quads;
     let slice = lid / quads;
     let column = lid % quads;
     var acc = vec4<f32>(0.0);
     if (slice < slice_count) {
-        for (var t = slice; t < n; t = t + slice_count) {
-            acc = acc + scores[s_offset + t] * v_cache[t * kv_stride + kv_offset + column];
+        for (var i = slice; first + i < last; i = i + slice_count) {
+            acc = acc + weights[i] * v_cache[(first + i) * kv_stride + kv_offset + column];
         }
     }
     slices[lid] = acc;
     workgroupBarrier();
+    let record = (head * p.splits + split) * (quads + 1u);
     if (lid < quads) {
         var sum = vec4<f32>(0.0);
-        for (var s = 0u; s < slice_count; s = s + 1u) {
-            sum = sum + slices[s * quads + lid];
+        for (var k = 0u; k < slice_count; k = k + 1u) {
+            sum = sum + slices[k * quads + lid];
         }
-        out[q_offset + lid] = sum / total;
+        partials[record + lid] = sum;
+    }
+    if (lid == 0u) {
+        partials[record + quads] = vec4<f32>(m, l, 0.0, 0.0);
+    }
+}
+
+@compute @workgroup_size(64)
+fn attention_combine(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let head = wg.x;
+    let used = (step.pos + CHUNK) / CHUNK; // splits holding positions 0..pos
+    let quads = p.head_dim / 4u;
+    let base = head * p.splits * (quads + 1u);
+
+    var local_max = -3.0e38;
+    for (var j = lid; j < used; j = j + WG) {
+        local_max = max(local_max, partials[base + j * (quads + 1u) + quads].x);
+    }
+    let top = workgroup_max(lid, WG, local_max);
+    var local_den = 0.0;
+    for (var j = lid; j < used; j = j + WG) {
+        let ml = partials[base + j * (quads + 1u) + quads];
+        local_den = local_den + exp(ml.x - top) * ml.y;
+    }
+    let den = workgroup_sum(lid, WG, local_den);
+    if (lid < quads) {
+        var acc = vec4<f32>(0.0);
+        for (var j = 0u; j < used; j = j + 1u) {
+            let record = base + j * (quads + 1u);
+            acc = acc + exp(partials[record + quads].x - top) * partials[record + lid];
+        }
+        out[head * quads + lid] = acc / den;
     }
 }

@@ -309,7 +309,14 @@ fn rope_rotates_q_and_k_and_fills_the_cache() {
 fn attention_matches_the_cpu_loop() {
     for mut gpu in gpus() {
         let mut rng = Rng::new(5);
-        for (heads, kv_heads, head_dim, ctx, pos) in [(4, 2, 32, 50, 37usize), (3, 3, 64, 130, 129), (2, 1, 16, 5, 0)] {
+        // Contexts of one split and of several (64 positions each), the last one partly used.
+        for (heads, kv_heads, head_dim, ctx, pos) in [
+            (4, 2, 32, 50, 37usize),
+            (3, 3, 64, 130, 129),
+            (2, 1, 16, 5, 0),
+            (2, 2, 128, 300, 200),
+            (14, 2, 64, 700, 640),
+        ] {
             let kv = kv_heads * head_dim;
             let q = random(&mut rng, heads * head_dim);
             let (k_cache, v_cache) = (random(&mut rng, ctx * kv), random(&mut rng, ctx * kv));
@@ -331,11 +338,12 @@ fn attention_matches_the_cpu_loop() {
                 }
             }
             let (qb, kb, vb) = (gpu.f32s(&q), gpu.f32s(&k_cache), gpu.f32s(&v_cache));
-            let (scores, out) = (gpu.f32s(&vec![0.0; heads * ctx]), gpu.f32s(&vec![0.0; heads * head_dim]));
-            let d =
-                block_on(gpu.ops().attention(heads, kv_heads, head_dim, ctx, &qb, (&kb, &vb), &scores, &out)).unwrap();
+            let partials = gpu.f32s(&vec![0.0; tritium::engine::ops::attention_partial_floats(heads, head_dim, ctx)]);
+            let out = gpu.f32s(&vec![0.0; heads * head_dim]);
+            let mut ops = gpu.ops();
+            let d = block_on(ops.attention(heads, kv_heads, head_dim, ctx, &qb, (&kb, &vb), &partials, &out)).unwrap();
             gpu.set_pos(pos as u32);
-            gpu.run(&[d]);
+            gpu.run(&d);
             assert_close(&format!("attention heads={heads} pos={pos}"), &gpu.read(&out, heads * head_dim), &want, 1e-5);
         }
     }

@@ -46,16 +46,16 @@ impl GpuWeights {
 
 /// Activation buffers, allocated once (f32).
 pub struct Activations {
-    pub x: wgpu::Buffer,      // [hidden] residual stream
-    pub q: wgpu::Buffer,      // [heads * head_dim]
-    pub k: wgpu::Buffer,      // [kv_dim]
-    pub v: wgpu::Buffer,      // [kv_dim]
-    pub attn: wgpu::Buffer,   // [heads * head_dim]
-    pub gate: wgpu::Buffer,   // [intermediate], SwiGLU output in place
-    pub up: wgpu::Buffer,     // [intermediate]
-    pub scores: wgpu::Buffer, // [heads, ctx] attention scratch
-    pub logits: wgpu::Buffer, // [vocab]
-    pub token: wgpu::Buffer,  // [1] u32: this step's token in, the argmax out
+    pub x: wgpu::Buffer,             // [hidden] residual stream
+    pub q: wgpu::Buffer,             // [heads * head_dim]
+    pub k: wgpu::Buffer,             // [kv_dim]
+    pub v: wgpu::Buffer,             // [kv_dim]
+    pub attn: wgpu::Buffer,          // [heads * head_dim]
+    pub gate: wgpu::Buffer,          // [intermediate], SwiGLU output in place
+    pub up: wgpu::Buffer,            // [intermediate]
+    pub attn_partials: wgpu::Buffer, // attention's per-split results (ops::attention_partial_floats)
+    pub logits: wgpu::Buffer,        // [vocab]
+    pub token: wgpu::Buffer,         // [1] u32: this step's token in, the argmax out
     /// `[2]` inverse RMS values for each place a norm is fused into a GEMV.
     pub stats_attn: wgpu::Buffer,
     pub stats_o: wgpu::Buffer,
@@ -100,7 +100,7 @@ pub async fn token_graph(
         graph.push(ops.rope(heads, kv_heads, head_dim, &a.q, &a.k, &a.v, &a.rope_table, cache).await?);
 
         // Causal grouped-query attention over the cache.
-        graph.push(ops.attention(heads, kv_heads, head_dim, ctx_len, &a.q, cache, &a.scores, &a.attn).await?);
+        graph.extend(ops.attention(heads, kv_heads, head_dim, ctx_len, &a.q, cache, &a.attn_partials, &a.attn).await?);
 
         // Output projection (with its optional norm) added to the residual stream.
         let o = &layer.o_proj;

@@ -66,7 +66,7 @@ impl MemoryPlan {
         }
         let q_dim = c.num_attention_heads * c.head_dim();
         let scratch_bytes = f32s(c.hidden_size + 2 * q_dim + 2 * c.kv_dim() + 2 * c.intermediate_size)
-            + f32s(c.num_attention_heads * ctx)
+            + f32s(ops::attention_partial_floats(c.num_attention_heads, c.head_dim(), ctx))
             + 2 * f32s(c.vocab_size)
             + f32s(ctx * c.head_dim());
         Ok(MemoryPlan { weight_bytes, kv_cache_bytes: kv_per_position * ctx as u64, scratch_bytes, ctx })
@@ -129,7 +129,13 @@ impl Engine {
                 plan.ctx, ctx.info.name
             )));
         }
-        let scores_bytes = (c.num_attention_heads * plan.ctx * 4) as u64;
+        if c.head_dim() > 256 || !c.head_dim().is_multiple_of(4) {
+            return Err(GpuError::Limits(format!(
+                "head dimension {} is not supported: the attention kernel needs a multiple of 4, at most 256",
+                c.head_dim()
+            )));
+        }
+        let scores_bytes = (ops::attention_partial_floats(c.num_attention_heads, c.head_dim(), plan.ctx) * 4) as u64;
         if scores_bytes > max_binding || (c.vocab_size * 4) as u64 > max_binding {
             return Err(GpuError::Limits(format!(
                 "the attention scratch ({scores_bytes} bytes) or logits do not fit one storage binding of {max_binding} bytes; lower --ctx"
@@ -181,7 +187,11 @@ impl Engine {
             attn: storage(ctx, "attn", q_dim),
             gate: storage(ctx, "gate", c.intermediate_size),
             up: storage(ctx, "up", c.intermediate_size),
-            scores: storage(ctx, "scores", c.num_attention_heads * plan.ctx),
+            attn_partials: storage(
+                ctx,
+                "attention partials",
+                ops::attention_partial_floats(c.num_attention_heads, c.head_dim(), plan.ctx),
+            ),
             logits: storage(ctx, "logits", c.vocab_size),
             token: storage(ctx, "token", 1),
             stats_attn: stats("stats attn"),

@@ -22,6 +22,20 @@ const NORM2: u32 = 2;
 const BIAS: u32 = 4;
 const RESIDUAL: u32 = 8;
 
+/// Context positions per attention workgroup (`CHUNK` in attention.wgsl).
+pub const ATTENTION_CHUNK: usize = 64;
+
+/// Workgroups attention splits a context of `ctx` positions into.
+pub fn attention_splits(ctx: usize) -> usize {
+    ctx.div_ceil(ATTENTION_CHUNK)
+}
+
+/// Floats of attention scratch for `heads` heads over `ctx` positions: per split,
+/// head_dim values and (max, sum) padded to a vec4 (attention.wgsl).
+pub fn attention_partial_floats(heads: usize, head_dim: usize, ctx: usize) -> usize {
+    heads * attention_splits(ctx) * (head_dim + 4)
+}
+
 /// Row teams a GEMV should have at least: on an H100 (132 SMs), rows per team
 /// chosen this way beat a fixed four by 4-25 % in decode (BENCHMARKS.md).
 pub const MIN_TEAMS: u32 = 1024;
@@ -207,7 +221,8 @@ impl Ops<'_> {
         Ok(Dispatch::new(self.ctx, "rope", pipeline, &bindings, [threads.div_ceil(64), 1, 1]))
     }
 
-    /// Causal attention of the current position over the cache, one workgroup per head.
+    /// Attention of the step's query over the cache, split over the context in
+    /// [`ATTENTION_CHUNK`]-position pieces (attention.wgsl): two dispatches.
     #[allow(clippy::too_many_arguments)]
     pub async fn attention(
         &mut self,
@@ -217,17 +232,24 @@ impl Ops<'_> {
         ctx_len: usize,
         q: &wgpu::Buffer,
         cache: (&wgpu::Buffer, &wgpu::Buffer),
-        scores: &wgpu::Buffer,
+        partials: &wgpu::Buffer,
         out: &wgpu::Buffer,
-    ) -> Result<Dispatch, GpuError> {
-        let pipeline = self.kernels.pipeline(Kernel::Attention, &[]).await?;
+    ) -> Result<Vec<Dispatch>, GpuError> {
+        let partial = self.kernels.pipeline(Kernel::AttentionPartial, &[]).await?;
+        let combine = self.kernels.pipeline(Kernel::AttentionCombine, &[]).await?;
         let scale = 1.0 / (head_dim as f32).sqrt();
+        let splits = attention_splits(ctx_len) as u32;
         let params = self.uniform(
             "attention",
-            &[heads as u32, kv_heads as u32, head_dim as u32, ctx_len as u32, scale.to_bits(), 0, 0, 0],
+            &[heads as u32, kv_heads as u32, head_dim as u32, ctx_len as u32, scale.to_bits(), splits, 0, 0],
         );
-        let bindings = [(0, &params), (1, self.step), (2, q), (3, cache.0), (4, cache.1), (5, scores), (6, out)];
-        Ok(Dispatch::new(self.ctx, "attention", pipeline, &bindings, [heads as u32, 1, 1]))
+        // Each entry point binds only what it uses.
+        let partial_bindings = [(0, &params), (1, self.step), (2, q), (3, cache.0), (4, cache.1), (5, partials)];
+        let combine_bindings = [(0, &params), (1, self.step), (5, partials), (6, out)];
+        Ok(vec![
+            Dispatch::new(self.ctx, "attention partial", partial, &partial_bindings, [heads as u32, splits, 1]),
+            Dispatch::new(self.ctx, "attention combine", combine, &combine_bindings, [heads as u32, 1, 1]),
+        ])
     }
 
     /// `gate = silu(gate) * up`.

@@ -40,7 +40,8 @@ pub enum Kernel {
     EmbedDense,
     NormStats,
     Rope,
-    Attention,
+    AttentionPartial,
+    AttentionCombine,
     Swiglu,
     Argmax,
     StreamRead,
@@ -51,6 +52,7 @@ impl Kernel {
     fn source(self) -> (&'static str, &'static str, &'static str, Needs) {
         const GEMV: &str = include_str!("../../shaders/gemv.wgsl");
         const EMBED: &str = include_str!("../../shaders/embed.wgsl");
+        const ATTENTION: &str = include_str!("../../shaders/attention.wgsl");
         match self {
             Kernel::GemvTernary => ("gemv.wgsl", GEMV, "gemv_ternary", DECODE_REDUCE),
             Kernel::GemvDense => ("gemv.wgsl", GEMV, "gemv_dense", DECODE_REDUCE),
@@ -58,9 +60,8 @@ impl Kernel {
             Kernel::EmbedDense => ("embed.wgsl", EMBED, "embed_dense", DECODE_ONLY),
             Kernel::NormStats => ("norm.wgsl", include_str!("../../shaders/norm.wgsl"), "norm_stats", REDUCE_ONLY),
             Kernel::Rope => ("rope.wgsl", include_str!("../../shaders/rope.wgsl"), "rope", NOTHING),
-            Kernel::Attention => {
-                ("attention.wgsl", include_str!("../../shaders/attention.wgsl"), "attention", REDUCE_ONLY)
-            }
+            Kernel::AttentionPartial => ("attention.wgsl", ATTENTION, "attention_partial", REDUCE_ONLY),
+            Kernel::AttentionCombine => ("attention.wgsl", ATTENTION, "attention_combine", REDUCE_ONLY),
             Kernel::Swiglu => ("swiglu.wgsl", include_str!("../../shaders/swiglu.wgsl"), "swiglu", NOTHING),
             Kernel::Argmax => ("argmax.wgsl", include_str!("../../shaders/argmax.wgsl"), "argmax", NOTHING),
             Kernel::StreamRead => {
