@@ -70,9 +70,27 @@ fn team_first_row(wg: vec3<u32>, num_wg: vec3<u32>, lid: u32) -> u32 {
 // Sums each team's per-thread partial results and writes its rows' outputs.
 fn finish_rows(first_row: u32, lid: u32, acc: ptr<function, array<f32, 8>>) {
     if (LANES == WG) {
-        // One team: whole-workgroup reductions (with subgroup operations where present).
+        // One team: each subgroup sums every row in registers, one slot per
+        // subgroup and row goes through workgroup memory, and one tree adds the
+        // slots of all rows at once: a single barrier with 32-wide subgroups,
+        // instead of a full workgroup reduction (and its barriers) per row.
+        let lanes = subgroup_lanes();
+        let first = subgroup_first(lid);
         for (var k = 0u; k < ROWS_PER_TEAM; k = k + 1u) {
-            partial[k * WG + lid] = workgroup_sum(lid, WG, (*acc)[k]);
+            let sum = subgroup_sum((*acc)[k]);
+            if (lid == first) {
+                partial[k * WG + first / lanes] = sum;
+            }
+        }
+        workgroupBarrier();
+        let slots = max(WG / lanes, 1u);
+        for (var stride = slots / 2u; stride > 0u; stride = stride / 2u) {
+            if (lid < stride) {
+                for (var k = 0u; k < ROWS_PER_TEAM; k = k + 1u) {
+                    partial[k * WG + lid] = partial[k * WG + lid] + partial[k * WG + lid + stride];
+                }
+            }
+            workgroupBarrier();
         }
     } else {
         for (var k = 0u; k < ROWS_PER_TEAM; k = k + 1u) {

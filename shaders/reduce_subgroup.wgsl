@@ -32,3 +32,17 @@ fn workgroup_sum(lid: u32, size: u32, value: f32) -> f32 {
 fn workgroup_max(lid: u32, size: u32, value: f32) -> f32 {
     return workgroup_reduce_subgroup(lid, size, value, true);
 }
+
+// The first step of a reduction a kernel finishes itself (gemv.wgsl): the sum over
+// this invocation's subgroup, the subgroup's size, and its first invocation.
+fn subgroup_sum(value: f32) -> f32 {
+    return subgroupAdd(value);
+}
+
+fn subgroup_lanes() -> u32 {
+    return subgroupAdd(1u);
+}
+
+fn subgroup_first(lid: u32) -> u32 {
+    return subgroupBroadcastFirst(lid);
+}
