@@ -46,15 +46,24 @@ fn serve(model: &Path) -> (KillOnDrop, String) {
     (KillOnDrop(child), address)
 }
 
-/// Runs a deep link in Chromium (with WebGPU unless `webgpu` is false); returns what the page reported.
-fn browser_result(url: &str, screenshot: &str, webgpu: bool) -> serde_json::Value {
+/// How the page gets its model in a browser run.
+enum Pick<'a> {
+    /// The deep link's `?model=` URL (with WebGPU, or without to see the page say so).
+    Url { webgpu: bool },
+    /// The files of this folder, chosen with the page's file input.
+    Files(&'a Path),
+}
+
+/// Runs a deep link in Chromium; returns what the page reported.
+fn browser_result(url: &str, screenshot: &str, pick: Pick) -> serde_json::Value {
     let shot = artifacts().join(screenshot);
-    let out = Command::new("node")
-        .arg(web_dir().join("tests/e2e.mjs"))
-        .args([url, shot.to_str().unwrap(), "900"])
-        .env("TRITIUM_E2E_NO_WEBGPU", if webgpu { "0" } else { "1" })
-        .output()
-        .expect("run node (apt-get install nodejs)");
+    let mut node = Command::new("node");
+    node.arg(web_dir().join("tests/e2e.mjs")).args([url, shot.to_str().unwrap(), "900"]);
+    match pick {
+        Pick::Url { webgpu } => node.env("TRITIUM_E2E_NO_WEBGPU", if webgpu { "0" } else { "1" }),
+        Pick::Files(dir) => node.env("TRITIUM_E2E_FILES", dir),
+    };
+    let out = node.output().expect("run node (apt-get install nodejs)");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "the browser run failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     let result: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
@@ -64,7 +73,11 @@ fn browser_result(url: &str, screenshot: &str, webgpu: bool) -> serde_json::Valu
 
 /// Runs a deep link in Chromium; returns the page's ids and text.
 fn run_in_browser(url: &str, screenshot: &str) -> (Vec<u32>, String) {
-    let result = browser_result(url, screenshot, true);
+    run_with(url, screenshot, Pick::Url { webgpu: true })
+}
+
+fn run_with(url: &str, screenshot: &str, pick: Pick) -> (Vec<u32>, String) {
+    let result = browser_result(url, screenshot, pick);
     let ids = result["ids"].as_str().unwrap_or_else(|| panic!("no ids from the page: {result}"));
     let ids = ids.split(',').map(|s| s.parse().unwrap()).collect();
     (ids, result["text"].as_str().unwrap_or_default().to_string())
@@ -157,8 +170,22 @@ fn without_webgpu_the_page_says_so() {
     check_prerequisites();
     let (_server, address) = serve(&fixture("gqa-tied"));
     let url = format!("{address}/?model=/model/&ids=1,2&max_tokens=2&temperature=0");
-    let result = browser_result(&url, "web-no-webgpu.png", false);
+    let result = browser_result(&url, "web-no-webgpu.png", Pick::Url { webgpu: false });
     assert!(result["ids"].is_null(), "{result}");
     let error = result["error"].as_str().unwrap_or_default();
     assert!(error.contains("no WebGPU"), "{result}");
+}
+
+#[test]
+fn picked_files_run_like_the_url() {
+    check_prerequisites();
+    // Sharded, so the page reads the index and several files through Blob slices.
+    let model = fixture("mha-untied-bf16-rmsnorm");
+    let (_server, address) = serve(&model);
+    let ids = "3,1,4,1,5,9,2,6";
+    let url = format!("{address}/?ids={ids}&max_tokens=6&temperature=0");
+    let (browser, _) = run_with(&url, "web-files.png", Pick::Files(&model));
+    let m = model.to_str().unwrap();
+    let native = native_ids(&["generate", "--model", m, "--ids", ids, "--max-tokens", "6", "--temperature", "0"]);
+    assert_eq!(browser, native);
 }

@@ -4,7 +4,9 @@
 //
 // usage: node web/tests/e2e.mjs URL SCREENSHOT.png [TIMEOUT_SECONDS]
 // With TRITIUM_E2E_NO_WEBGPU=1 Chromium starts without WebGPU (to see the page say so).
-import { mkdtempSync, rmSync } from 'node:fs';
+// With TRITIUM_E2E_FILES=DIR the files of DIR are chosen with the page's "pick files"
+// input, as a person would, instead of a ?model= URL.
+import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chromium } from 'playwright-core';
@@ -29,6 +31,10 @@ try {
   page.on('console', (m) => console_.push(`${m.type()}: ${m.text()}`));
   page.on('pageerror', (e) => console_.push(`pageerror: ${e.message}`));
   await page.goto(url);
+  const picked = process.env.TRITIUM_E2E_FILES;
+  if (picked) {
+    await page.setInputFiles('#pick-files', readdirSync(picked).map((name) => join(picked, name)));
+  }
   const output = page.locator('#tritium-output');
   await page.waitForFunction(
     () => { const o = document.getElementById('tritium-output'); return o.dataset.ids !== undefined || o.dataset.error !== undefined; },
