@@ -189,3 +189,51 @@ fn picked_files_run_like_the_url() {
     let native = native_ids(&["generate", "--model", m, "--ids", ids, "--max-tokens", "6", "--temperature", "0"]);
     assert_eq!(browser, native);
 }
+
+#[test]
+fn a_typed_conversation_streams_and_new_chat_clears_it() {
+    check_prerequisites();
+    let dir = tempfile::tempdir().unwrap();
+    let m = dir.path().to_str().unwrap();
+    let tokenizer = fixture("qwen2.5-tokenizer");
+    tritium_ok(&[
+        "synth",
+        "--shape",
+        "tiny",
+        "--output",
+        m,
+        "--seed",
+        "12",
+        "--tokenizer",
+        tokenizer.to_str().unwrap(),
+    ]);
+    let (_server, address) = serve(dir.path());
+    let shot = artifacts().join("web-chat.png");
+    let out = Command::new("node")
+        .arg(web_dir().join("tests/chat.mjs"))
+        .args([&format!("{address}/?model=/model/"), shot.to_str().unwrap(), "6"])
+        .output()
+        .expect("run node (apt-get install nodejs)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "the chat run failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let result: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    eprintln!("{result}\nscreenshot: {}", shot.display());
+    assert_eq!((result["turns_before"].as_u64(), result["turns_after"].as_u64()), (Some(4), Some(0)), "{result}");
+    // The first reply is what the command line generates for the same message.
+    let run = tritium_ok(&[
+        "generate",
+        "--model",
+        m,
+        "--prompt",
+        "Hi",
+        "--chat",
+        "--max-tokens",
+        "6",
+        "--temperature",
+        "0",
+        "--print-ids",
+    ]);
+    let native_ids = run.stdout.lines().last().unwrap();
+    assert_eq!(result["replies"][0]["ids"].as_str(), Some(native_ids), "{result}");
+    assert!(result["replies"][1]["ids"].as_str().is_some_and(|ids| !ids.is_empty()), "{result}");
+}

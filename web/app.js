@@ -10,7 +10,9 @@ const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
 const worker = new Worker(new URL('./worker.js', import.meta.url), { type: 'module' });
 
-const state = { loaded: false, busy: false, turns: [], reply: null, started: 0, tokens: 0, contextLen: 0, adapter: '' };
+const state = {
+  loaded: false, busy: false, turns: [], reply: null, started: 0, tokens: 0, contextUsed: 0, contextLen: 0, adapter: '',
+};
 
 // Errors show in a banner, and in #tritium-output's data-error for scripts.
 function showError(message) {
@@ -77,8 +79,9 @@ function settings() {
   };
 }
 
-function run(request, label) {
-  state.reply = { ids: [], text: '', body: addTurn('assistant', '…') };
+// `chat`: the reply belongs to the conversation (not to a raw prompt or ids).
+function run(request, label, chat) {
+  state.reply = { ids: [], text: '', body: addTurn('assistant', '…'), chat, discarded: false };
   state.started = 0;
   state.tokens = 0;
   setBusy(true);
@@ -101,7 +104,7 @@ function send() {
   addTurn('user', text);
   const system = $('system').value.trim();
   request.messages = system ? [{ role: 'system', content: system }, ...state.turns] : state.turns;
-  run(request, 'Generating…');
+  run(request, 'Generating…', true);
 }
 
 function load(message, label) {
@@ -118,7 +121,7 @@ function load(message, label) {
 function status() {
   const seconds = (performance.now() - state.started) / 1000;
   const rate = state.tokens > 1 && seconds > 0 ? ((state.tokens - 1) / seconds).toFixed(1) : '–';
-  return `${state.tokens} tokens, ${rate} tokens/s · context ${state.contextLen} tokens · ${state.adapter}`;
+  return `${state.tokens} tokens, ${rate} tokens/s · context ${state.contextUsed} / ${state.contextLen} tokens · ${state.adapter}`;
 }
 
 worker.onmessage = (event) => {
@@ -129,6 +132,7 @@ worker.onmessage = (event) => {
   } else if (m.type === 'loaded') {
     state.loaded = true;
     state.contextLen = m.contextLen;
+    state.contextUsed = 0;
     state.adapter = m.adapter;
     $('progress').hidden = true;
     $('model-info').textContent = `Loaded on ${m.adapter}; context ${m.contextLen} tokens.` +
@@ -147,8 +151,9 @@ worker.onmessage = (event) => {
     $('status').textContent = status();
   } else if (m.type === 'done') {
     const r = m.result;
+    state.contextUsed = r.context_used;
     render(state.reply.body, r.text || r.ids.join(','));
-    if (r.text || state.turns.length) state.turns.push({ role: 'assistant', content: r.text });
+    if (state.reply.chat && !state.reply.discarded) state.turns.push({ role: 'assistant', content: r.text });
     const output = $('tritium-output');
     output.textContent = r.text;
     output.dataset.ids = r.ids.join(',');
@@ -159,7 +164,7 @@ worker.onmessage = (event) => {
     $('progress').hidden = true;
     if (m.during === 'generate') {
       state.reply?.body.parentElement.remove();
-      state.turns.pop();
+      if (state.reply?.chat && !state.reply.discarded) state.turns.pop(); // the user turn it answered
     }
     showError(m.message);
     setBusy(false);
@@ -192,7 +197,7 @@ function startDeepLinkRun() {
     shown = request.prompt;
   }
   addTurn('user', shown);
-  run(request, 'Generating…');
+  run(request, 'Generating…', params.get('chat') === '1');
 }
 
 $('pick-folder').onchange = (e) => e.target.files.length && load({ type: 'load', files: [...e.target.files] }, 'the folder');
@@ -202,7 +207,10 @@ $('composer').onsubmit = (e) => { e.preventDefault(); send(); };
 $('message').onkeydown = (e) => { if (e.key === 'Enter' && !e.shiftKey) { e.preventDefault(); send(); } };
 $('stop').onclick = () => worker.postMessage({ type: 'stop' });
 $('new-chat').onclick = () => {
-  if (state.busy) worker.postMessage({ type: 'stop' });
+  if (state.busy) {
+    worker.postMessage({ type: 'stop' });
+    state.reply.discarded = true; // its tokens belong to the conversation being cleared
+  }
   state.turns = [];
   $('transcript').replaceChildren();
 };

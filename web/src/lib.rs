@@ -126,7 +126,7 @@ impl Session {
     /// Runs one request (JSON: `ids`, `prompt` or chat `messages`, plus
     /// `max_tokens`, `temperature`, `top_p`, `top_k`, `seed`). Calls
     /// `on_token(id, text)` per token; returning `false` stops. Resolves to
-    /// `{ids, text, reason, prompt_tokens}`.
+    /// `{ids, text, reason, prompt_tokens, context_used}`.
     pub async fn generate(&mut self, request: String, on_token: js_sys::Function) -> Result<JsValue, JsError> {
         let request: Request = serde_json::from_str(&request).map_err(|e| error(format!("bad request: {e}")))?;
         let ids = self.prompt_ids(&request)?;
@@ -179,6 +179,7 @@ impl Session {
         };
         let result = serde_json::json!({
             "ids": generated, "text": text, "reason": reason, "prompt_tokens": ids.len() - reuse,
+            "context_used": self.cached.len(),
         });
         js_sys::JSON::parse(&result.to_string()).map_err(|_| error("internal: result JSON"))
     }
