@@ -9,6 +9,7 @@
 
 mod common;
 
+use std::ffi::OsStr;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -54,21 +55,29 @@ enum Pick<'a> {
     Files(&'a Path),
 }
 
+/// Runs a script of web/tests with `args` and `envs`; returns the JSON it printed.
+fn node(script: &str, args: &[&str], envs: &[(&str, &OsStr)]) -> serde_json::Value {
+    let out = Command::new("node")
+        .arg(web_dir().join("tests").join(script))
+        .args(args)
+        .envs(envs.iter().copied())
+        .output()
+        .expect("run node (apt-get install nodejs)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{script} failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let result: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    eprintln!("{script} {args:?}: {result}");
+    result
+}
+
 /// Runs a deep link in Chromium; returns what the page reported.
 fn browser_result(url: &str, screenshot: &str, pick: Pick) -> serde_json::Value {
     let shot = artifacts().join(screenshot);
-    let mut node = Command::new("node");
-    node.arg(web_dir().join("tests/e2e.mjs")).args([url, shot.to_str().unwrap(), "900"]);
-    match pick {
-        Pick::Url { webgpu } => node.env("TRITIUM_E2E_NO_WEBGPU", if webgpu { "0" } else { "1" }),
-        Pick::Files(dir) => node.env("TRITIUM_E2E_FILES", dir),
+    let env = match pick {
+        Pick::Url { webgpu } => ("TRITIUM_E2E_NO_WEBGPU", OsStr::new(if webgpu { "0" } else { "1" })),
+        Pick::Files(dir) => ("TRITIUM_E2E_FILES", dir.as_os_str()),
     };
-    let out = node.output().expect("run node (apt-get install nodejs)");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "the browser run failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    let result: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
-    eprintln!("{url}: {result}\nscreenshot: {}", shot.display());
-    result
+    node("e2e.mjs", &[url, shot.to_str().unwrap(), "900"], &[env])
 }
 
 /// Runs a deep link in Chromium; returns the page's ids and text.
@@ -81,6 +90,21 @@ fn run_with(url: &str, screenshot: &str, pick: Pick) -> (Vec<u32>, String) {
     let ids = result["ids"].as_str().unwrap_or_else(|| panic!("no ids from the page: {result}"));
     let ids = ids.split(',').map(|s| s.parse().unwrap()).collect();
     (ids, result["text"].as_str().unwrap_or_default().to_string())
+}
+
+/// A tiny random model with Qwen's tokenizer in `dir`.
+fn synth_chat_model(dir: &Path, seed: &str) {
+    let tokenizer = fixture("qwen2.5-tokenizer");
+    let (m, t) = (dir.to_str().unwrap(), tokenizer.to_str().unwrap());
+    tritium_ok(&["synth", "--shape", "tiny", "--output", m, "--seed", seed, "--tokenizer", t]);
+}
+
+/// Text and ids of `generate --temperature 0` for one chat message.
+fn native_chat(model: &str, message: &str, max_tokens: &str) -> (String, Vec<u32>) {
+    let args = ["--prompt", message, "--chat", "--max-tokens", max_tokens, "--temperature", "0", "--print-ids"];
+    let run = tritium_ok(&[&["generate", "--model", model][..], &args].concat());
+    let (text, ids) = run.stdout.trim_end().rsplit_once('\n').expect("text, then the ids line");
+    (text.trim_end().to_string(), ids.split(',').map(|s| s.parse().unwrap()).collect())
 }
 
 fn native_ids(args: &[&str]) -> Vec<u32> {
@@ -105,42 +129,14 @@ fn deep_link_ids_match_native_generate() {
 fn chat_prompt_in_the_browser_matches_native_generate() {
     check_prerequisites();
     let dir = tempfile::tempdir().unwrap();
-    let m = dir.path().join("tiny");
-    let tokenizer = fixture("qwen2.5-tokenizer");
-    let m = m.to_str().unwrap();
-    tritium_ok(&[
-        "synth",
-        "--shape",
-        "tiny",
-        "--output",
-        m,
-        "--seed",
-        "11",
-        "--tokenizer",
-        tokenizer.to_str().unwrap(),
-    ]);
-    let (_server, address) = serve(Path::new(m));
-    let prompt = "Write a haiku about GPUs";
+    synth_chat_model(dir.path(), "11");
+    let (_server, address) = serve(dir.path());
     let url =
         format!("{address}/?model=/model/&prompt=Write%20a%20haiku%20about%20GPUs&chat=1&max_tokens=12&temperature=0");
     let (browser, text) = run_in_browser(&url, "web-demo.png");
-    let run = tritium_ok(&[
-        "generate",
-        "--model",
-        m,
-        "--prompt",
-        prompt,
-        "--chat",
-        "--max-tokens",
-        "12",
-        "--temperature",
-        "0",
-        "--print-ids",
-    ]);
-    let (native_text, native) = run.stdout.trim_end().rsplit_once('\n').unwrap();
-    let native: Vec<u32> = native.split(',').map(|s| s.parse().unwrap()).collect();
+    let (native_text, native) = native_chat(dir.path().to_str().unwrap(), "Write a haiku about GPUs", "12");
     assert_eq!(browser, native);
-    assert_eq!(text, native_text.trim_end());
+    assert_eq!(text, native_text);
 }
 
 #[test]
@@ -194,46 +190,13 @@ fn picked_files_run_like_the_url() {
 fn a_typed_conversation_streams_and_new_chat_clears_it() {
     check_prerequisites();
     let dir = tempfile::tempdir().unwrap();
-    let m = dir.path().to_str().unwrap();
-    let tokenizer = fixture("qwen2.5-tokenizer");
-    tritium_ok(&[
-        "synth",
-        "--shape",
-        "tiny",
-        "--output",
-        m,
-        "--seed",
-        "12",
-        "--tokenizer",
-        tokenizer.to_str().unwrap(),
-    ]);
+    synth_chat_model(dir.path(), "12");
     let (_server, address) = serve(dir.path());
     let shot = artifacts().join("web-chat.png");
-    let out = Command::new("node")
-        .arg(web_dir().join("tests/chat.mjs"))
-        .args([&format!("{address}/?model=/model/"), shot.to_str().unwrap(), "6"])
-        .output()
-        .expect("run node (apt-get install nodejs)");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "the chat run failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    let result: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
-    eprintln!("{result}\nscreenshot: {}", shot.display());
+    let result = node("chat.mjs", &[&format!("{address}/?model=/model/"), shot.to_str().unwrap(), "6"], &[]);
     assert_eq!((result["turns_before"].as_u64(), result["turns_after"].as_u64()), (Some(4), Some(0)), "{result}");
     // The first reply is what the command line generates for the same message.
-    let run = tritium_ok(&[
-        "generate",
-        "--model",
-        m,
-        "--prompt",
-        "Hi",
-        "--chat",
-        "--max-tokens",
-        "6",
-        "--temperature",
-        "0",
-        "--print-ids",
-    ]);
-    let native_ids = run.stdout.lines().last().unwrap();
-    assert_eq!(result["replies"][0]["ids"].as_str(), Some(native_ids), "{result}");
+    let (_, native) = native_chat(dir.path().to_str().unwrap(), "Hi", "6");
+    assert_eq!(result["replies"][0]["ids"].as_str(), Some(ids_arg(&native).as_str()), "{result}");
     assert!(result["replies"][1]["ids"].as_str().is_some_and(|ids| !ids.is_empty()), "{result}");
 }
