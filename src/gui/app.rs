@@ -95,6 +95,12 @@ impl ChatApp {
             self.error = Some("Open a model folder before sending a message.".into());
             return;
         }
+        let settings = &self.transcript.settings;
+        let options = ReplyOptions { sampling: settings.sampling(), max_tokens: settings.max_tokens, greedy_chunk: 1 };
+        if let Err(e) = options.sampling.validate() {
+            self.error = Some(e); // the message stays in the box, to send again
+            return;
+        }
         self.input.clear();
         self.error = None;
         self.transcript.turns.push(Turn { role: "user".into(), content: text, ids: vec![] });
@@ -103,13 +109,6 @@ impl ChatApp {
             messages.push(ChatMessage::new("system", &self.transcript.system));
         }
         messages.extend(self.transcript.turns.iter().map(|t| ChatMessage::new(&t.role, &t.content)));
-        let settings = &self.transcript.settings;
-        let options = ReplyOptions { sampling: settings.sampling(), max_tokens: settings.max_tokens, greedy_chunk: 1 };
-        if let Err(e) = options.sampling.validate() {
-            self.error = Some(e);
-            self.transcript.turns.pop();
-            return;
-        }
         self.stop.store(false, Ordering::SeqCst);
         self.streaming = Some(String::new());
         let _ = self.requests.send(Request::Reply { messages, options });
