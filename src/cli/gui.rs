@@ -26,17 +26,21 @@ pub struct GuiArgs {
     #[arg(long)]
     pub ctx: Option<usize>,
     /// System prompt (default: the chat template's own).
-    #[arg(long, default_value = "")]
+    #[arg(long, default_value = "", hide_default_value = true)]
     pub system: String,
-    /// Initial sampling settings (all can be changed in the window).
+    /// Temperature at start: 0 always picks the most likely token (every setting can be changed in the window).
     #[arg(long, default_value_t = Settings::default().temperature)]
     pub temperature: f32,
+    /// Sample only among the most likely tokens whose probabilities add up to p.
     #[arg(long, default_value_t = Settings::default().top_p)]
     pub top_p: f32,
+    /// Sample only among the k most likely tokens (0 = all).
     #[arg(long, default_value_t = Settings::default().top_k)]
     pub top_k: usize,
+    /// Most tokens per reply.
     #[arg(long, default_value_t = Settings::default().max_tokens)]
     pub max_tokens: usize,
+    /// Seed for sampling: the same seed gives the same reply.
     #[arg(long, default_value_t = Settings::default().seed)]
     pub seed: u64,
     /// Write the conversation to this JSON file after every reply and when the window closes.
