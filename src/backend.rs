@@ -80,6 +80,17 @@ pub enum StopReason {
     Stopped,
 }
 
+impl StopReason {
+    /// How a reply's summary line notes the end: nothing for a natural end.
+    pub fn note(self) -> &'static str {
+        match self {
+            StopReason::Stopped => " (stopped)",
+            StopReason::MaxTokens => " (max tokens)",
+            StopReason::EndOfText => "",
+        }
+    }
+}
+
 /// Adds a generated token to `generated` and hands it to `on_token`; says why
 /// generation ends with it, if it does. Shared by every generation loop.
 pub fn take_token(

@@ -58,11 +58,46 @@ pub struct ReplyOptions {
     pub greedy_chunk: usize,
 }
 
-/// The tokens in the backend's KV cache, so each turn runs only what is new.
+/// The tokens whose keys and values a backend's KV cache holds, so a new prompt
+/// runs only from where it departs from them. The chat session here and the
+/// browser's session both keep one.
+#[derive(Debug, Default)]
+pub struct CachedTokens(Vec<u32>);
+
+impl CachedTokens {
+    /// How many leading tokens of `prompt` the cache already holds: never all of
+    /// them, since the last prompt token must run to give the next token. The cache
+    /// is rewritten from there on, so the rest is forgotten now (in case the run fails).
+    pub fn reuse(&mut self, prompt: &[u32]) -> usize {
+        let shared = self.0.iter().zip(prompt).take_while(|(a, b)| a == b).count();
+        let reuse = shared.min(prompt.len().saturating_sub(1));
+        self.0.truncate(reuse);
+        reuse
+    }
+
+    /// After a run: the cache holds the prompt and every generated token but the
+    /// last (which was sampled, never fed back).
+    pub fn record(&mut self, prompt: &[u32], generated: &[u32]) {
+        self.0 = prompt.to_vec();
+        self.0.extend_from_slice(&generated[..generated.len().saturating_sub(1)]);
+    }
+
+    /// Positions of the cache in use.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// A conversation's tokenizer, stop tokens and KV-cache contents, so each turn
+/// runs only what is new.
 pub struct ChatSession {
     tokenizer: Tokenizer,
     stop_ids: Vec<u32>,
-    cached: Vec<u32>,
+    cached: CachedTokens,
 }
 
 impl ChatSession {
@@ -70,7 +105,7 @@ impl ChatSession {
     pub fn new(tokenizer: Tokenizer, eos_ids: Vec<u32>) -> Self {
         let mut stop_ids = eos_ids;
         stop_ids.extend_from_slice(tokenizer.stop_ids());
-        ChatSession { tokenizer, stop_ids, cached: Vec::new() }
+        ChatSession { tokenizer, stop_ids, cached: CachedTokens::default() }
     }
 
     pub fn tokenizer(&self) -> &Tokenizer {
@@ -80,11 +115,6 @@ impl ChatSession {
     /// Positions of the KV cache in use after the last reply.
     pub fn context_used(&self) -> usize {
         self.cached.len()
-    }
-
-    /// Forgets what the cache holds (e.g. after the backend was replaced).
-    pub fn reset(&mut self) {
-        self.cached.clear();
     }
 
     /// Generates the assistant's reply to `messages`, calling `on_text` after each
@@ -101,11 +131,7 @@ impl ChatSession {
         if ids.len() + 1 >= ctx {
             return Err(ChatError::ContextFull { tokens: ids.len(), ctx });
         }
-        // Reuse the cache for the prefix this rendering shares with what ran before;
-        // at least the last prompt token runs, to give the first reply token.
-        let reuse = self.cached.iter().zip(&ids).take_while(|(a, b)| a == b).count().min(ids.len() - 1);
-        // The cache is rewritten from `reuse` on: forget it now in case this reply fails.
-        self.cached.truncate(reuse);
+        let reuse = self.cached.reuse(&ids);
         let budget = options.max_tokens.min(ctx - ids.len());
         let mut sampler = Sampler::new(options.sampling.clone());
         let mut stream = TextStream::new(&self.tokenizer);
@@ -125,9 +151,7 @@ impl ChatSession {
             },
         )?;
         let first = first.unwrap_or_else(Instant::now);
-        // The cache now holds the prompt and every reply token but the last.
-        self.cached = ids.clone();
-        self.cached.extend_from_slice(&reply[..reply.len().saturating_sub(1)]);
+        self.cached.record(&ids, &reply);
         Ok(Reply {
             text: stream.text().trim_end().to_string(),
             ids: reply,

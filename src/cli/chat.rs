@@ -12,7 +12,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 
 use super::run::{with_backend, RunnerArgs, Timing};
-use crate::backend::{self, StopReason};
+use crate::backend;
 use crate::chat::{ChatError, ChatSession, ReplyOptions};
 use crate::model::Model;
 use crate::sampling::SamplingParams;
@@ -123,11 +123,7 @@ pub fn run(args: ChatArgs) -> Result<()> {
                 prompt_s: reply.prompt_s,
                 gen_s: reply.gen_s,
             };
-            let note = match reply.reason {
-                StopReason::Stopped => " (stopped)",
-                StopReason::MaxTokens => " (max tokens)",
-                StopReason::EndOfText => "",
-            };
+            let note = reply.reason.note();
             eprintln!("[{}{note}]", timing.summary(reply.ids.len()));
             messages.push(ChatMessage::new("assistant", &reply.text));
         }

@@ -6,7 +6,6 @@ use anyhow::Result;
 use clap::Args;
 
 use super::run::DeviceArgs;
-use crate::gpu::{AdapterChoice, DeviceOptions};
 use crate::gui::{transcript::Settings, GuiOptions};
 
 #[derive(Args, Debug)]
@@ -60,10 +59,9 @@ pub fn run(args: GuiArgs) -> Result<()> {
     if settings.max_tokens == 0 {
         anyhow::bail!("--max-tokens must be at least 1");
     }
-    let adapter = args.device.adapter.as_deref().map(AdapterChoice::parse).unwrap_or_default();
     crate::gui::run(GuiOptions {
         model: args.model,
-        device: DeviceOptions { adapter, portable: args.device.portable },
+        device: args.device.options(),
         ctx: args.ctx,
         system: args.system,
         settings,

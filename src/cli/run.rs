@@ -184,11 +184,17 @@ fn open(args: &ModelArgs, ids: &[u32], positions: usize) -> Result<(Model, usize
     Ok((model, ctx))
 }
 
+impl DeviceArgs {
+    /// The device request these arguments describe.
+    pub fn options(&self) -> DeviceOptions {
+        let adapter = self.adapter.as_deref().map(AdapterChoice::parse).unwrap_or_default();
+        DeviceOptions { adapter, portable: self.portable }
+    }
+}
+
 /// Opens the GPU device the arguments ask for.
 pub fn open_gpu(args: &DeviceArgs) -> Result<GpuContext> {
-    let adapter = args.adapter.as_deref().map(AdapterChoice::parse).unwrap_or_default();
-    let options = DeviceOptions { adapter, portable: args.portable };
-    Ok(pollster::block_on(GpuContext::new(&options))?)
+    Ok(pollster::block_on(GpuContext::new(&args.options()))?)
 }
 
 /// Runs `body` on `backend` with a KV cache of `ctx` positions (default: the most that fits).

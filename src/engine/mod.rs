@@ -119,8 +119,7 @@ impl Engine {
         let c = config;
         let plan = MemoryPlan::new(layout, c, options.ctx)?;
         let limits = &ctx.caps.limits;
-        let device_binding = limits.max_storage_buffer_binding_size.min(limits.max_buffer_size);
-        let max_binding = device_binding;
+        let max_binding = limits.max_storage_buffer_binding_size.min(limits.max_buffer_size);
         let kv_layer_bytes = (plan.ctx * c.kv_dim() * 4) as u64;
         if kv_layer_bytes > max_binding {
             return Err(GpuError::Limits(format!(
@@ -135,14 +134,14 @@ impl Engine {
                 c.head_dim()
             )));
         }
-        let scores_bytes = (ops::attention_partial_floats(c.num_attention_heads, c.head_dim(), plan.ctx) * 4) as u64;
-        if scores_bytes > max_binding || (c.vocab_size * 4) as u64 > max_binding {
+        let partials_bytes = (ops::attention_partial_floats(c.num_attention_heads, c.head_dim(), plan.ctx) * 4) as u64;
+        if partials_bytes > max_binding || (c.vocab_size * 4) as u64 > max_binding {
             return Err(GpuError::Limits(format!(
-                "the attention scratch ({scores_bytes} bytes) or logits do not fit one storage binding of {max_binding} bytes; lower --ctx"
+                "the attention scratch ({partials_bytes} bytes) or logits do not fit one storage binding of {max_binding} bytes; lower --ctx"
             )));
         }
 
-        let weight_binding = options.max_binding_bytes.unwrap_or(device_binding).min(device_binding);
+        let weight_binding = options.max_binding_bytes.unwrap_or(max_binding).min(max_binding);
         let mut up = Uploader::new(ctx, source, weight_binding, plan.weight_bytes, progress);
         async fn linear(up: &mut Uploader<'_>, l: &Linear) -> Result<GpuLinear, GpuError> {
             let weight = up.matrix(&l.weight).await?;

@@ -13,7 +13,6 @@ use super::markdown::{blocks, Block};
 use super::transcript::{Settings, Transcript, Turn};
 use super::worker::{self, Event, LoadedModel, Request};
 use super::GuiOptions;
-use crate::backend::StopReason;
 use crate::chat::ReplyOptions;
 use crate::gpu::GpuContext;
 use crate::tokenizer::ChatMessage;
@@ -164,11 +163,7 @@ impl ChatApp {
                 Event::Finished { reply, context_used } => {
                     self.streaming = None;
                     self.context_used = context_used;
-                    let how = match reply.reason {
-                        StopReason::Stopped => " (stopped)",
-                        StopReason::MaxTokens => " (max tokens)",
-                        StopReason::EndOfText => "",
-                    };
+                    let how = reply.reason.note();
                     self.last_reply =
                         Some(format!("{} tokens, {:.1} tokens/s{how}", reply.ids.len(), reply.tokens_per_s()));
                     // A reply that New chat interrupted belongs to no conversation.

@@ -14,6 +14,7 @@ use serde::Deserialize;
 use wasm_bindgen::prelude::*;
 
 use tritium::backend::StopReason;
+use tritium::chat::CachedTokens;
 use tritium::engine::{Engine, EngineOptions};
 use tritium::gpu::{DeviceOptions, GpuContext};
 use tritium::model::Layout;
@@ -34,7 +35,7 @@ pub struct Session {
     stop_ids: Vec<u32>,
     adapter: String,
     /// Tokens whose keys and values are in the cache, to reuse between turns.
-    cached: Vec<u32>,
+    cached: CachedTokens,
 }
 
 /// Sampling settings and limits of one reply, as the page sends them.
@@ -89,7 +90,7 @@ async fn open(folder: Folder, ctx: Option<usize>, progress: &js_sys::Function) -
     if let Some(t) = &tokenizer {
         stop_ids.extend_from_slice(t.stop_ids());
     }
-    Ok(Session { engine, tokenizer, stop_ids, adapter: gpu.describe(), cached: Vec::new() })
+    Ok(Session { engine, tokenizer, stop_ids, adapter: gpu.describe(), cached: CachedTokens::default() })
 }
 
 #[wasm_bindgen]
@@ -148,9 +149,7 @@ impl Session {
             ..Default::default()
         };
         params.validate().map_err(error)?;
-        // Reuse the cache for the prefix shared with what ran before.
-        let reuse = self.cached.iter().zip(&ids).take_while(|(a, b)| a == b).count().min(ids.len() - 1);
-        self.cached.truncate(reuse);
+        let reuse = self.cached.reuse(&ids);
         let budget = request.max_tokens.min(ctx - ids.len());
         let mut sampler = Sampler::new(params);
         let mut stream = self.tokenizer.as_ref().map(TextStream::new);
@@ -169,8 +168,7 @@ impl Session {
         )
         .await
         .map_err(error)?;
-        self.cached = ids.clone();
-        self.cached.extend_from_slice(&generated[..generated.len().saturating_sub(1)]);
+        self.cached.record(&ids, &generated);
         let text = stream.map(|s| s.text().trim_end().to_string()).unwrap_or_default();
         let reason = match reason {
             StopReason::MaxTokens => "max_tokens",
