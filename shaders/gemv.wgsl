@@ -43,10 +43,9 @@ override WEIGHT_DTYPE: u32 = 0u;       // DTYPE_* of W (dense)
 @group(0) @binding(8) var<storage, read_write> y: array<f32>;  // [all rows of the matrix]
 
 const WG: u32 = 64u;
-const MAX_ROWS_PER_TEAM: u32 = 8u;
 override LANES: u32 = 64u;         // threads per row team: a power of two dividing 64
-override ROWS_PER_TEAM: u32 = 1u;  // rows per team, at most MAX_ROWS_PER_TEAM
-var<workgroup> partial: array<f32, 512>; // [MAX_ROWS_PER_TEAM, WG]
+override ROWS_PER_TEAM: u32 = 1u;  // rows per team: 1, 2 or 4
+var<workgroup> partial: array<f32, 256>; // [4 rows, WG]
 
 // Inputs 4q..4q+3, normalized as the flags say. Inputs are read four at a time:
 // scattered 4-byte loads of them, not the weights, were what limited the GEMV.
@@ -67,8 +66,9 @@ fn team_first_row(wg: vec3<u32>, num_wg: vec3<u32>, lid: u32) -> u32 {
     return ((wg.x + wg.y * num_wg.x) * teams + lid / LANES) * ROWS_PER_TEAM;
 }
 
-// Sums each team's per-thread partial results and writes its rows' outputs.
-fn finish_rows(first_row: u32, lid: u32, acc: ptr<function, array<f32, 8>>) {
+// Sums each team's per-thread partial results (`acc[k]` for row k) and writes
+// its rows' outputs.
+fn finish_rows(first_row: u32, lid: u32, acc: vec4<f32>) {
     if (LANES == WG) {
         // One team: each subgroup sums every row in registers, one slot per
         // subgroup and row goes through workgroup memory, and one tree adds the
@@ -76,10 +76,10 @@ fn finish_rows(first_row: u32, lid: u32, acc: ptr<function, array<f32, 8>>) {
         // instead of a full workgroup reduction (and its barriers) per row.
         let lanes = subgroup_lanes();
         let first = subgroup_first(lid);
-        for (var k = 0u; k < ROWS_PER_TEAM; k = k + 1u) {
-            let sum = subgroup_sum((*acc)[k]);
-            if (lid == first) {
-                partial[k * WG + first / lanes] = sum;
+        let sums = vec4<f32>(subgroup_sum(acc.x), subgroup_sum(acc.y), subgroup_sum(acc.z), subgroup_sum(acc.w));
+        if (lid == first) {
+            for (var k = 0u; k < ROWS_PER_TEAM; k = k + 1u) {
+                partial[k * WG + first / lanes] = sums[k];
             }
         }
         workgroupBarrier();
@@ -94,7 +94,7 @@ fn finish_rows(first_row: u32, lid: u32, acc: ptr<function, array<f32, 8>>) {
         }
     } else {
         for (var k = 0u; k < ROWS_PER_TEAM; k = k + 1u) {
-            partial[k * WG + lid] = (*acc)[k];
+            partial[k * WG + lid] = acc[k];
         }
         workgroupBarrier();
         reduce_teams(lid);
@@ -135,6 +135,21 @@ fn write_rows(first_row: u32, lid: u32) {
     }
 }
 
+// Row `row`'s share of the product for packed word `w`: `xs` holds the word's 16
+// inputs by digit position (column j: inputs 4i + j), `x_sum` their sum.
+fn ternary_word(row: u32, w: u32, xs: mat4x4<f32>, x_sum: f32) -> f32 {
+    if (row >= p.rows) {
+        return 0.0;
+    }
+    let words = p.cols / 16u;
+    let d = base3_digits(weights[row * words + w]);
+    // Weights are digit - 1: the -1 folds out as one sum, shared by all rows.
+    let sum = dot(d[0], xs[0]) + dot(d[1], xs[1]) + dot(d[2], xs[2]) + dot(d[3], xs[3]) - x_sum;
+    // GROUP_SIZE is a multiple of 16, so one word never straddles two groups.
+    let s = row * (p.cols / GROUP_SIZE) + (w * 16u) / GROUP_SIZE;
+    return sum * float_in_word(scales[word_of(s, SCALE_DTYPE)], s, SCALE_DTYPE);
+}
+
 @compute @workgroup_size(64)
 fn gemv_ternary(
     @builtin(workgroup_id) wg: vec3<u32>,
@@ -143,35 +158,43 @@ fn gemv_ternary(
 ) {
     let first_row = team_first_row(wg, num_wg, lid);
     let words = p.cols / 16u;
-    let groups = p.cols / GROUP_SIZE;
-    var acc: array<f32, 8>;
+    // One accumulator per row of the team, written out per row so that they
+    // stay in registers.
+    var acc = vec4<f32>(0.0);
     for (var w = lid % LANES; w < words; w = w + LANES) {
-        // The word's 16 inputs (byte i holds inputs c + 4i .. c + 4i + 3), then
-        // arranged by digit position: xj[i] = in[c + 4i + j].
-        let c = w * 16u;
+        // The word's 16 inputs (byte i holds inputs 16w + 4i .. 16w + 4i + 3),
+        // then arranged by digit position: column j holds in[16w + 4i + j].
         let v0 = input4_at(4u * w);
         let v1 = input4_at(4u * w + 1u);
         let v2 = input4_at(4u * w + 2u);
         let v3 = input4_at(4u * w + 3u);
-        let x0 = vec4<f32>(v0.x, v1.x, v2.x, v3.x);
-        let x1 = vec4<f32>(v0.y, v1.y, v2.y, v3.y);
-        let x2 = vec4<f32>(v0.z, v1.z, v2.z, v3.z);
-        let x3 = vec4<f32>(v0.w, v1.w, v2.w, v3.w);
-        // Weights are digit - 1: the -1 folds out as one sum, shared by all rows.
+        let xs = transpose(mat4x4<f32>(v0, v1, v2, v3));
         let x_sum = dot(v0 + v1 + v2 + v3, vec4<f32>(1.0));
-        // GROUP_SIZE is a multiple of 16, so one word never straddles two groups.
-        let group = c / GROUP_SIZE;
-        for (var k = 0u; k < ROWS_PER_TEAM; k = k + 1u) {
-            let row = first_row + k;
-            if (row < p.rows) {
-                let d = base3_digits(weights[row * words + w]);
-                let sum = dot(d[0], x0) + dot(d[1], x1) + dot(d[2], x2) + dot(d[3], x3) - x_sum;
-                let s = row * groups + group;
-                acc[k] = acc[k] + sum * float_in_word(scales[word_of(s, SCALE_DTYPE)], s, SCALE_DTYPE);
-            }
+        acc.x = acc.x + ternary_word(first_row, w, xs, x_sum);
+        if (ROWS_PER_TEAM >= 2u) {
+            acc.y = acc.y + ternary_word(first_row + 1u, w, xs, x_sum);
+        }
+        if (ROWS_PER_TEAM >= 4u) {
+            acc.z = acc.z + ternary_word(first_row + 2u, w, xs, x_sum);
+            acc.w = acc.w + ternary_word(first_row + 3u, w, xs, x_sum);
         }
     }
-    finish_rows(first_row, lid, &acc);
+    finish_rows(first_row, lid, acc);
+}
+
+// Row `row`'s share of the product for inputs 4q..4q+3 (`v`).
+fn dense_quad(row: u32, q: u32, v: vec4<f32>) -> f32 {
+    if (row >= p.rows) {
+        return 0.0;
+    }
+    let i = row * p.cols + 4u * q;
+    let w = vec4<f32>(
+        float_in_word(weights[word_of(i, WEIGHT_DTYPE)], i, WEIGHT_DTYPE),
+        float_in_word(weights[word_of(i + 1u, WEIGHT_DTYPE)], i + 1u, WEIGHT_DTYPE),
+        float_in_word(weights[word_of(i + 2u, WEIGHT_DTYPE)], i + 2u, WEIGHT_DTYPE),
+        float_in_word(weights[word_of(i + 3u, WEIGHT_DTYPE)], i + 3u, WEIGHT_DTYPE),
+    );
+    return dot(w, v);
 }
 
 @compute @workgroup_size(64)
@@ -181,22 +204,17 @@ fn gemv_dense(
     @builtin(local_invocation_index) lid: u32,
 ) {
     let first_row = team_first_row(wg, num_wg, lid);
-    var acc: array<f32, 8>;
+    var acc = vec4<f32>(0.0);
     for (var q = lid % LANES; q < p.cols / 4u; q = q + LANES) {
         let v = input4_at(q);
-        for (var k = 0u; k < ROWS_PER_TEAM; k = k + 1u) {
-            let row = first_row + k;
-            if (row < p.rows) {
-                let i = row * p.cols + 4u * q;
-                let w = vec4<f32>(
-                    float_in_word(weights[word_of(i, WEIGHT_DTYPE)], i, WEIGHT_DTYPE),
-                    float_in_word(weights[word_of(i + 1u, WEIGHT_DTYPE)], i + 1u, WEIGHT_DTYPE),
-                    float_in_word(weights[word_of(i + 2u, WEIGHT_DTYPE)], i + 2u, WEIGHT_DTYPE),
-                    float_in_word(weights[word_of(i + 3u, WEIGHT_DTYPE)], i + 3u, WEIGHT_DTYPE),
-                );
-                acc[k] = acc[k] + dot(w, v);
-            }
+        acc.x = acc.x + dense_quad(first_row, q, v);
+        if (ROWS_PER_TEAM >= 2u) {
+            acc.y = acc.y + dense_quad(first_row + 1u, q, v);
+        }
+        if (ROWS_PER_TEAM >= 4u) {
+            acc.z = acc.z + dense_quad(first_row + 2u, q, v);
+            acc.w = acc.w + dense_quad(first_row + 3u, q, v);
         }
     }
-    finish_rows(first_row, lid, &acc);
+    finish_rows(first_row, lid, acc);
 }
