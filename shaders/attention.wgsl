@@ -17,6 +17,12 @@
 // o_j, then (m_j, l_j, 0, 0). Needs head_dim % 4 == 0 and head_dim <= 256.
 // Dispatch: partial [heads, splits] and combine [heads] workgroups of 64 threads;
 // splits = ceil(ctx / CHUNK), and splits past the current position return at once.
+//
+// `attention_causal` serves prefill: a chunk of step.tokens query positions
+// (step.pos, step.pos + 1, ...), q and out laid out [tokens, heads, head_dim].
+// Workgroup (h, t) walks positions 0..=step.pos + t in CHUNK-position pieces,
+// rescaling its running sums as the maximum grows (online softmax), so it needs
+// no scratch. Dispatch: [heads, tokens] workgroups; tokens past the chunk return.
 // Reductions come from reduce*.wgsl.
 
 struct Params {
@@ -31,16 +37,17 @@ struct Params {
 }
 
 struct Step {
-    pos: u32, // position of this step's token
+    pos: u32,    // position of this step's (first) token
+    tokens: u32, // tokens in this step (attention_causal)
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<uniform> step: Step;
-@group(0) @binding(2) var<storage, read> q: array<vec4<f32>>;              // [heads, head_dim / 4]
+@group(0) @binding(2) var<storage, read> q: array<vec4<f32>>;              // [tokens, heads, head_dim / 4]
 @group(0) @binding(3) var<storage, read> k_cache: array<vec4<f32>>;        // [ctx, kv_heads, head_dim / 4]
 @group(0) @binding(4) var<storage, read> v_cache: array<vec4<f32>>;        // [ctx, kv_heads, head_dim / 4]
 @group(0) @binding(5) var<storage, read_write> partials: array<vec4<f32>>; // [heads, splits, head_dim / 4 + 1]
-@group(0) @binding(6) var<storage, read_write> out: array<vec4<f32>>;      // [heads, head_dim / 4]
+@group(0) @binding(6) var<storage, read_write> out: array<vec4<f32>>;      // [tokens, heads, head_dim / 4]
 
 const WG: u32 = 64u;
 const CHUNK: u32 = 64u; // positions per split: one per thread for the scores
@@ -131,5 +138,64 @@ fn attention_combine(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invoca
             acc = acc + exp(partials[record + quads].x - top) * partials[record + lid];
         }
         out[head * quads + lid] = acc / den;
+    }
+}
+
+@compute @workgroup_size(64)
+fn attention_causal(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let head = wg.x;
+    let token = wg.y;
+    if (token >= step.tokens) {
+        return; // the whole workgroup: the chunk is shorter than the dispatch
+    }
+    let n = step.pos + token + 1u; // positions this query sees
+    let quads = p.head_dim / 4u;
+    let kv_stride = p.kv_heads * quads;
+    let kv_offset = (head / (p.heads / p.kv_heads)) * quads;
+    let q_offset = (token * p.heads + head) * quads;
+    let slice_count = WG / quads;
+    let slice = lid / quads;
+    let column = lid % quads;
+    var run_max = -3.0e38; // maximum score so far
+    var run_sum = 0.0;     // sum of exp(s - run_max) so far
+    var acc = vec4<f32>(0.0); // this thread's share of sum exp(s - run_max) v
+    for (var first = 0u; first < n; first = first + CHUNK) {
+        let last = min(first + CHUNK, n);
+        let t = first + lid;
+        var s = -3.0e38;
+        if (t < last) {
+            var dot_qk = 0.0;
+            for (var d = 0u; d < quads; d = d + 1u) {
+                dot_qk = dot_qk + dot(q[q_offset + d], k_cache[t * kv_stride + kv_offset + d]);
+            }
+            s = dot_qk * p.scale;
+        }
+        // The reductions' barriers also keep this write of `weights` after
+        // every thread's reads of the previous piece's.
+        let m = max(run_max, workgroup_max(lid, WG, s));
+        var e = 0.0;
+        if (t < last) {
+            e = exp(s - m);
+        }
+        let rescale = exp(run_max - m);
+        run_sum = run_sum * rescale + workgroup_sum(lid, WG, e);
+        run_max = m;
+        weights[lid] = e;
+        workgroupBarrier();
+        acc = acc * rescale;
+        if (slice < slice_count) {
+            for (var i = slice; first + i < last; i = i + slice_count) {
+                acc = acc + weights[i] * v_cache[(first + i) * kv_stride + kv_offset + column];
+            }
+        }
+    }
+    slices[lid] = acc;
+    workgroupBarrier();
+    if (lid < quads) {
+        var sum = vec4<f32>(0.0);
+        for (var k = 0u; k < slice_count; k = k + 1u) {
+            sum = sum + slices[k * quads + lid];
+        }
+        out[q_offset + lid] = sum / run_sum;
     }
 }

@@ -7,7 +7,9 @@
 // The table is computed on the CPU, as the reference does, because GPU sin/cos
 // lose precision on large angles.
 //
-// Dispatch: ceil((heads + kv_heads) * head_dim/2 / 64) workgroups of 64.
+// For a chunk of step.tokens tokens (prefill), token t is at position step.pos + t
+// and q, k, v are laid out [tokens, heads or kv_heads, head_dim].
+// Dispatch: [ceil((heads + kv_heads) * head_dim/2 / 64), tokens] workgroups of 64.
 
 struct Params {
     heads: u32,
@@ -17,14 +19,15 @@ struct Params {
 }
 
 struct Step {
-    pos: u32, // position of this step's token
+    pos: u32,    // position of this step's (first) token
+    tokens: u32, // tokens in this step
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<uniform> step: Step;
-@group(0) @binding(2) var<storage, read_write> q: array<f32>;        // [heads, head_dim]
-@group(0) @binding(3) var<storage, read> k: array<f32>;              // [kv_heads, head_dim]
-@group(0) @binding(4) var<storage, read> v: array<f32>;              // [kv_heads, head_dim]
+@group(0) @binding(2) var<storage, read_write> q: array<f32>;        // [tokens, heads, head_dim]
+@group(0) @binding(3) var<storage, read> k: array<f32>;              // [tokens, kv_heads, head_dim]
+@group(0) @binding(4) var<storage, read> v: array<f32>;              // [tokens, kv_heads, head_dim]
 @group(0) @binding(5) var<storage, read> rope_table: array<vec2<f32>>; // [ctx, head_dim/2] (cos, sin)
 @group(0) @binding(6) var<storage, read_write> k_cache: array<f32>;  // [ctx, kv_heads, head_dim]
 @group(0) @binding(7) var<storage, read_write> v_cache: array<f32>;  // [ctx, kv_heads, head_dim]
@@ -34,19 +37,21 @@ fn rope(@builtin(global_invocation_id) id: vec3<u32>) {
     let half = p.head_dim / 2u;
     let head = id.x / half;
     let i = id.x % half;
-    if (head >= p.heads + p.kv_heads) {
+    let token = id.y;
+    if (head >= p.heads + p.kv_heads || token >= step.tokens) {
         return;
     }
-    let cs = rope_table[step.pos * half + i];
+    let pos = step.pos + token;
+    let cs = rope_table[pos * half + i];
     if (head < p.heads) {
-        let at = head * p.head_dim + i;
+        let at = (token * p.heads + head) * p.head_dim + i;
         let a = q[at];
         let b = q[at + half];
         q[at] = a * cs.x - b * cs.y;
         q[at + half] = b * cs.x + a * cs.y;
     } else {
-        let at = (head - p.heads) * p.head_dim + i;
-        let slot = step.pos * p.kv_heads * p.head_dim + at;
+        let at = (token * p.kv_heads + head - p.heads) * p.head_dim + i;
+        let slot = (pos * p.kv_heads + head - p.heads) * p.head_dim + i;
         let a = k[at];
         let b = k[at + half];
         k_cache[slot] = a * cs.x - b * cs.y;

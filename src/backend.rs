@@ -18,6 +18,8 @@ pub enum RunError {
         "position {pos} is past the context of {ctx} tokens; shorten the prompt or the generation, or raise --ctx"
     )]
     ContextFull { pos: usize, ctx: usize },
+    #[error("the prompt is empty: give at least one token")]
+    EmptyPrompt,
 }
 
 pub trait Backend {
@@ -34,13 +36,20 @@ pub trait Backend {
         Ok(argmax(self.forward(token, pos)?))
     }
 
+    /// Runs `tokens` at positions from `start_pos` on, only to fill the KV cache
+    /// (the GPU runs them in batched chunks and reads nothing back).
+    fn prefill(&mut self, tokens: &[u32], start_pos: usize) -> Result<(), RunError> {
+        for (i, &id) in tokens.iter().enumerate() {
+            self.forward(id, start_pos + i)?;
+        }
+        Ok(())
+    }
+
     /// Runs `prompt` at positions from `start_pos` and returns the most likely
     /// next token (the GPU queues the whole prompt and waits once).
     fn prefill_greedy(&mut self, prompt: &[u32], start_pos: usize) -> Result<u32, RunError> {
-        let (last, rest) = prompt.split_last().expect("a non-empty prompt");
-        for (i, &id) in rest.iter().enumerate() {
-            self.forward(id, start_pos + i)?;
-        }
+        let (last, rest) = prompt.split_last().ok_or(RunError::EmptyPrompt)?;
+        self.prefill(rest, start_pos)?;
         self.forward_greedy(*last, start_pos + rest.len())
     }
 
@@ -138,9 +147,7 @@ pub fn generate(
     let mut pending: std::collections::VecDeque<u32> = if sampler.is_greedy() {
         [backend.prefill_greedy(prompt, start_pos)?].into()
     } else {
-        for (i, &id) in prompt[..prompt.len() - 1].iter().enumerate() {
-            backend.forward(id, start_pos + i)?;
-        }
+        backend.prefill(&prompt[..prompt.len() - 1], start_pos)?;
         let logits = backend.forward(prompt[prompt.len() - 1], pos - 1)?;
         [sampler.sample(logits, &history)].into()
     };

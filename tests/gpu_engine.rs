@@ -1,6 +1,6 @@
 //! The GPU engine end to end: logits and greedy ids against transformers, the
-//! same with every tensor split across many small bindings, and the errors a
-//! model that does not fit gets.
+//! batched prefill against them too, the same with every tensor split across
+//! many small bindings, and the errors a model that does not fit gets.
 
 mod common;
 use common::*;
@@ -66,6 +66,55 @@ fn gpu_logits_and_greedy_ids_match_transformers() {
     }
 }
 
+/// Prefills `prompt[..k]` in steps of `ubatch` tokens, then returns the logits
+/// after `prompt[k]` (so they follow a prompt position the batched kernels wrote).
+fn logits_after_prefill(engine: &mut Engine, prompt: &[u32], k: usize) -> Vec<f32> {
+    engine.prefill(&prompt[..k], 0).unwrap();
+    engine.forward(prompt[k], k).unwrap().to_vec()
+}
+
+#[test]
+fn batched_prefill_matches_transformers() {
+    let ctx = gpu();
+    for portable in [false, true] {
+        let ctx = if portable {
+            pollster::block_on(GpuContext::new(&DeviceOptions { portable: true, ..Default::default() })).unwrap()
+        } else {
+            ctx.clone()
+        };
+        for name in FIXTURES {
+            let dir = fixture(name);
+            let model = Model::open(&dir).unwrap();
+            let exp = expected(&dir);
+            let (_, theirs) = read_npy(&dir.join("logits.npy"));
+            let vocab = model.config().vocab_size;
+            let prompt = &exp.prompt_ids;
+            // One step for the whole prompt, several steps with a short last one,
+            // and one token per step (the decode kernels).
+            for ubatch in [512, 3, 1] {
+                let options = EngineOptions { ctx: Some(prompt.len()), ubatch: Some(ubatch), ..Default::default() };
+                let mut engine = pollster::block_on(Engine::load(
+                    &ctx,
+                    model.config(),
+                    &model.layout,
+                    &model.checkpoint,
+                    &options,
+                    &mut |_, _| {},
+                ))
+                .unwrap();
+                for k in [prompt.len() - 1, prompt.len() / 2] {
+                    let ours = logits_after_prefill(&mut engine, prompt, k);
+                    let row = &theirs[k * vocab..(k + 1) * vocab];
+                    let diff = max_abs_diff(&ours, row);
+                    let what = format!("{name}, ubatch {ubatch}, portable {portable}, position {k}");
+                    assert!(diff <= 2e-3 * exp.max_abs_logit, "{what}: max |logit difference| {diff}");
+                    assert_eq!(tritium::sampling::argmax(&ours), tritium::sampling::argmax(row), "{what}: argmax");
+                }
+            }
+        }
+    }
+}
+
 #[test]
 fn every_tensor_split_across_small_bindings_gives_the_same_model() {
     let ctx = gpu();
@@ -74,7 +123,7 @@ fn every_tensor_split_across_small_bindings_gives_the_same_model() {
         let exp = expected(&fixture(name));
         let c = model.config();
         // 1 KiB bindings: every matrix, the packed embedding and the LM head split in many chunks.
-        let options = EngineOptions { ctx: Some(64), max_binding_bytes: Some(1024) };
+        let options = EngineOptions { ctx: Some(64), max_binding_bytes: Some(1024), ubatch: Some(4) };
         let mut engine =
             pollster::block_on(Engine::load(&ctx, c, &model.layout, &model.checkpoint, &options, &mut |_, _| {}))
                 .unwrap();
@@ -84,6 +133,12 @@ fn every_tensor_split_across_small_bindings_gives_the_same_model() {
         let diff = max_abs_diff(&ours, &theirs);
         assert!(diff <= 2e-3 * exp.max_abs_logit, "{name}: split GPU vs CPU reference {diff}");
         assert_eq!(engine.context_len(), 64);
+        // The batched prefill over the split matrices, in steps of 4 tokens.
+        let k = exp.prompt_ids.len() - 1;
+        let ours = logits_after_prefill(&mut engine, &exp.prompt_ids, k);
+        let vocab = c.vocab_size;
+        let diff = max_abs_diff(&ours, &theirs[k * vocab..]);
+        assert!(diff <= 2e-3 * exp.max_abs_logit, "{name}: split GPU prefill vs CPU reference {diff}");
     }
 }
 
@@ -97,11 +152,15 @@ fn what_does_not_fit_is_refused_with_a_reason() {
             .err()
             .map(|e| e.to_string())
     };
-    let err =
-        load(EngineOptions { ctx: Some(64), max_binding_bytes: Some(16) }).expect("a 16-byte binding holds no row");
+    let err = load(EngineOptions { ctx: Some(64), max_binding_bytes: Some(16), ubatch: None })
+        .expect("a 16-byte binding holds no row");
     assert!(err.contains("more than the largest storage binding"), "{err}");
-    let err = load(EngineOptions { ctx: Some(100_000), max_binding_bytes: None }).expect("context beyond the model");
+    let err = load(EngineOptions { ctx: Some(100_000), ..Default::default() }).expect("context beyond the model");
     assert!(err.contains("larger than the model's max_position_embeddings"), "{err}");
+    let err = load(EngineOptions { ubatch: Some(0), ..Default::default() }).expect("an empty prefill step");
+    assert!(err.contains("--ubatch") && err.contains("at least 1"), "{err}");
+    let err = load(EngineOptions { ubatch: Some(1 << 40), ..Default::default() }).expect("a step beyond a binding");
+    assert!(err.contains("more than one storage binding"), "{err}");
 
     // A prompt longer than the context.
     let options = EngineOptions { ctx: Some(4), ..Default::default() };
@@ -111,5 +170,9 @@ fn what_does_not_fit_is_refused_with_a_reason() {
     let err = backend::score(&mut engine, &[1, 2, 3, 4, 5]).unwrap_err().to_string();
     assert!(err.contains("position 4 is past the context of 4 tokens"), "{err}");
     let err = backend::score(&mut engine, &[600]).unwrap_err().to_string();
+    assert!(err.contains("token id 600 is out of range"), "{err}");
+    let err = engine.prefill(&[1, 2, 3, 4, 5], 0).unwrap_err().to_string();
+    assert!(err.contains("position 4 is past the context of 4 tokens"), "{err}");
+    let err = engine.prefill(&[1, 600], 0).unwrap_err().to_string();
     assert!(err.contains("token id 600 is out of range"), "{err}");
 }

@@ -46,12 +46,30 @@ impl Gpu {
             .expect("a GPU adapter (on a machine without one, install mesa-vulkan-drivers)");
         let kernels = Kernels::new(&ctx);
         let dummy = ctx.buffer("dummy", 16, wgpu::BufferUsages::STORAGE);
-        let step = ctx.buffer("step", 16, wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST);
+        let usage = wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST;
+        let step = ctx.buffer_init("step", bytemuck::cast_slice(&[0u32, 1, 0, 0]), usage);
         Gpu { ctx, kernels, dummy, step }
     }
 
+    /// Builders for one token per step (decode).
     fn ops(&mut self) -> tritium::engine::ops::Ops<'_> {
-        tritium::engine::ops::Ops { ctx: &self.ctx, kernels: &mut self.kernels, dummy: &self.dummy, step: &self.step }
+        self.batch_ops(1)
+    }
+
+    /// Builders for up to `tokens` tokens per step (prefill).
+    fn batch_ops(&mut self, tokens: usize) -> tritium::engine::ops::Ops<'_> {
+        tritium::engine::ops::Ops {
+            ctx: &self.ctx,
+            kernels: &mut self.kernels,
+            dummy: &self.dummy,
+            step: &self.step,
+            tokens,
+        }
+    }
+
+    /// Sets the step uniform: the first token's position and the step's tokens.
+    fn set_step(&self, pos: u32, tokens: u32) {
+        self.ctx.queue.write_buffer(&self.step, 0, bytemuck::cast_slice(&[pos, tokens]));
     }
 
     fn f32s(&self, values: &[f32]) -> wgpu::Buffer {
@@ -194,7 +212,7 @@ fn gemv_matches_the_cpu_for_packed_and_dense_weights_split_or_whole() {
                 let (xb, y) = (gpu.f32s(&x), gpu.f32s(&vec![0.0; rows]));
                 let stats = gpu.f32s(&[0.0, 0.0]);
                 let none = tritium::engine::ops::InputNorms { stats: &stats, norm1: None, norm2: None };
-                let d = block_on(gpu.ops().gemv(&gm, &xb, none, None, false, &y)).unwrap();
+                let d = block_on(gpu.ops().linear(&gm, &xb, none, None, false, &y)).unwrap();
                 gpu.run(&d);
                 assert_close(&format!("gemv {}", m.name), &gpu.read(&y, rows), &matvec(&w, cols, &x), 1e-4);
 
@@ -208,12 +226,66 @@ fn gemv_matches_the_cpu_for_packed_and_dense_weights_split_or_whole() {
                 let (n1b, n2b, biasb, yb) = (gpu.f32s(&n1), gpu.f32s(&n2), gpu.f32s(&bias), gpu.f32s(&residual));
                 let mut d = vec![block_on(gpu.ops().norm_stats(&xb, cols, Some(&n1b), eps, &stats)).unwrap()];
                 let norms = tritium::engine::ops::InputNorms { stats: &stats, norm1: Some(&n1b), norm2: Some(&n2b) };
-                d.extend(block_on(gpu.ops().gemv(&gm, &xb, norms, Some(&biasb), true, &yb)).unwrap());
+                d.extend(block_on(gpu.ops().linear(&gm, &xb, norms, Some(&biasb), true, &yb)).unwrap());
                 gpu.run(&d);
                 assert_close(&format!("fused gemv {}", m.name), &gpu.read(&yb, rows), &want, 1e-4);
             }
         }
         assert_eq!(team_sizes.into_iter().collect::<Vec<_>>(), [1, 2, 4], "every rows-per-team choice is tested");
+    }
+}
+
+#[test]
+fn gemm_matches_the_cpu_for_every_token_of_a_step() {
+    for mut gpu in gpus() {
+        let mut rng = Rng::new(7);
+        let eps = 1e-6;
+        // (rows, cols, split bytes, tokens recorded for, tokens in the step): partial
+        // row and token tiles, several tiles of each, split matrices, and a step
+        // shorter than the graph (the rows past it must stay untouched).
+        for (rows, cols, max_binding, graph_tokens, tokens) in
+            [(37, 320, 1 << 20, 5, 5), (203, 1088, 4096, 70, 67), (130, 192, 256, 3, 2), (300, 64, 1 << 20, 130, 130)]
+        {
+            for (k, dtype) in [DType::F32, DType::F16, DType::BF16].into_iter().enumerate() {
+                let mut source = MemorySource::default();
+                let (m, w) = if (k == 1 && max_binding > 4096) || rows == 300 {
+                    // Dense, with columns not a multiple of the 16-column tile.
+                    let cols = if rows == 300 { 36 } else { cols };
+                    dense_matrix(&mut rng, &mut source, rows, cols, dtype.clone())
+                } else {
+                    packed_matrix(&mut rng, &mut source, rows, cols, dtype.clone())
+                };
+                let cols = m.cols;
+                let gm = gpu.matrix(&m, &source, max_binding);
+                let x = random(&mut rng, graph_tokens * cols);
+                let (n1, n2) = (random(&mut rng, cols), random(&mut rng, cols));
+                let bias = random(&mut rng, rows);
+                let residual = random(&mut rng, graph_tokens * rows);
+
+                // Per token: both fused norms, bias and residual, as the GEMV does.
+                let mut want = residual.clone();
+                for t in 0..tokens {
+                    let mut h = vec![0.0; cols];
+                    reference::rmsnorm(&mut h, &x[t * cols..(t + 1) * cols], &n1, eps);
+                    let mut input = vec![0.0; cols];
+                    reference::rmsnorm(&mut input, &h, &n2, eps);
+                    for (r, v) in matvec(&w, cols, &input).iter().enumerate() {
+                        want[t * rows + r] += v + bias[r];
+                    }
+                }
+                let (xb, n1b, n2b) = (gpu.f32s(&x), gpu.f32s(&n1), gpu.f32s(&n2));
+                let (biasb, yb, stats) = (gpu.f32s(&bias), gpu.f32s(&residual), gpu.f32s(&vec![0.0; 2 * graph_tokens]));
+                let mut ops = gpu.batch_ops(graph_tokens);
+                let mut d = vec![block_on(ops.norm_stats(&xb, cols, Some(&n1b), eps, &stats)).unwrap()];
+                let norms = tritium::engine::ops::InputNorms { stats: &stats, norm1: Some(&n1b), norm2: Some(&n2b) };
+                d.extend(block_on(ops.linear(&gm, &xb, norms, Some(&biasb), true, &yb)).unwrap());
+                gpu.set_step(0, tokens as u32);
+                gpu.run(&d);
+                gpu.set_step(0, 1);
+                let got = gpu.read(&yb, graph_tokens * rows);
+                assert_close(&format!("gemm {} x {tokens} tokens", m.name), &got, &want, 1e-4);
+            }
+        }
     }
 }
 
@@ -320,23 +392,28 @@ fn attention_matches_the_cpu_loop() {
             let kv = kv_heads * head_dim;
             let q = random(&mut rng, heads * head_dim);
             let (k_cache, v_cache) = (random(&mut rng, ctx * kv), random(&mut rng, ctx * kv));
-            let mut want = vec![0.0; heads * head_dim];
-            for h in 0..heads {
-                let g = h / (heads / kv_heads);
-                let qh = &q[h * head_dim..(h + 1) * head_dim];
-                let mut s: Vec<f32> = (0..=pos)
-                    .map(|t| {
-                        qh.iter().zip(&k_cache[t * kv + g * head_dim..]).map(|(a, b)| a * b).sum::<f32>()
-                            / (head_dim as f32).sqrt()
-                    })
-                    .collect();
-                reference::softmax(&mut s);
-                for (t, p) in s.iter().enumerate() {
-                    for d in 0..head_dim {
-                        want[h * head_dim + d] += p * v_cache[t * kv + g * head_dim + d];
+            // Every head of the query `q` at position `pos`, on the CPU.
+            let cpu = |q: &[f32], pos: usize| {
+                let mut want = vec![0.0; heads * head_dim];
+                for h in 0..heads {
+                    let g = h / (heads / kv_heads);
+                    let qh = &q[h * head_dim..(h + 1) * head_dim];
+                    let mut s: Vec<f32> = (0..=pos)
+                        .map(|t| {
+                            qh.iter().zip(&k_cache[t * kv + g * head_dim..]).map(|(a, b)| a * b).sum::<f32>()
+                                / (head_dim as f32).sqrt()
+                        })
+                        .collect();
+                    reference::softmax(&mut s);
+                    for (t, p) in s.iter().enumerate() {
+                        for d in 0..head_dim {
+                            want[h * head_dim + d] += p * v_cache[t * kv + g * head_dim + d];
+                        }
                     }
                 }
-            }
+                want
+            };
+            let want = cpu(&q, pos);
             let (qb, kb, vb) = (gpu.f32s(&q), gpu.f32s(&k_cache), gpu.f32s(&v_cache));
             let partials = gpu.f32s(&vec![0.0; tritium::engine::ops::attention_partial_floats(heads, head_dim, ctx)]);
             let out = gpu.f32s(&vec![0.0; heads * head_dim]);
@@ -345,6 +422,26 @@ fn attention_matches_the_cpu_loop() {
             gpu.set_pos(pos as u32);
             gpu.run(&d);
             assert_close(&format!("attention heads={heads} pos={pos}"), &gpu.read(&out, heads * head_dim), &want, 1e-5);
+
+            // Prefill: a step of queries at positions first..=pos, recorded for two more.
+            let tokens = (pos + 1).min(5);
+            let first = pos + 1 - tokens;
+            let q = random(&mut rng, (tokens + 2) * heads * head_dim);
+            let (qb, out) = (gpu.f32s(&q), gpu.f32s(&vec![0.0; (tokens + 2) * heads * head_dim]));
+            let mut ops = gpu.batch_ops(tokens + 2);
+            let d = block_on(ops.attention(heads, kv_heads, head_dim, ctx, &qb, (&kb, &vb), &partials, &out)).unwrap();
+            gpu.set_step(first as u32, tokens as u32);
+            gpu.run(&d);
+            gpu.set_step(0, 1);
+            let got = gpu.read(&out, (tokens + 2) * heads * head_dim);
+            for (t, got) in got.chunks(heads * head_dim).enumerate() {
+                let want = if t < tokens {
+                    cpu(&q[t * heads * head_dim..(t + 1) * heads * head_dim], first + t)
+                } else {
+                    vec![0.0; heads * head_dim] // past the step: untouched
+                };
+                assert_close(&format!("causal attention heads={heads} position {}", first + t), got, &want, 1e-5);
+            }
         }
     }
 }

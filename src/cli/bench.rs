@@ -39,6 +39,10 @@ pub struct BenchArgs {
     /// Repetitions after one warm-up run (default 3; 1 on a software adapter).
     #[arg(short = 'r', long)]
     pub repetitions: Option<usize>,
+    /// Prompt tokens per batched prefill step (default 512, fewer when one
+    /// step's activations would not fit a storage binding).
+    #[arg(long)]
+    pub ubatch: Option<usize>,
     #[command(flatten)]
     pub device: DeviceArgs,
     /// Also measure the device's streaming-read bandwidth and report decode as a fraction of it.
@@ -85,7 +89,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let roof = if args.roof { Some(pollster::block_on(measure_read_bandwidth(&gpu, 20))?) } else { None };
     let started = Instant::now();
     let (bar, mut progress) = bytes_bar("uploading weights");
-    let options = EngineOptions { ctx: Some(ctx), ..Default::default() };
+    let options = EngineOptions { ctx: Some(ctx), ubatch: args.ubatch, ..Default::default() };
     let mut engine = pollster::block_on(Engine::load(&gpu, &config, &layout, source, &options, &mut progress))
         .with_context(|| format!("loading {name} onto {}", gpu.describe()))?;
     bar.finish_and_clear();
@@ -108,7 +112,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
             let gb_s = plan.weight_bytes as f64 * tg / 1e9;
             let line = serde_json::json!({
                 "model": name, "adapter": adapter, "backend": backend,
-                "prompt_tokens": prompt_tokens, "gen_tokens": gen_tokens,
+                "prompt_tokens": prompt_tokens, "gen_tokens": gen_tokens, "ubatch": plan.ubatch,
                 "prefill_tok_s": pp, "decode_tok_s": tg,
                 "weight_bytes": plan.weight_bytes, "decode_gb_s": gb_s,
                 "gpu_memory_bytes": plan.total(), "kv_cache_bytes": plan.kv_cache_bytes,
@@ -128,9 +132,10 @@ pub fn run(args: BenchArgs) -> Result<()> {
     println!("model    {name}");
     println!("adapter  {adapter} ({backend}); {}", gpu.describe());
     println!(
-        "weights  {} on the GPU, {} in all with a {ctx}-token KV cache; loaded in {load_s:.2} s",
+        "weights  {} on the GPU, {} in all with a {ctx}-token KV cache and {}-token prefill steps; loaded in {load_s:.2} s",
         human(plan.weight_bytes),
-        human(plan.total())
+        human(plan.total()),
+        plan.ubatch
     );
     println!();
     println!("| test   |            t/s | weights read |");

@@ -57,6 +57,10 @@ pub struct RunnerArgs {
     /// Context length in tokens (default: max_position_embeddings, capped so the KV cache stays under 4 GiB).
     #[arg(long)]
     pub ctx: Option<usize>,
+    /// Prompt tokens per batched prefill step on the GPU (default 512, fewer
+    /// when one step's activations would not fit a storage binding).
+    #[arg(long)]
+    pub ubatch: Option<usize>,
 }
 
 /// Which GPU and which kernel path: shared by every command that uses the GPU.
@@ -214,7 +218,7 @@ pub fn with_backend<T>(
             let gpu = open_gpu(&runner.device)?;
             let started = Instant::now();
             let (bar, mut progress) = bytes_bar("loading");
-            let options = EngineOptions { ctx, ..Default::default() };
+            let options = EngineOptions { ctx, ubatch: runner.ubatch, ..Default::default() };
             let mut engine = pollster::block_on(Engine::load(
                 &gpu,
                 model.config(),

@@ -1,6 +1,8 @@
-//! The Qwen2 forward pass on the GPU, in the order it runs: one token's whole
-//! work as a list of dispatches, recorded once at load and replayed every step
-//! (only the position uniform and the token buffer change). Compare with `reference.rs`.
+//! The Qwen2 forward pass on the GPU, in the order it runs: a step's whole work
+//! as a list of dispatches, recorded once at load and replayed every step (only
+//! the step uniform and the token buffer change). Two graphs are recorded: the
+//! decode step (one token, through to the sampled id) and the prefill step (a
+//! chunk of prompt tokens, filling the KV cache). Compare with `reference.rs`.
 
 use crate::gpu::kernels::Dispatch;
 use crate::gpu::weights::GpuMatrix;
@@ -44,7 +46,8 @@ impl GpuWeights {
     }
 }
 
-/// Activation buffers, allocated once (f32).
+/// Activation buffers of one graph, allocated once (f32), each `[tokens, ...]`
+/// for the graph's tokens per step.
 pub struct Activations {
     pub x: wgpu::Buffer,             // [hidden] residual stream
     pub q: wgpu::Buffer,             // [heads * head_dim]
@@ -53,9 +56,9 @@ pub struct Activations {
     pub attn: wgpu::Buffer,          // [heads * head_dim]
     pub gate: wgpu::Buffer,          // [intermediate], SwiGLU output in place
     pub up: wgpu::Buffer,            // [intermediate]
-    pub attn_partials: wgpu::Buffer, // attention's per-split results (ops::attention_partial_floats)
-    pub logits: wgpu::Buffer,        // [vocab]
-    pub token: wgpu::Buffer,         // [1] u32: this step's token in, the argmax out
+    pub attn_partials: wgpu::Buffer, // decode attention's per-split results (ops::attention_partial_floats)
+    pub logits: wgpu::Buffer,        // [vocab] (decode)
+    pub token: wgpu::Buffer,         // [tokens] u32: the step's tokens in; decode: the argmax out
     /// `[2]` inverse RMS values for each place a norm is fused into a GEMV.
     pub stats_attn: wgpu::Buffer,
     pub stats_o: wgpu::Buffer,
@@ -66,8 +69,41 @@ pub struct Activations {
     pub rope_table: wgpu::Buffer,
 }
 
-/// Records one token: embedding, every layer, final norm, LM head, argmax.
-pub async fn token_graph(
+/// Records the decode step: the token's embedding, every layer, final norm, LM
+/// head and argmax (the next token, left in `a.token`).
+pub async fn decode_graph(
+    ops: &mut Ops<'_>,
+    c: &Config,
+    ctx_len: usize,
+    w: &GpuWeights,
+    a: &Activations,
+) -> Result<Vec<Dispatch>, GpuError> {
+    let mut graph = layers_graph(ops, c, ctx_len, w, a).await?;
+    // Final norm fused into the LM head, then greedy choice on the GPU.
+    let eps = c.rms_norm_eps as f32;
+    graph.push(ops.norm_stats(&a.x, c.hidden_size, None, eps, &a.stats_final).await?);
+    let norms = InputNorms { stats: &a.stats_final, norm1: Some(&w.norm), norm2: None };
+    graph.extend(ops.linear(w.lm_head(), &a.x, norms, None, false, &a.logits).await?);
+    graph.push(ops.argmax(c.vocab_size, &a.logits, &a.token).await?);
+    Ok(graph)
+}
+
+/// Records the prefill step: a chunk of prompt tokens through every layer,
+/// which leaves their keys and values in the KV cache. (The prompt's last token
+/// runs through the decode graph, which yields the first generated one.)
+pub async fn prefill_graph(
+    ops: &mut Ops<'_>,
+    c: &Config,
+    ctx_len: usize,
+    w: &GpuWeights,
+    a: &Activations,
+) -> Result<Vec<Dispatch>, GpuError> {
+    layers_graph(ops, c, ctx_len, w, a).await
+}
+
+/// The step's embedding lookup and every layer: the residual stream of each of
+/// its tokens ends in `a.x`.
+async fn layers_graph(
     ops: &mut Ops<'_>,
     c: &Config,
     ctx_len: usize,
@@ -79,7 +115,7 @@ pub async fn token_graph(
     let (heads, kv_heads, head_dim) = (c.num_attention_heads, c.num_kv_heads(), c.head_dim());
     let mut graph = Vec::new();
 
-    // Embedding lookup of the step's token (written by the host, or by the
+    // Embedding lookup of the step's tokens (written by the host, or by the
     // previous step's argmax).
     graph.extend(ops.embed(&w.embed_tokens, &a.token, &a.x).await?);
 
@@ -92,10 +128,10 @@ pub async fn token_graph(
         for (proj, out) in [(&layer.q_proj, &a.q), (&layer.k_proj, &a.k), (&layer.v_proj, &a.v)] {
             let norms =
                 InputNorms { stats: &a.stats_attn, norm1: Some(&layer.input_layernorm), norm2: proj.norm.as_ref() };
-            graph.extend(ops.gemv(&proj.weight, &a.x, norms, proj.bias.as_ref(), false, out).await?);
+            graph.extend(ops.linear(&proj.weight, &a.x, norms, proj.bias.as_ref(), false, out).await?);
         }
 
-        // RoPE on q and k; k and v go into the cache at this position.
+        // RoPE on q and k; k and v go into the cache at the step's positions.
         let cache = (&layer.k_cache, &layer.v_cache);
         graph.push(ops.rope(heads, kv_heads, head_dim, &a.q, &a.k, &a.v, &a.rope_table, cache).await?);
 
@@ -108,7 +144,7 @@ pub async fn token_graph(
             graph.push(ops.norm_stats(&a.attn, heads * head_dim, None, eps, &a.stats_o).await?);
         }
         let norms = InputNorms { stats: &a.stats_o, norm1: o.norm.as_ref(), norm2: None };
-        graph.extend(ops.gemv(&o.weight, &a.attn, norms, o.bias.as_ref(), true, &a.x).await?);
+        graph.extend(ops.linear(&o.weight, &a.attn, norms, o.bias.as_ref(), true, &a.x).await?);
 
         // MLP block: post-attention norm fused into gate and up, SwiGLU, down + residual.
         let mlp_norms = layer.gate_proj.norm.is_some() || layer.up_proj.norm.is_some();
@@ -122,7 +158,7 @@ pub async fn token_graph(
                 norm1: Some(&layer.post_attention_layernorm),
                 norm2: proj.norm.as_ref(),
             };
-            graph.extend(ops.gemv(&proj.weight, &a.x, norms, proj.bias.as_ref(), false, out).await?);
+            graph.extend(ops.linear(&proj.weight, &a.x, norms, proj.bias.as_ref(), false, out).await?);
         }
         graph.push(ops.swiglu(inter, &a.gate, &a.up).await?);
         let d = &layer.down_proj;
@@ -130,13 +166,8 @@ pub async fn token_graph(
             graph.push(ops.norm_stats(&a.gate, inter, None, eps, &a.stats_down).await?);
         }
         let norms = InputNorms { stats: &a.stats_down, norm1: d.norm.as_ref(), norm2: None };
-        graph.extend(ops.gemv(&d.weight, &a.gate, norms, d.bias.as_ref(), true, &a.x).await?);
+        graph.extend(ops.linear(&d.weight, &a.gate, norms, d.bias.as_ref(), true, &a.x).await?);
     }
 
-    // Final norm fused into the LM head, then greedy choice on the GPU.
-    graph.push(ops.norm_stats(&a.x, hidden, None, eps, &a.stats_final).await?);
-    let norms = InputNorms { stats: &a.stats_final, norm1: Some(&w.norm), norm2: None };
-    graph.extend(ops.gemv(w.lm_head(), &a.x, norms, None, false, &a.logits).await?);
-    graph.push(ops.argmax(c.vocab_size, &a.logits, &a.token).await?);
     Ok(graph)
 }

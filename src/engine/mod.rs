@@ -1,5 +1,6 @@
-//! The GPU inference engine: loads a model onto a device and runs it one token
-//! at a time. Front ends (CLI, window, browser) use only this API.
+//! The GPU inference engine: loads a model onto a device, runs prompts in
+//! batched chunks and generates one token at a time. Front ends (CLI, window,
+//! browser) use only this API.
 
 pub mod forward;
 pub mod ops;
@@ -12,12 +13,15 @@ use crate::gpu::weights::{matrix_bytes, Uploader, WeightSource};
 use crate::gpu::{GpuContext, GpuError};
 use crate::model::{Config, Layout, Linear};
 
-use forward::{token_graph, Activations, GpuLayer, GpuLinear, GpuWeights};
+use forward::{decode_graph, prefill_graph, Activations, GpuLayer, GpuLinear, GpuWeights};
 use ops::Ops;
 
 /// Default cap on the KV cache when `--ctx` is not given: the context is the
 /// model's `max_position_embeddings` or whatever fits in this many bytes.
 pub const DEFAULT_KV_BUDGET: u64 = 4 << 30;
+
+/// Default prompt tokens per prefill step (`--ubatch`).
+pub const DEFAULT_UBATCH: usize = 512;
 
 #[derive(Debug, Clone, Default)]
 pub struct EngineOptions {
@@ -25,6 +29,9 @@ pub struct EngineOptions {
     pub ctx: Option<usize>,
     /// Split weight matrices at this binding size even when the device allows more (tests).
     pub max_binding_bytes: Option<u64>,
+    /// Prompt tokens per prefill step; `None` picks [`DEFAULT_UBATCH`], capped by
+    /// the context and by what one storage binding holds.
+    pub ubatch: Option<usize>,
 }
 
 /// What the model needs on the GPU, computed before anything is uploaded.
@@ -34,6 +41,8 @@ pub struct MemoryPlan {
     pub kv_cache_bytes: u64,
     pub scratch_bytes: u64,
     pub ctx: usize,
+    /// Prompt tokens per prefill step.
+    pub ubatch: usize,
 }
 
 impl MemoryPlan {
@@ -41,7 +50,16 @@ impl MemoryPlan {
         self.weight_bytes + self.kv_cache_bytes + self.scratch_bytes
     }
 
-    pub fn new(layout: &Layout, c: &Config, requested_ctx: Option<usize>) -> Result<Self, GpuError> {
+    /// The plan for a context of `requested_ctx` and prefill steps of
+    /// `requested_ubatch` tokens; `max_binding` bytes is the most one activation
+    /// buffer may take, which caps the default step size.
+    pub fn new(
+        layout: &Layout,
+        c: &Config,
+        requested_ctx: Option<usize>,
+        requested_ubatch: Option<usize>,
+        max_binding: u64,
+    ) -> Result<Self, GpuError> {
         let f32s = |n: usize| (n * 4) as u64;
         let kv_per_position = 2 * c.num_hidden_layers as u64 * f32s(c.kv_dim());
         let ctx = match requested_ctx {
@@ -65,11 +83,27 @@ impl MemoryPlan {
             weight_bytes += l.linears().iter().map(|lin| linear(lin) - matrix_bytes(&lin.weight)).sum::<u64>();
         }
         let q_dim = c.num_attention_heads * c.head_dim();
-        let scratch_bytes = f32s(c.hidden_size + 2 * q_dim + 2 * c.kv_dim() + 2 * c.intermediate_size)
+        // The widest activation row decides how many tokens one binding holds.
+        let widest = f32s(c.hidden_size.max(q_dim).max(c.intermediate_size));
+        let most_tokens = (max_binding / widest).max(1) as usize;
+        let ubatch = match requested_ubatch {
+            Some(0) => return Err(GpuError::Limits("the prefill step (--ubatch) must be at least 1 token".into())),
+            Some(n) if n > most_tokens => {
+                return Err(GpuError::Limits(format!(
+                    "--ubatch {n} needs {} bytes for one activation buffer, more than one storage binding \
+                     ({max_binding} bytes); use --ubatch {most_tokens} or less",
+                    n as u64 * widest
+                )))
+            }
+            Some(n) => n.min(ctx),
+            None => DEFAULT_UBATCH.min(most_tokens).min(ctx),
+        };
+        let per_token = f32s(c.hidden_size + 2 * q_dim + 2 * c.kv_dim() + 2 * c.intermediate_size + 10) + 4;
+        let scratch_bytes = per_token * (1 + ubatch as u64)
             + f32s(ops::attention_partial_floats(c.num_attention_heads, c.head_dim(), ctx))
             + 2 * f32s(c.vocab_size)
             + f32s(ctx * c.head_dim());
-        Ok(MemoryPlan { weight_bytes, kv_cache_bytes: kv_per_position * ctx as u64, scratch_bytes, ctx })
+        Ok(MemoryPlan { weight_bytes, kv_cache_bytes: kv_per_position * ctx as u64, scratch_bytes, ctx, ubatch })
     }
 }
 
@@ -78,9 +112,14 @@ pub struct Engine {
     ctx: GpuContext,
     config: Config,
     plan: MemoryPlan,
+    /// The decode step and its buffers.
     graph: Vec<Dispatch>,
     act: Activations,
     step_params: wgpu::Buffer,
+    /// The prefill step (up to `plan.ubatch` prompt tokens) and its buffers.
+    prefill_graph: Vec<Dispatch>,
+    prefill_act: Activations,
+    prefill_step: wgpu::Buffer,
     token_readback: wgpu::Buffer,
     logits_readback: wgpu::Buffer,
     logits: Vec<f32>,
@@ -90,6 +129,34 @@ pub struct Engine {
 fn storage(ctx: &GpuContext, label: &str, floats: usize) -> wgpu::Buffer {
     use wgpu::BufferUsages as U;
     ctx.buffer(label, (floats * 4) as u64, U::STORAGE | U::COPY_SRC | U::COPY_DST)
+}
+
+/// The activation buffers of a graph running `tokens` tokens per step (decode
+/// attention's scratch and the logits only for the one-token graph).
+fn activations(ctx: &GpuContext, c: &Config, tokens: usize, plan: &MemoryPlan, rope: &wgpu::Buffer) -> Activations {
+    let q_dim = c.num_attention_heads * c.head_dim();
+    let decode = tokens == 1;
+    let stats = |label| storage(ctx, label, 2 * tokens);
+    let partials =
+        if decode { ops::attention_partial_floats(c.num_attention_heads, c.head_dim(), plan.ctx) } else { 1 };
+    Activations {
+        x: storage(ctx, "x", tokens * c.hidden_size),
+        q: storage(ctx, "q", tokens * q_dim),
+        k: storage(ctx, "k", tokens * c.kv_dim()),
+        v: storage(ctx, "v", tokens * c.kv_dim()),
+        attn: storage(ctx, "attn", tokens * q_dim),
+        gate: storage(ctx, "gate", tokens * c.intermediate_size),
+        up: storage(ctx, "up", tokens * c.intermediate_size),
+        attn_partials: storage(ctx, "attention partials", partials),
+        logits: storage(ctx, "logits", if decode { c.vocab_size } else { 1 }),
+        token: storage(ctx, "token", tokens),
+        stats_attn: stats("stats attn"),
+        stats_o: stats("stats o"),
+        stats_mlp: stats("stats mlp"),
+        stats_down: stats("stats down"),
+        stats_final: stats("stats final"),
+        rope_table: rope.clone(),
+    }
 }
 
 /// RoPE `(cos, sin)` for every position and frequency, as `reference.rs` computes them.
@@ -117,9 +184,9 @@ impl Engine {
         progress: &mut dyn FnMut(u64, u64),
     ) -> Result<Self, GpuError> {
         let c = config;
-        let plan = MemoryPlan::new(layout, c, options.ctx)?;
         let limits = &ctx.caps.limits;
         let max_binding = limits.max_storage_buffer_binding_size.min(limits.max_buffer_size);
+        let plan = MemoryPlan::new(layout, c, options.ctx, options.ubatch, max_binding)?;
         let kv_layer_bytes = (plan.ctx * c.kv_dim() * 4) as u64;
         if kv_layer_bytes > max_binding {
             return Err(GpuError::Limits(format!(
@@ -176,39 +243,20 @@ impl Engine {
         let lm_head = if layout.tied { None } else { Some(up.matrix(&layout.lm_head).await?) };
         let weights = GpuWeights { embed_tokens, layers, norm, lm_head };
 
-        let q_dim = c.num_attention_heads * c.head_dim();
-        let stats = |label| storage(ctx, label, 2);
-        let act = Activations {
-            x: storage(ctx, "x", c.hidden_size),
-            q: storage(ctx, "q", q_dim),
-            k: storage(ctx, "k", c.kv_dim()),
-            v: storage(ctx, "v", c.kv_dim()),
-            attn: storage(ctx, "attn", q_dim),
-            gate: storage(ctx, "gate", c.intermediate_size),
-            up: storage(ctx, "up", c.intermediate_size),
-            attn_partials: storage(
-                ctx,
-                "attention partials",
-                ops::attention_partial_floats(c.num_attention_heads, c.head_dim(), plan.ctx),
-            ),
-            logits: storage(ctx, "logits", c.vocab_size),
-            token: storage(ctx, "token", 1),
-            stats_attn: stats("stats attn"),
-            stats_o: stats("stats o"),
-            stats_mlp: stats("stats mlp"),
-            stats_down: stats("stats down"),
-            stats_final: stats("stats final"),
-            rope_table: ctx.buffer_init(
-                "rope table",
-                bytemuck::cast_slice(&rope_table(c, plan.ctx)),
-                wgpu::BufferUsages::STORAGE,
-            ),
-        };
-        let step_params = ctx.buffer("step", 16, wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST);
+        let rope =
+            ctx.buffer_init("rope table", bytemuck::cast_slice(&rope_table(c, plan.ctx)), wgpu::BufferUsages::STORAGE);
+        let act = activations(ctx, c, 1, &plan, &rope);
+        let prefill_act = activations(ctx, c, plan.ubatch, &plan, &rope);
+        // Step uniforms: {pos, tokens}. A decode step always holds one token.
+        let step_usage = wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST;
+        let step_params = ctx.buffer_init("decode step", bytemuck::cast_slice(&[0u32, 1, 0, 0]), step_usage);
+        let prefill_step = ctx.buffer("prefill step", 16, step_usage);
         let dummy = storage(ctx, "absent", 4);
         let mut kernels = Kernels::new(ctx);
-        let mut ops = Ops { ctx, kernels: &mut kernels, dummy: &dummy, step: &step_params };
-        let graph = token_graph(&mut ops, c, plan.ctx, &weights, &act).await?;
+        let mut ops = Ops { ctx, kernels: &mut kernels, dummy: &dummy, step: &step_params, tokens: 1 };
+        let graph = decode_graph(&mut ops, c, plan.ctx, &weights, &act).await?;
+        let mut ops = Ops { ctx, kernels: &mut kernels, dummy: &dummy, step: &prefill_step, tokens: plan.ubatch };
+        let prefill_graph = prefill_graph(&mut ops, c, plan.ctx, &weights, &prefill_act).await?;
         use wgpu::BufferUsages as U;
         let token_readback = ctx.buffer("token read back", 4, U::MAP_READ | U::COPY_DST);
         let logits_readback = ctx.buffer("logits read back", (c.vocab_size * 4) as u64, U::MAP_READ | U::COPY_DST);
@@ -221,6 +269,9 @@ impl Engine {
             graph,
             act,
             step_params,
+            prefill_graph,
+            prefill_act,
+            prefill_step,
             token_readback,
             logits_readback,
             logits: vec![0.0; c.vocab_size],
@@ -265,7 +316,6 @@ impl Engine {
             }
         }
         match read {
-            Readback::Nothing => {}
             Readback::Token { into, slot } => encoder.copy_buffer_to_buffer(&self.act.token, 0, into, slot * 4, 4),
             Readback::Logits => {
                 let bytes = (self.config.vocab_size * 4) as u64;
@@ -284,7 +334,6 @@ impl Engine {
 
 /// What a step copies back for the host.
 enum Readback<'a> {
-    Nothing,
     /// The argmax, into 4-byte slot `slot` of `into`.
     Token {
         into: &'a wgpu::Buffer,
@@ -304,14 +353,46 @@ impl Engine {
         Ok(&self.logits)
     }
 
-    /// Queues every prompt token back to back and waits once, for the last argmax.
-    pub async fn prefill_greedy(&mut self, prompt: &[u32], start_pos: usize) -> Result<u32, RunError> {
-        let readback = self.token_readback.clone();
-        for (i, &id) in prompt.iter().enumerate() {
-            let read =
-                if i + 1 == prompt.len() { Readback::Token { into: &readback, slot: 0 } } else { Readback::Nothing };
-            self.queue_step(Some(id), start_pos + i, read)?;
+    /// Queues `tokens` at positions from `start_pos` on in prefill steps of up to
+    /// `ubatch` tokens, filling the KV cache; nothing is read back.
+    pub fn prefill(&mut self, tokens: &[u32], start_pos: usize) -> Result<(), RunError> {
+        let vocab = self.config.vocab_size;
+        if let Some(&id) = tokens.iter().find(|&&id| id as usize >= vocab) {
+            return Err(RunError::TokenOutOfRange { id, vocab });
         }
+        if !tokens.is_empty() {
+            self.check(None, start_pos + tokens.len() - 1)?;
+        }
+        for (i, chunk) in tokens.chunks(self.plan.ubatch).enumerate() {
+            let pos = start_pos + i * self.plan.ubatch;
+            self.ctx.queue.write_buffer(&self.prefill_act.token, 0, bytemuck::cast_slice(chunk));
+            let step = [pos as u32, chunk.len() as u32];
+            self.ctx.queue.write_buffer(&self.prefill_step, 0, bytemuck::cast_slice(&step));
+            let mut encoder =
+                self.ctx.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("prefill") });
+            {
+                let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                    label: Some("prefill"),
+                    timestamp_writes: None,
+                });
+                for d in &self.prefill_graph {
+                    d.encode(&mut pass);
+                }
+            }
+            self.ctx.queue.submit([encoder.finish()]);
+        }
+        Ok(())
+    }
+
+    /// Prefills all prompt tokens but the last, runs the last as a decode step
+    /// and waits once, for its argmax.
+    pub async fn prefill_greedy(&mut self, prompt: &[u32], start_pos: usize) -> Result<u32, RunError> {
+        let Some((&last, head)) = prompt.split_last() else {
+            return Err(RunError::EmptyPrompt);
+        };
+        self.prefill(head, start_pos)?;
+        let readback = self.token_readback.clone();
+        self.queue_step(Some(last), start_pos + head.len(), Readback::Token { into: &readback, slot: 0 })?;
         Ok(self.read_tokens(&readback).await?[0])
     }
 
@@ -345,6 +426,10 @@ impl Backend for Engine {
 
     fn forward(&mut self, token: u32, pos: usize) -> Result<&[f32], RunError> {
         pollster::block_on(self.logits(token, pos))
+    }
+
+    fn prefill(&mut self, tokens: &[u32], start_pos: usize) -> Result<(), RunError> {
+        Engine::prefill(self, tokens, start_pos)
     }
 
     fn prefill_greedy(&mut self, prompt: &[u32], start_pos: usize) -> Result<u32, RunError> {

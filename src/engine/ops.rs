@@ -1,6 +1,11 @@
 //! One builder per kernel: checks its arguments, writes the kernel's parameters
 //! into a small uniform buffer and returns the dispatches to record. The order in
 //! which they run is decided by `forward.rs`.
+//!
+//! A graph runs `Ops::tokens` tokens per step: one while decoding, a chunk of
+//! the prompt in prefill. Activations are then `[tokens, n]`, and the builders
+//! pick the batched kernels (a GEMM instead of a GEMV, causal attention over the
+//! chunk); kernels skip the tokens past the step's count.
 
 use crate::gpu::kernels::{grid, Dispatch, Kernel, Kernels};
 use crate::gpu::weights::{dtype_code, GpuMatrix};
@@ -71,9 +76,16 @@ pub struct Ops<'a> {
     pub kernels: &'a mut Kernels,
     /// Bound where a kernel's optional input is absent (its flag is off).
     pub dummy: &'a wgpu::Buffer,
-    /// `{pos}` of the current step (uniform).
+    /// `{pos, tokens}` of the current step (uniform): the first token's position
+    /// and how many tokens the step holds.
     pub step: &'a wgpu::Buffer,
+    /// Most tokens per step this graph is recorded for.
+    pub tokens: usize,
 }
+
+/// Rows and tokens of one GEMM workgroup's output tile (gemm.wgsl).
+const GEMM_TILE_ROWS: u32 = 128;
+const GEMM_TILE_TOKENS: u32 = 64;
 
 fn words(values: &[u32]) -> Vec<u8> {
     bytemuck::cast_slice(values).to_vec()
@@ -117,8 +129,26 @@ impl Ops<'_> {
         self.kernels.pipeline(kernel, &constants).await
     }
 
-    /// `y (+)= W · norms(x) (+ bias)`, one dispatch per row chunk of `W`.
-    pub async fn gemv(
+    /// `y (+)= W · norms(x) (+ bias)` for every token of the step: a GEMV when
+    /// decoding, a GEMM in prefill.
+    pub async fn linear(
+        &mut self,
+        m: &GpuMatrix,
+        x: &wgpu::Buffer,
+        norms: InputNorms<'_>,
+        bias: Option<&wgpu::Buffer>,
+        residual: bool,
+        y: &wgpu::Buffer,
+    ) -> Result<Vec<Dispatch>, GpuError> {
+        if self.tokens == 1 {
+            self.gemv(m, x, norms, bias, residual, y).await
+        } else {
+            self.gemm(m, x, norms, bias, residual, y).await
+        }
+    }
+
+    /// `y (+)= W · norms(x) (+ bias)` for one token, one dispatch per row chunk of `W`.
+    async fn gemv(
         &mut self,
         m: &GpuMatrix,
         x: &wgpu::Buffer,
@@ -157,7 +187,51 @@ impl Ops<'_> {
         Ok(out)
     }
 
-    /// `x = E[token[0]]`: one dispatch per row chunk; the chunk holding the token writes.
+    /// The batched form of [`Ops::gemv`] (gemm.wgsl), one dispatch per row chunk of `W`.
+    async fn gemm(
+        &mut self,
+        m: &GpuMatrix,
+        x: &wgpu::Buffer,
+        norms: InputNorms<'_>,
+        bias: Option<&wgpu::Buffer>,
+        residual: bool,
+        y: &wgpu::Buffer,
+    ) -> Result<Vec<Dispatch>, GpuError> {
+        let pipeline = self.matrix_pipeline(m, Kernel::GemmTernary, Kernel::GemmDense, &[]).await?;
+        let flags = norms.norm1.map_or(0, |_| NORM1)
+            | norms.norm2.map_or(0, |_| NORM2)
+            | bias.map_or(0, |_| BIAS)
+            | if residual { RESIDUAL } else { 0 };
+        let token_tiles = (self.tokens as u32).div_ceil(GEMM_TILE_TOKENS);
+        let mut out = Vec::new();
+        for chunk in &m.chunks {
+            let params = self.uniform(
+                &m.name,
+                &[chunk.rows as u32, m.cols as u32, chunk.first_row as u32, flags, m.rows as u32, 0, 0, 0],
+            );
+            let mut bindings = vec![
+                (0, &params),
+                (1, &chunk.weights),
+                (3, x),
+                (4, norms.stats),
+                (5, norms.norm1.unwrap_or(self.dummy)),
+                (6, norms.norm2.unwrap_or(self.dummy)),
+                (7, bias.unwrap_or(self.dummy)),
+                (8, y),
+                (9, self.step),
+            ];
+            if let Some(scales) = &chunk.scales {
+                bindings.push((2, scales));
+            }
+            let label = format!("gemm {} rows {}..", m.name, chunk.first_row);
+            let row_tiles = (chunk.rows as u32).div_ceil(GEMM_TILE_ROWS);
+            out.push(Dispatch::new(self.ctx, label, pipeline.clone(), &bindings, [row_tiles, token_tiles, 1]));
+        }
+        Ok(out)
+    }
+
+    /// `x[t] = E[token[t]]` for the step's tokens: one dispatch per row chunk; the
+    /// chunk holding a token writes it.
     pub async fn embed(
         &mut self,
         m: &GpuMatrix,
@@ -169,7 +243,7 @@ impl Ops<'_> {
         let mut out = Vec::new();
         for chunk in &m.chunks {
             let params = self.uniform(&m.name, &[chunk.rows as u32, m.cols as u32, chunk.first_row as u32, 0]);
-            let mut bindings = vec![(0, &params), (1, &chunk.weights), (3, token), (8, x)];
+            let mut bindings = vec![(0, &params), (1, &chunk.weights), (3, token), (8, x), (9, self.step)];
             if let Some(scales) = &chunk.scales {
                 bindings.push((2, scales));
             }
@@ -179,13 +253,14 @@ impl Ops<'_> {
                 label,
                 pipeline.clone(),
                 &bindings,
-                [(threads as u32).div_ceil(64), 1, 1],
+                [(threads as u32).div_ceil(64), self.tokens as u32, 1],
             ));
         }
         Ok(out)
     }
 
-    /// `stats = [1/rms(x), 1/rms(x * stats[0] * w)]` (the second only with `w`).
+    /// `stats[t] = [1/rms(x[t]), 1/rms(x[t] * stats[t][0] * w)]` (the second only
+    /// with `w`) for each token `t` of the step; `x` is `[tokens, n]`.
     pub async fn norm_stats(
         &mut self,
         x: &wgpu::Buffer,
@@ -196,11 +271,11 @@ impl Ops<'_> {
     ) -> Result<Dispatch, GpuError> {
         let pipeline = self.kernels.pipeline(Kernel::NormStats, &[]).await?;
         let params = self.uniform("norm_stats", &[n as u32, w.map_or(0, |_| 1), eps.to_bits(), 0]);
-        let bindings = [(0, &params), (1, x), (2, w.unwrap_or(self.dummy)), (3, stats)];
-        Ok(Dispatch::new(self.ctx, "norm_stats", pipeline, &bindings, [1, 1, 1]))
+        let bindings = [(0, &params), (1, x), (2, w.unwrap_or(self.dummy)), (3, stats), (4, self.step)];
+        Ok(Dispatch::new(self.ctx, "norm_stats", pipeline, &bindings, [self.tokens as u32, 1, 1]))
     }
 
-    /// RoPE on q and k, and the append of k and v to the cache at this position.
+    /// RoPE on q and k, and the append of k and v to the cache at the step's positions.
     #[allow(clippy::too_many_arguments)]
     pub async fn rope(
         &mut self,
@@ -218,11 +293,13 @@ impl Ops<'_> {
         let bindings =
             [(0, &params), (1, self.step), (2, q), (3, k), (4, v), (5, rope_table), (6, cache.0), (7, cache.1)];
         let threads = ((heads + kv_heads) * head_dim / 2) as u32;
-        Ok(Dispatch::new(self.ctx, "rope", pipeline, &bindings, [threads.div_ceil(64), 1, 1]))
+        Ok(Dispatch::new(self.ctx, "rope", pipeline, &bindings, [threads.div_ceil(64), self.tokens as u32, 1]))
     }
 
-    /// Attention of the step's query over the cache, split over the context in
-    /// [`ATTENTION_CHUNK`]-position pieces (attention.wgsl): two dispatches.
+    /// Causal attention of the step's queries over the cache (attention.wgsl).
+    /// Decoding splits the context in [`ATTENTION_CHUNK`]-position pieces and
+    /// combines them: two dispatches. Prefill runs one workgroup per head and
+    /// token: one dispatch, no scratch (`partials` unused).
     #[allow(clippy::too_many_arguments)]
     pub async fn attention(
         &mut self,
@@ -235,14 +312,20 @@ impl Ops<'_> {
         partials: &wgpu::Buffer,
         out: &wgpu::Buffer,
     ) -> Result<Vec<Dispatch>, GpuError> {
-        let partial = self.kernels.pipeline(Kernel::AttentionPartial, &[]).await?;
-        let combine = self.kernels.pipeline(Kernel::AttentionCombine, &[]).await?;
         let scale = 1.0 / (head_dim as f32).sqrt();
         let splits = attention_splits(ctx_len) as u32;
         let params = self.uniform(
             "attention",
             &[heads as u32, kv_heads as u32, head_dim as u32, ctx_len as u32, scale.to_bits(), splits, 0, 0],
         );
+        if self.tokens > 1 {
+            let causal = self.kernels.pipeline(Kernel::AttentionCausal, &[]).await?;
+            let bindings = [(0, &params), (1, self.step), (2, q), (3, cache.0), (4, cache.1), (6, out)];
+            let grid = [heads as u32, self.tokens as u32, 1];
+            return Ok(vec![Dispatch::new(self.ctx, "attention causal", causal, &bindings, grid)]);
+        }
+        let partial = self.kernels.pipeline(Kernel::AttentionPartial, &[]).await?;
+        let combine = self.kernels.pipeline(Kernel::AttentionCombine, &[]).await?;
         // Each entry point binds only what it uses.
         let partial_bindings = [(0, &params), (1, self.step), (2, q), (3, cache.0), (4, cache.1), (5, partials)];
         let combine_bindings = [(0, &params), (1, self.step), (5, partials), (6, out)];
@@ -252,16 +335,18 @@ impl Ops<'_> {
         ])
     }
 
-    /// `gate = silu(gate) * up`.
+    /// `gate = silu(gate) * up` over `n` values per token (every row of the graph's
+    /// `[tokens, n]` buffers; rows past the step's tokens hold unused values).
     pub async fn swiglu(&mut self, n: usize, gate: &wgpu::Buffer, up: &wgpu::Buffer) -> Result<Dispatch, GpuError> {
         let pipeline = self.kernels.pipeline(Kernel::Swiglu, &[]).await?;
+        let n = n * self.tokens;
         let params = self.uniform("swiglu", &[n as u32, 0, 0, 0]);
         Ok(Dispatch::new(
             self.ctx,
             "swiglu",
             pipeline,
             &[(0, &params), (1, gate), (2, up)],
-            [(n as u32).div_ceil(64), 1, 1],
+            grid((n as u32).div_ceil(64)),
         ))
     }
 

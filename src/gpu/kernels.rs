@@ -36,12 +36,15 @@ const NOTHING: Needs = Needs { decode: false, reduce: false };
 pub enum Kernel {
     GemvTernary,
     GemvDense,
+    GemmTernary,
+    GemmDense,
     EmbedTernary,
     EmbedDense,
     NormStats,
     Rope,
     AttentionPartial,
     AttentionCombine,
+    AttentionCausal,
     Swiglu,
     Argmax,
     StreamRead,
@@ -51,17 +54,21 @@ impl Kernel {
     /// (file name, source, entry point, helpers it needs)
     fn source(self) -> (&'static str, &'static str, &'static str, Needs) {
         const GEMV: &str = include_str!("../../shaders/gemv.wgsl");
+        const GEMM: &str = include_str!("../../shaders/gemm.wgsl");
         const EMBED: &str = include_str!("../../shaders/embed.wgsl");
         const ATTENTION: &str = include_str!("../../shaders/attention.wgsl");
         match self {
             Kernel::GemvTernary => ("gemv.wgsl", GEMV, "gemv_ternary", DECODE_REDUCE),
             Kernel::GemvDense => ("gemv.wgsl", GEMV, "gemv_dense", DECODE_REDUCE),
+            Kernel::GemmTernary => ("gemm.wgsl", GEMM, "gemm_ternary", DECODE_ONLY),
+            Kernel::GemmDense => ("gemm.wgsl", GEMM, "gemm_dense", DECODE_ONLY),
             Kernel::EmbedTernary => ("embed.wgsl", EMBED, "embed_ternary", DECODE_ONLY),
             Kernel::EmbedDense => ("embed.wgsl", EMBED, "embed_dense", DECODE_ONLY),
             Kernel::NormStats => ("norm.wgsl", include_str!("../../shaders/norm.wgsl"), "norm_stats", REDUCE_ONLY),
             Kernel::Rope => ("rope.wgsl", include_str!("../../shaders/rope.wgsl"), "rope", NOTHING),
             Kernel::AttentionPartial => ("attention.wgsl", ATTENTION, "attention_partial", REDUCE_ONLY),
             Kernel::AttentionCombine => ("attention.wgsl", ATTENTION, "attention_combine", REDUCE_ONLY),
+            Kernel::AttentionCausal => ("attention.wgsl", ATTENTION, "attention_causal", REDUCE_ONLY),
             Kernel::Swiglu => ("swiglu.wgsl", include_str!("../../shaders/swiglu.wgsl"), "swiglu", NOTHING),
             Kernel::Argmax => ("argmax.wgsl", include_str!("../../shaders/argmax.wgsl"), "argmax", NOTHING),
             Kernel::StreamRead => {

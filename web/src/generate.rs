@@ -27,9 +27,7 @@ pub async fn generate(
     let mut pending = if sampler.is_greedy() {
         vec![engine.prefill_greedy(prompt, start_pos).await?]
     } else {
-        if !rest.is_empty() {
-            engine.prefill_greedy(rest, start_pos).await?;
-        }
+        engine.prefill(rest, start_pos)?;
         let logits = engine.logits(last, pos - 1).await?;
         vec![sampler.sample(logits, &history)]
     };

@@ -1,0 +1,217 @@
+// Token-batched matrix product for prefill: gemv.wgsl's computation for a chunk
+// of prompt tokens at once, with the same fused input norms, bias and residual:
+//
+//   Y[t, row_offset + r] = (RESIDUAL ? Y[t, row_offset + r] : 0) + (BIAS ? bias[row_offset + r] : 0)
+//                          + sum_c W[r, c] * in[t, c]
+//   in[t, c] = X[t, c] * (NORM1 ? stats[2t] * norm1[c] : 1) * (NORM2 ? stats[2t + 1] * norm2[c] : 1)
+//
+// for tokens t < step.tokens. Entry points: `gemm_ternary` (W packed base-3, 16
+// weights per word, per-group scales) and `gemm_dense` (W in F32/F16/BF16). A
+// matrix larger than one storage binding is split by rows into chunks, one
+// dispatch each.
+//
+// Tiling: a workgroup of 256 threads computes a tile of TILE_ROWS rows by
+// TILE_TOKENS tokens. It walks the columns 16 at a time (one packed word per
+// row): the tile's weights are decoded once into workgroup memory (trit * scale)
+// and reused for all 64 tokens; the tile's inputs are normalized once and reused
+// for all 128 rows. Each thread then accumulates an 8-row by 4-token block.
+//
+// Needs cols % 16 == 0 (ternary: whole words) or cols % 4 == 0 (dense).
+// Dispatch: [ceil(rows / TILE_ROWS), ceil(tokens / TILE_TOKENS)] workgroups.
+
+struct Params {
+    rows: u32,       // rows in this chunk
+    cols: u32,       // input length
+    row_offset: u32, // first output row of this chunk
+    flags: u32,      // NORM1 | NORM2 | BIAS | RESIDUAL
+    y_stride: u32,   // rows of the whole matrix: the length of one token's output
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+}
+
+struct Step {
+    pos: u32,    // position of the chunk's first token
+    tokens: u32, // tokens in this chunk
+}
+
+const NORM1: u32 = 1u;
+const NORM2: u32 = 2u;
+const BIAS: u32 = 4u;
+const RESIDUAL: u32 = 8u;
+
+override GROUP_SIZE: u32 = 64u;  // weights per scale (ternary)
+override SCALE_DTYPE: u32 = 0u;  // DTYPE_* of the scales (ternary)
+override WEIGHT_DTYPE: u32 = 0u; // DTYPE_* of W (dense)
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> weights: array<u32>;     // ternary [rows, cols/16] | dense [rows, cols]
+@group(0) @binding(2) var<storage, read> scales: array<u32>;      // [rows, cols/GROUP_SIZE] (ternary only)
+@group(0) @binding(3) var<storage, read> x: array<vec4<f32>>;     // [tokens, cols / 4]
+@group(0) @binding(4) var<storage, read> stats: array<f32>;       // [tokens, 2] inverse RMS for NORM1, NORM2
+@group(0) @binding(5) var<storage, read> norm1: array<vec4<f32>>; // [cols / 4]
+@group(0) @binding(6) var<storage, read> norm2: array<vec4<f32>>; // [cols / 4]
+@group(0) @binding(7) var<storage, read> bias: array<f32>;        // [all rows of the matrix]
+@group(0) @binding(8) var<storage, read_write> y: array<f32>;     // [tokens, all rows of the matrix]
+@group(0) @binding(9) var<uniform> step: Step;
+
+const TILE_ROWS: u32 = 128u;  // 16 row groups of 8
+const TILE_TOKENS: u32 = 64u; // 16 token groups of 4
+const TILE_COLS: u32 = 16u;   // one packed word per row
+
+// tile_w[k * 32 + i]: the weights of rows 4i..4i+3 of the tile at column k.
+var<workgroup> tile_w: array<vec4<f32>, 512>;
+// tile_x[k * 16 + j]: the inputs of tokens 4j..4j+3 of the tile at column k.
+var<workgroup> tile_x: array<vec4<f32>, 256>;
+
+// Normalizes the tile's inputs for columns k0..k0+15 into tile_x: each thread
+// loads one vec4 (token lid / 4, columns k0 + 4 (lid % 4) ..).
+fn load_inputs(first_token: u32, k0: u32, lid: u32) {
+    let t = lid / 4u;
+    let quad = lid % 4u;
+    let token = first_token + t;
+    var v = vec4<f32>(0.0);
+    if (token < step.tokens) {
+        let q = k0 / 4u + quad;
+        v = x[token * (p.cols / 4u) + q];
+        if ((p.flags & NORM1) != 0u) {
+            v = v * (stats[2u * token] * norm1[q]);
+        }
+        if ((p.flags & NORM2) != 0u) {
+            v = v * (stats[2u * token + 1u] * norm2[q]);
+        }
+    }
+    for (var j = 0u; j < 4u; j = j + 1u) {
+        tile_x[(4u * quad + j) * 16u + t / 4u][t % 4u] = v[j];
+    }
+}
+
+// Each thread accumulates its 8 x 4 block over the 16 columns in the tiles.
+fn accumulate(lid: u32, acc: ptr<function, array<vec4<f32>, 8>>) {
+    let row_group = lid % 16u;
+    let token_group = lid / 16u;
+    for (var k = 0u; k < TILE_COLS; k = k + 1u) {
+        let w0 = tile_w[k * 32u + 2u * row_group];
+        let w1 = tile_w[k * 32u + 2u * row_group + 1u];
+        let xv = tile_x[k * 16u + token_group];
+        (*acc)[0] = (*acc)[0] + w0.x * xv;
+        (*acc)[1] = (*acc)[1] + w0.y * xv;
+        (*acc)[2] = (*acc)[2] + w0.z * xv;
+        (*acc)[3] = (*acc)[3] + w0.w * xv;
+        (*acc)[4] = (*acc)[4] + w1.x * xv;
+        (*acc)[5] = (*acc)[5] + w1.y * xv;
+        (*acc)[6] = (*acc)[6] + w1.z * xv;
+        (*acc)[7] = (*acc)[7] + w1.w * xv;
+    }
+}
+
+// Writes row 8 (lid % 16) + i of the thread's block: `v` holds its tokens
+// 4 (lid / 16) .. 4 (lid / 16) + 3.
+fn write_row(first_row: u32, first_token: u32, lid: u32, i: u32, v: vec4<f32>) {
+    let row = first_row + 8u * (lid % 16u) + i;
+    if (row >= p.rows) {
+        return;
+    }
+    let r = p.row_offset + row;
+    var b = 0.0;
+    if ((p.flags & BIAS) != 0u) {
+        b = bias[r];
+    }
+    for (var j = 0u; j < 4u; j = j + 1u) {
+        let token = first_token + 4u * (lid / 16u) + j;
+        if (token < step.tokens) {
+            let at = token * p.y_stride + r;
+            var out = v[j] + b;
+            if ((p.flags & RESIDUAL) != 0u) {
+                out = out + y[at];
+            }
+            y[at] = out;
+        }
+    }
+}
+
+// Writes the thread's block. The accumulators are indexed by constants only, so
+// they stay in registers (a variable index would put the array in memory).
+fn write_outputs(first_row: u32, first_token: u32, lid: u32, acc: ptr<function, array<vec4<f32>, 8>>) {
+    write_row(first_row, first_token, lid, 0u, (*acc)[0]);
+    write_row(first_row, first_token, lid, 1u, (*acc)[1]);
+    write_row(first_row, first_token, lid, 2u, (*acc)[2]);
+    write_row(first_row, first_token, lid, 3u, (*acc)[3]);
+    write_row(first_row, first_token, lid, 4u, (*acc)[4]);
+    write_row(first_row, first_token, lid, 5u, (*acc)[5]);
+    write_row(first_row, first_token, lid, 6u, (*acc)[6]);
+    write_row(first_row, first_token, lid, 7u, (*acc)[7]);
+}
+
+@compute @workgroup_size(256)
+fn gemm_ternary(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let first_row = wg.x * TILE_ROWS;
+    let first_token = wg.y * TILE_TOKENS;
+    if (first_token >= step.tokens) {
+        return; // the whole workgroup: the chunk is shorter than the dispatch
+    }
+    let words = p.cols / 16u;
+    let groups = p.cols / GROUP_SIZE;
+    // Weight loading: thread -> (row lid / 2, bytes 2 (lid % 2) and 2 (lid % 2) + 1 of the word).
+    let w_row = lid / 2u;
+    let w_half = lid % 2u;
+    var acc: array<vec4<f32>, 8>;
+    for (var w = 0u; w < words; w = w + 1u) {
+        let row = first_row + w_row;
+        for (var b = 0u; b < 2u; b = b + 1u) {
+            let j = 2u * w_half + b; // byte of the word: columns 4j..4j+3 of the tile
+            var t = vec4<f32>(0.0);
+            if (row < p.rows) {
+                let s = row * groups + (w * 16u) / GROUP_SIZE;
+                let scale = float_in_word(scales[word_of(s, SCALE_DTYPE)], s, SCALE_DTYPE);
+                t = trits_of_byte(weights[row * words + w], j) * scale;
+            }
+            tile_w[(4u * j) * 32u + w_row / 4u][w_row % 4u] = t.x;
+            tile_w[(4u * j + 1u) * 32u + w_row / 4u][w_row % 4u] = t.y;
+            tile_w[(4u * j + 2u) * 32u + w_row / 4u][w_row % 4u] = t.z;
+            tile_w[(4u * j + 3u) * 32u + w_row / 4u][w_row % 4u] = t.w;
+        }
+        load_inputs(first_token, w * 16u, lid);
+        workgroupBarrier();
+        accumulate(lid, &acc);
+        workgroupBarrier();
+    }
+    write_outputs(first_row, first_token, lid, &acc);
+}
+
+@compute @workgroup_size(256)
+fn gemm_dense(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let first_row = wg.x * TILE_ROWS;
+    let first_token = wg.y * TILE_TOKENS;
+    if (first_token >= step.tokens) {
+        return;
+    }
+    // Weight loading: thread -> (row lid / 2, columns 8 (lid % 2) .. 8 (lid % 2) + 7 of the tile).
+    let w_row = lid / 2u;
+    let w_col = 8u * (lid % 2u);
+    var acc: array<vec4<f32>, 8>;
+    for (var k0 = 0u; k0 < p.cols; k0 = k0 + TILE_COLS) {
+        let row = first_row + w_row;
+        for (var c = w_col; c < w_col + 8u; c = c + 1u) {
+            var v = 0.0;
+            if (row < p.rows && k0 + c < p.cols) {
+                let i = row * p.cols + k0 + c;
+                v = float_in_word(weights[word_of(i, WEIGHT_DTYPE)], i, WEIGHT_DTYPE);
+            }
+            tile_w[c * 32u + w_row / 4u][w_row % 4u] = v;
+        }
+        // Past the last column (cols % 16 != 0) the weights are zero, so the
+        // inputs loaded there do not count; keep them in bounds all the same.
+        if (k0 + 4u * (lid % 4u) < p.cols) {
+            load_inputs(first_token, k0, lid);
+        } else {
+            for (var j = 0u; j < 4u; j = j + 1u) {
+                tile_x[(4u * (lid % 4u) + j) * 16u + (lid / 4u) / 4u][(lid / 4u) % 4u] = 0.0;
+            }
+        }
+        workgroupBarrier();
+        accumulate(lid, &acc);
+        workgroupBarrier();
+    }
+    write_outputs(first_row, first_token, lid, &acc);
+}
