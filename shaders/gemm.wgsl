@@ -15,6 +15,7 @@
 // row): the tile's weights are decoded once into workgroup memory (trit * scale)
 // and reused for all 64 tokens; the tile's inputs are normalized once and reused
 // for all 128 rows. Each thread then accumulates an 8-row by 4-token block.
+// (gemm_ternary fetches the next tile into registers while it multiplies.)
 //
 // Needs cols % 16 == 0 (ternary: whole words) or cols % 4 == 0 (dense).
 // Dispatch: [ceil(rows / TILE_ROWS), ceil(tokens / TILE_TOKENS)] workgroups.
@@ -64,15 +65,13 @@ var<workgroup> tile_w: array<vec4<f32>, 512>;
 // tile_x[k * 16 + j]: the inputs of tokens 4j..4j+3 of the tile at column k.
 var<workgroup> tile_x: array<vec4<f32>, 256>;
 
-// Normalizes the tile's inputs for columns k0..k0+15 into tile_x: each thread
-// loads one vec4 (token lid / 4, columns k0 + 4 (lid % 4) ..).
-fn load_inputs(first_token: u32, k0: u32, lid: u32) {
-    let t = lid / 4u;
-    let quad = lid % 4u;
-    let token = first_token + t;
+// The normalized inputs this thread stages for columns k0..k0+15: token
+// lid / 4, columns k0 + 4 (lid % 4) .. + 3 (zero past the step's tokens).
+fn fetch_inputs(first_token: u32, k0: u32, lid: u32) -> vec4<f32> {
+    let token = first_token + lid / 4u;
     var v = vec4<f32>(0.0);
     if (token < step.tokens) {
-        let q = k0 / 4u + quad;
+        let q = k0 / 4u + lid % 4u;
         v = x[token * (p.cols / 4u) + q];
         if ((p.flags & NORM1) != 0u) {
             v = v * (stats[2u * token] * norm1[q]);
@@ -81,9 +80,21 @@ fn load_inputs(first_token: u32, k0: u32, lid: u32) {
             v = v * (stats[2u * token + 1u] * norm2[q]);
         }
     }
+    return v;
+}
+
+// Stores what fetch_inputs returned into tile_x, by column.
+fn store_inputs(v: vec4<f32>, lid: u32) {
+    let t = lid / 4u;
+    let quad = lid % 4u;
     for (var j = 0u; j < 4u; j = j + 1u) {
         tile_x[(4u * quad + j) * 16u + t / 4u][t % 4u] = v[j];
     }
+}
+
+// Stores weight `value` of tile row `row`, tile column `col` into tile_w.
+fn store_weight(row: u32, col: u32, value: f32) {
+    tile_w[col * 32u + row / 4u][row % 4u] = value;
 }
 
 // Each thread accumulates its 8 x 4 block over the 16 columns in the tiles.
@@ -143,6 +154,22 @@ fn write_outputs(first_row: u32, first_token: u32, lid: u32, acc: ptr<function, 
     write_row(first_row, first_token, lid, 7u, (*acc)[7]);
 }
 
+// The packed word and scale this thread stages for word `w` of tile row `row`
+// (zero past the last row).
+struct WeightWord {
+    word: u32,
+    scale: f32,
+}
+
+fn fetch_word(row: u32, w: u32) -> WeightWord {
+    if (row >= p.rows) {
+        return WeightWord(40u, 0.0); // 40: four zero trits
+    }
+    let s = row * (p.cols / GROUP_SIZE) + (w * 16u) / GROUP_SIZE;
+    let scale = float_in_word(scales[word_of(s, SCALE_DTYPE)], s, SCALE_DTYPE);
+    return WeightWord(weights[row * (p.cols / 16u) + w], scale);
+}
+
 @compute @workgroup_size(256)
 fn gemm_ternary(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let first_row = wg.x * TILE_ROWS;
@@ -151,28 +178,29 @@ fn gemm_ternary(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_
         return; // the whole workgroup: the chunk is shorter than the dispatch
     }
     let words = p.cols / 16u;
-    let groups = p.cols / GROUP_SIZE;
-    // Weight loading: thread -> (row lid / 2, bytes 2 (lid % 2) and 2 (lid % 2) + 1 of the word).
+    // Weight staging: thread -> (tile row lid / 2, bytes 2 (lid % 2) and 2 (lid % 2) + 1 of its word).
     let w_row = lid / 2u;
     let w_half = lid % 2u;
+    // The next tile's weights and inputs are fetched into registers before the
+    // current tile is multiplied, so their loads overlap the arithmetic.
+    var next_w = fetch_word(first_row + w_row, 0u);
+    var next_x = fetch_inputs(first_token, 0u, lid);
     var acc: array<vec4<f32>, 8>;
     for (var w = 0u; w < words; w = w + 1u) {
-        let row = first_row + w_row;
         for (var b = 0u; b < 2u; b = b + 1u) {
-            let j = 2u * w_half + b; // byte of the word: columns 4j..4j+3 of the tile
-            var t = vec4<f32>(0.0);
-            if (row < p.rows) {
-                let s = row * groups + (w * 16u) / GROUP_SIZE;
-                let scale = float_in_word(scales[word_of(s, SCALE_DTYPE)], s, SCALE_DTYPE);
-                t = trits_of_byte(weights[row * words + w], j) * scale;
-            }
-            tile_w[(4u * j) * 32u + w_row / 4u][w_row % 4u] = t.x;
-            tile_w[(4u * j + 1u) * 32u + w_row / 4u][w_row % 4u] = t.y;
-            tile_w[(4u * j + 2u) * 32u + w_row / 4u][w_row % 4u] = t.z;
-            tile_w[(4u * j + 3u) * 32u + w_row / 4u][w_row % 4u] = t.w;
+            let j = 2u * w_half + b; // byte of the word: tile columns 4j..4j+3
+            let t = trits_of_byte(next_w.word, j) * next_w.scale;
+            store_weight(w_row, 4u * j, t.x);
+            store_weight(w_row, 4u * j + 1u, t.y);
+            store_weight(w_row, 4u * j + 2u, t.z);
+            store_weight(w_row, 4u * j + 3u, t.w);
         }
-        load_inputs(first_token, w * 16u, lid);
+        store_inputs(next_x, lid);
         workgroupBarrier();
+        if (w + 1u < words) {
+            next_w = fetch_word(first_row + w_row, w + 1u);
+            next_x = fetch_inputs(first_token, (w + 1u) * 16u, lid);
+        }
         accumulate(lid, &acc);
         workgroupBarrier();
     }
@@ -198,17 +226,15 @@ fn gemm_dense(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_in
                 let i = row * p.cols + k0 + c;
                 v = float_in_word(weights[word_of(i, WEIGHT_DTYPE)], i, WEIGHT_DTYPE);
             }
-            tile_w[c * 32u + w_row / 4u][w_row % 4u] = v;
+            store_weight(w_row, c, v);
         }
         // Past the last column (cols % 16 != 0) the weights are zero, so the
-        // inputs loaded there do not count; keep them in bounds all the same.
+        // inputs there do not count; keep their reads in bounds all the same.
+        var v = vec4<f32>(0.0);
         if (k0 + 4u * (lid % 4u) < p.cols) {
-            load_inputs(first_token, k0, lid);
-        } else {
-            for (var j = 0u; j < 4u; j = j + 1u) {
-                tile_x[(4u * (lid % 4u) + j) * 16u + (lid / 4u) / 4u][(lid / 4u) % 4u] = 0.0;
-            }
+            v = fetch_inputs(first_token, k0, lid);
         }
+        store_inputs(v, lid);
         workgroupBarrier();
         accumulate(lid, &acc);
         workgroupBarrier();
