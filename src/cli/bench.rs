@@ -10,7 +10,7 @@ use super::inspect::human;
 use super::progress::bytes_bar;
 use super::run::{open_gpu, DeviceArgs};
 use crate::bench::{mean_std, run_once};
-use crate::engine::{Engine, EngineOptions};
+use crate::engine::{Engine, EngineOptions, KernelTime};
 use crate::gpu::roof::measure_read_bandwidth;
 use crate::gpu::weights::WeightSource;
 use crate::model::{Config, Layout, Model};
@@ -48,6 +48,10 @@ pub struct BenchArgs {
     /// Also measure the device's streaming-read bandwidth and report decode as a fraction of it.
     #[arg(long)]
     pub roof: bool,
+    /// Also time every dispatch of one decode step and one prefill step on the GPU
+    /// and print where the time goes, kernel by kernel (needs timestamp queries).
+    #[arg(long)]
+    pub profile: bool,
     /// Print one JSON object per repetition instead of the table.
     #[arg(long)]
     pub json: bool,
@@ -123,6 +127,13 @@ pub fn run(args: BenchArgs) -> Result<()> {
             println!("{line}");
         }
     }
+    let profiles = if args.profile {
+        let decode = pollster::block_on(engine.profile_step(false, prompt_tokens))?;
+        let prefill = pollster::block_on(engine.profile_step(true, 0))?;
+        Some([("decode step", decode), ("prefill step", prefill)])
+    } else {
+        None
+    };
     if args.json {
         return Ok(());
     }
@@ -150,5 +161,21 @@ pub fn run(args: BenchArgs) -> Result<()> {
             100.0 * gb_s * 1e9 / roof
         );
     }
+    for (what, times) in profiles.iter().flatten() {
+        print_profile(what, times);
+    }
     Ok(())
+}
+
+/// The GPU time of each kind of dispatch in one step, largest first.
+fn print_profile(what: &str, times: &[KernelTime]) {
+    let total: f64 = times.iter().map(|t| t.seconds).sum();
+    let calls: usize = times.iter().map(|t| t.calls).sum();
+    println!();
+    println!("{what}: {calls} dispatches, {:.1} µs of GPU time", total * 1e6);
+    println!("|     µs | share | calls | dispatch (N: layer or row numbers) |");
+    println!("| -----: | ----: | ----: | ---------------------------------- |");
+    for t in times.iter().take(20) {
+        println!("| {:>6.1} | {:>4.1}% | {:>5} | {} |", t.seconds * 1e6, 100.0 * t.seconds / total, t.calls, t.kind);
+    }
 }

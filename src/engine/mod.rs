@@ -4,6 +4,9 @@
 
 pub mod forward;
 pub mod ops;
+mod profile;
+
+pub use profile::KernelTime;
 
 #[cfg(not(target_arch = "wasm32"))]
 use crate::backend::Backend;

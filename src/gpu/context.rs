@@ -19,6 +19,8 @@ pub struct GpuCaps {
     pub shader_f16: bool,
     pub subgroups: bool,
     pub subgroup_min_size: u32,
+    /// GPU timestamps between dispatches (`bench --profile`).
+    pub timestamps: bool,
 }
 
 /// One adapter as `tritium adapters` lists it.
@@ -171,6 +173,13 @@ impl GpuContext {
         if !options.portable {
             features |= available & (wgpu::Features::SHADER_F16 | wgpu::Features::SUBGROUP);
         }
+        // Timestamps change no kernel; take them where the adapter has them.
+        let timestamps = wgpu::Features::TIMESTAMP_QUERY
+            | wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS
+            | wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES;
+        if available.contains(timestamps) {
+            features |= timestamps;
+        }
         // Ask for everything the adapter allows: buffer and binding sizes matter most.
         let limits = adapter.limits();
         let (device, queue) = adapter
@@ -203,6 +212,7 @@ impl GpuContext {
             shader_f16: features.contains(wgpu::Features::SHADER_F16),
             subgroups: features.contains(wgpu::Features::SUBGROUP),
             subgroup_min_size: adapter.get_info().subgroup_min_size,
+            timestamps: features.contains(timestamps),
         };
         Ok(GpuContext { instance, adapter, device, queue, info, caps, error })
     }
