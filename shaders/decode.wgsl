@@ -42,15 +42,13 @@ fn trits_of_byte(word: u32, j: u32) -> vec4<f32> {
     ) - vec4<f32>(1.0);
 }
 
-// The base-3 digits (trit + 1, as floats 0, 1 or 2) of the four bytes of `word`,
-// digit by digit: column j of the result holds digit j of bytes 0..3, so for the
-// 16 weights w[4i + j] of the word, w = m[j][i] - 1. Float arithmetic on four
-// bytes at once: q = floor(b / 3) is exact for b <= 80 with 1/3 rounded up.
-fn base3_digits(word: u32) -> mat4x4<f32> {
-    const THIRD: f32 = 0.33333334;
+// The four bytes b of `word` and their base-3 prefixes, as floats: column 0
+// holds b, columns 1, 2, 3 hold floor(b / 3), floor(b / 9), floor(b / 27), one
+// row per byte. With digits d_j of b (trit + 1, lowest first),
+//   sum_j d_j x_j = b x0 + floor(b/3) (x1 - 3 x0) + floor(b/9) (x2 - 3 x1) + floor(b/27) (x3 - 3 x2),
+// so a kernel that prepares those input combinations once needs no digit at all.
+// The constants are 1/3, 1/9, 1/27 rounded up, which makes each floor exact for b <= 80.
+fn base3_prefixes(word: u32) -> mat4x4<f32> {
     let b = vec4<f32>(unpack4xU8(word));
-    let q1 = floor(b * THIRD);
-    let q2 = floor(q1 * THIRD);
-    let q3 = floor(q2 * THIRD);
-    return mat4x4<f32>(b - 3.0 * q1, q1 - 3.0 * q2, q2 - 3.0 * q3, q3);
+    return mat4x4<f32>(b, floor(b * 0.33333334), floor(b * 0.11111112), floor(b * 0.037037037));
 }

@@ -135,16 +135,17 @@ fn write_rows(first_row: u32, lid: u32) {
     }
 }
 
-// Row `row`'s share of the product for packed word `w`: `xs` holds the word's 16
-// inputs by digit position (column j: inputs 4i + j), `x_sum` their sum.
-fn ternary_word(row: u32, w: u32, xs: mat4x4<f32>, x_sum: f32) -> f32 {
+// Row `row`'s share of the product for packed word `w`. Column j of `xt` holds
+// the input combination that multiplies column j of base3_prefixes (decode.wgsl)
+// for each of the word's four bytes; `x_sum` is the sum of the word's 16 inputs.
+fn ternary_word(row: u32, w: u32, xt: mat4x4<f32>, x_sum: f32) -> f32 {
     if (row >= p.rows) {
         return 0.0;
     }
     let words = p.cols / 16u;
-    let d = base3_digits(weights[row * words + w]);
+    let b = base3_prefixes(weights[row * words + w]);
     // Weights are digit - 1: the -1 folds out as one sum, shared by all rows.
-    let sum = dot(d[0], xs[0]) + dot(d[1], xs[1]) + dot(d[2], xs[2]) + dot(d[3], xs[3]) - x_sum;
+    let sum = dot(b[0], xt[0]) + dot(b[1], xt[1]) + dot(b[2], xt[2]) + dot(b[3], xt[3]) - x_sum;
     // GROUP_SIZE is a multiple of 16, so one word never straddles two groups.
     let s = row * (p.cols / GROUP_SIZE) + (w * 16u) / GROUP_SIZE;
     return sum * float_in_word(scales[word_of(s, SCALE_DTYPE)], s, SCALE_DTYPE);
@@ -163,20 +164,22 @@ fn gemv_ternary(
     var acc = vec4<f32>(0.0);
     for (var w = lid % LANES; w < words; w = w + LANES) {
         // The word's 16 inputs (byte i holds inputs 16w + 4i .. 16w + 4i + 3),
-        // then arranged by digit position: column j holds in[16w + 4i + j].
+        // arranged by digit position (x[j][i] = in[16w + 4i + j]), then combined
+        // as base3_prefixes needs: done once here, shared by the team's rows.
         let v0 = input4_at(4u * w);
         let v1 = input4_at(4u * w + 1u);
         let v2 = input4_at(4u * w + 2u);
         let v3 = input4_at(4u * w + 3u);
-        let xs = transpose(mat4x4<f32>(v0, v1, v2, v3));
+        let x = transpose(mat4x4<f32>(v0, v1, v2, v3));
+        let xt = mat4x4<f32>(x[0], x[1] - 3.0 * x[0], x[2] - 3.0 * x[1], x[3] - 3.0 * x[2]);
         let x_sum = dot(v0 + v1 + v2 + v3, vec4<f32>(1.0));
-        acc.x = acc.x + ternary_word(first_row, w, xs, x_sum);
+        acc.x = acc.x + ternary_word(first_row, w, xt, x_sum);
         if (ROWS_PER_TEAM >= 2u) {
-            acc.y = acc.y + ternary_word(first_row + 1u, w, xs, x_sum);
+            acc.y = acc.y + ternary_word(first_row + 1u, w, xt, x_sum);
         }
         if (ROWS_PER_TEAM >= 4u) {
-            acc.z = acc.z + ternary_word(first_row + 2u, w, xs, x_sum);
-            acc.w = acc.w + ternary_word(first_row + 3u, w, xs, x_sum);
+            acc.z = acc.z + ternary_word(first_row + 2u, w, xt, x_sum);
+            acc.w = acc.w + ternary_word(first_row + 3u, w, xt, x_sum);
         }
     }
     finish_rows(first_row, lid, acc);

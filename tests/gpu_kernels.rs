@@ -327,7 +327,8 @@ fn embedding_rows_come_out_of_split_tables() {
 fn norm_stats_are_inverse_rms_values() {
     for mut gpu in gpus() {
         let mut rng = Rng::new(3);
-        for n in [1, 100, 1000, 4097] {
+        // One quad, partial and whole passes of 4 x 256 quads.
+        for n in [4, 100, 1000, 4100, 20480] {
             let (x, w) = (random(&mut rng, n), random(&mut rng, n));
             let (xb, wb, stats) = (gpu.f32s(&x), gpu.f32s(&w), gpu.f32s(&[0.0, 0.0]));
             let d = block_on(gpu.ops().norm_stats(&xb, n, Some(&wb), 1e-6, &stats)).unwrap();
@@ -337,6 +338,9 @@ fn norm_stats_are_inverse_rms_values() {
             let h: Vec<f32> = x.iter().zip(&w).map(|(a, b)| a * s0 * b).collect();
             assert_close(&format!("norm stats n={n}"), &gpu.read(&stats, 2), &[s0, inv_rms(&h)], 1e-5);
         }
+        let xb = gpu.f32s(&[1.0; 7]);
+        let err = block_on(gpu.ops().norm_stats(&xb, 7, None, 1e-6, &xb)).err().expect("7 values").to_string();
+        assert!(err.contains("multiple of 4"), "{err}");
     }
 }
 

@@ -269,6 +269,9 @@ impl Ops<'_> {
         eps: f32,
         stats: &wgpu::Buffer,
     ) -> Result<Dispatch, GpuError> {
+        if !n.is_multiple_of(4) {
+            return Err(GpuError::Limits(format!("a norm over {n} values; the GPU kernels need a multiple of 4")));
+        }
         let pipeline = self.kernels.pipeline(Kernel::NormStats, &[]).await?;
         let params = self.uniform("norm_stats", &[n as u32, w.map_or(0, |_| 1), eps.to_bits(), 0]);
         let bindings = [(0, &params), (1, x), (2, w.unwrap_or(self.dummy)), (3, stats), (4, self.step)];
