@@ -54,6 +54,41 @@ const CHUNK: u32 = 64u; // positions per split: one per thread for the scores
 var<workgroup> weights: array<f32, 64>;
 var<workgroup> slices: array<vec4<f32>, 64>;
 
+// q[q_at ..] . k_cache[k_at ..] over `quads` vec4s, with four independent
+// loads and sums per step: a loop of one dependent load per step spent its time
+// waiting on memory.
+fn qk_dot(q_at: u32, k_at: u32, quads: u32) -> f32 {
+    var sums = vec4<f32>(0.0);
+    var d = 0u;
+    for (; d + 4u <= quads; d = d + 4u) {
+        sums.x = sums.x + dot(q[q_at + d], k_cache[k_at + d]);
+        sums.y = sums.y + dot(q[q_at + d + 1u], k_cache[k_at + d + 1u]);
+        sums.z = sums.z + dot(q[q_at + d + 2u], k_cache[k_at + d + 2u]);
+        sums.w = sums.w + dot(q[q_at + d + 3u], k_cache[k_at + d + 3u]);
+    }
+    for (; d < quads; d = d + 1u) {
+        sums.x = sums.x + dot(q[q_at + d], k_cache[k_at + d]);
+    }
+    return sums.x + sums.y + sums.z + sums.w;
+}
+
+// sum over positions first + i (i = slice, slice + step, ..., first + i < last)
+// of weights[i] * v_cache[v_at + i * stride], four positions per loop step.
+fn weighted_values(first: u32, last: u32, slice: u32, step: u32, v_at: u32, stride: u32) -> vec4<f32> {
+    var a = vec4<f32>(0.0);
+    var b = vec4<f32>(0.0);
+    var i = slice;
+    for (; first + i + 3u * step < last; i = i + 4u * step) {
+        a = a + weights[i] * v_cache[v_at + i * stride] + weights[i + step] * v_cache[v_at + (i + step) * stride];
+        b = b + weights[i + 2u * step] * v_cache[v_at + (i + 2u * step) * stride]
+            + weights[i + 3u * step] * v_cache[v_at + (i + 3u * step) * stride];
+    }
+    for (; first + i < last; i = i + step) {
+        a = a + weights[i] * v_cache[v_at + i * stride];
+    }
+    return a + b;
+}
+
 @compute @workgroup_size(64)
 fn attention_partial(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let head = wg.x;
@@ -73,11 +108,7 @@ fn attention_partial(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invoca
     let t = first + lid;
     var s = -3.0e38;
     if (t < last) {
-        var dot_qk = 0.0;
-        for (var d = 0u; d < quads; d = d + 1u) {
-            dot_qk = dot_qk + dot(q[q_offset + d], k_cache[t * kv_stride + kv_offset + d]);
-        }
-        s = dot_qk * p.scale;
+        s = qk_dot(q_offset, t * kv_stride + kv_offset, quads) * p.scale;
     }
     let m = workgroup_max(lid, WG, s);
     var e = 0.0;
@@ -94,9 +125,7 @@ fn attention_partial(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invoca
     let column = lid % quads;
     var acc = vec4<f32>(0.0);
     if (slice < slice_count) {
-        for (var i = slice; first + i < last; i = i + slice_count) {
-            acc = acc + weights[i] * v_cache[(first + i) * kv_stride + kv_offset + column];
-        }
+        acc = acc + weighted_values(first, last, slice, slice_count, kv_stride * first + kv_offset + column, kv_stride);
     }
     slices[lid] = acc;
     workgroupBarrier();
@@ -164,11 +193,7 @@ fn attention_causal(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocat
         let t = first + lid;
         var s = -3.0e38;
         if (t < last) {
-            var dot_qk = 0.0;
-            for (var d = 0u; d < quads; d = d + 1u) {
-                dot_qk = dot_qk + dot(q[q_offset + d], k_cache[t * kv_stride + kv_offset + d]);
-            }
-            s = dot_qk * p.scale;
+            s = qk_dot(q_offset, t * kv_stride + kv_offset, quads) * p.scale;
         }
         // The reductions' barriers also keep this write of `weights` after
         // every thread's reads of the previous piece's.
@@ -184,9 +209,7 @@ fn attention_causal(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocat
         workgroupBarrier();
         acc = acc * rescale;
         if (slice < slice_count) {
-            for (var i = slice; first + i < last; i = i + slice_count) {
-                acc = acc + weights[i] * v_cache[(first + i) * kv_stride + kv_offset + column];
-            }
+            acc = acc + weighted_values(first, last, slice, slice_count, kv_stride * first + kv_offset + column, kv_stride);
         }
     }
     slices[lid] = acc;

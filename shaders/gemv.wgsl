@@ -6,8 +6,10 @@
 //
 // `stats` holds inverse RMS values computed by norm.wgsl, so the normalized input
 // is never written out. Entry points: `gemv_ternary` (W packed base-3, 16 weights
-// per word, per-group scales) and `gemv_dense` (W in F32/F16/BF16). A matrix
-// larger than one storage binding is split by rows into chunks, one dispatch each.
+// per word, per-group scales), `gemv_ternary_wide` (the same, 64 weights per
+// thread and row at a time, for long rows: binds W at 9 instead of 1) and
+// `gemv_dense` (W in F32/F16/BF16). A matrix larger than one storage binding is
+// split by rows into chunks, one dispatch each.
 //
 // Needs cols % 4 == 0 (inputs are read as vec4).
 //
@@ -41,6 +43,8 @@ override WEIGHT_DTYPE: u32 = 0u;       // DTYPE_* of W (dense)
 @group(0) @binding(6) var<storage, read> norm2: array<vec4<f32>>; // [cols / 4]
 @group(0) @binding(7) var<storage, read> bias: array<f32>;     // [all rows of the matrix]
 @group(0) @binding(8) var<storage, read_write> y: array<f32>;  // [all rows of the matrix]
+// The same packed weights as `weights`, 64 per element (gemv_ternary_wide).
+@group(0) @binding(9) var<storage, read> weights_wide: array<vec4<u32>>; // [rows, cols/64]
 
 const WG: u32 = 64u;
 override LANES: u32 = 64u;         // threads per row team: a power of two dividing 64
@@ -217,6 +221,91 @@ fn gemv_dense(
         if (ROWS_PER_TEAM >= 4u) {
             acc.z = acc.z + dense_quad(first_row + 2u, q, v);
             acc.w = acc.w + dense_quad(first_row + 3u, q, v);
+        }
+    }
+    finish_rows(first_row, lid, acc);
+}
+
+// gemv_ternary_wide: each thread reads 16 bytes (64 weights) of each of its
+// team's rows per step, all rows' loads issued before any arithmetic. Needs
+// cols % 64 == 0 and GROUP_SIZE % 64 == 0 (one scale per row per step).
+
+// Packed words 4g..4g+3 of `row`; past the last row, words of zero trits.
+fn wide_words(row: u32, g: u32) -> vec4<u32> {
+    if (row >= p.rows) {
+        return vec4<u32>(0x28282828u); // byte 40: every digit 1, every trit 0
+    }
+    return weights_wide[row * (p.cols / 64u) + g];
+}
+
+// The scale of `row` for columns 64g..64g+63 (zero past the last row).
+fn wide_scale(row: u32, g: u32) -> f32 {
+    if (row >= p.rows) {
+        return 0.0;
+    }
+    let s = row * (p.cols / GROUP_SIZE) + (g * 64u) / GROUP_SIZE;
+    return float_in_word(scales[word_of(s, SCALE_DTYPE)], s, SCALE_DTYPE);
+}
+
+// Unscaled sums over word `w` (16 inputs) for up to four rows whose words for it
+// are `words`: the inputs are combined once (see gemv_ternary), then each row
+// needs its base-3 prefixes and four dot products.
+fn word_sums(words: vec4<u32>, w: u32) -> vec4<f32> {
+    let v0 = input4_at(4u * w);
+    let v1 = input4_at(4u * w + 1u);
+    let v2 = input4_at(4u * w + 2u);
+    let v3 = input4_at(4u * w + 3u);
+    let x = transpose(mat4x4<f32>(v0, v1, v2, v3));
+    let xt = mat4x4<f32>(x[0], x[1] - 3.0 * x[0], x[2] - 3.0 * x[1], x[3] - 3.0 * x[2]);
+    let x_sum = dot(v0 + v1 + v2 + v3, vec4<f32>(1.0));
+    var sums = vec4<f32>(0.0);
+    sums.x = prefix_dot(words.x, xt) - x_sum;
+    if (ROWS_PER_TEAM >= 2u) {
+        sums.y = prefix_dot(words.y, xt) - x_sum;
+    }
+    if (ROWS_PER_TEAM >= 4u) {
+        sums.z = prefix_dot(words.z, xt) - x_sum;
+        sums.w = prefix_dot(words.w, xt) - x_sum;
+    }
+    return sums;
+}
+
+fn prefix_dot(word: u32, xt: mat4x4<f32>) -> f32 {
+    let b = base3_prefixes(word);
+    return dot(b[0], xt[0]) + dot(b[1], xt[1]) + dot(b[2], xt[2]) + dot(b[3], xt[3]);
+}
+
+@compute @workgroup_size(64)
+fn gemv_ternary_wide(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) num_wg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let first_row = team_first_row(wg, num_wg, lid);
+    var acc = vec4<f32>(0.0);
+    for (var g = lid % LANES; g < p.cols / 64u; g = g + LANES) {
+        let r0 = wide_words(first_row, g);
+        var r1 = vec4<u32>(0x28282828u);
+        var r2 = vec4<u32>(0x28282828u);
+        var r3 = vec4<u32>(0x28282828u);
+        if (ROWS_PER_TEAM >= 2u) {
+            r1 = wide_words(first_row + 1u, g);
+        }
+        if (ROWS_PER_TEAM >= 4u) {
+            r2 = wide_words(first_row + 2u, g);
+            r3 = wide_words(first_row + 3u, g);
+        }
+        let sums = word_sums(vec4<u32>(r0.x, r1.x, r2.x, r3.x), 4u * g)
+            + word_sums(vec4<u32>(r0.y, r1.y, r2.y, r3.y), 4u * g + 1u)
+            + word_sums(vec4<u32>(r0.z, r1.z, r2.z, r3.z), 4u * g + 2u)
+            + word_sums(vec4<u32>(r0.w, r1.w, r2.w, r3.w), 4u * g + 3u);
+        acc.x = acc.x + sums.x * wide_scale(first_row, g);
+        if (ROWS_PER_TEAM >= 2u) {
+            acc.y = acc.y + sums.y * wide_scale(first_row + 1u, g);
+        }
+        if (ROWS_PER_TEAM >= 4u) {
+            acc.z = acc.z + sums.z * wide_scale(first_row + 2u, g);
+            acc.w = acc.w + sums.w * wide_scale(first_row + 3u, g);
         }
     }
     finish_rows(first_row, lid, acc);

@@ -182,6 +182,7 @@ fn gemv_matches_the_cpu_for_packed_and_dense_weights_split_or_whole() {
         let mut rng = Rng::new(1);
         let eps = 1e-6;
         let mut team_sizes = std::collections::BTreeSet::new();
+        let mut kernels = std::collections::BTreeSet::new();
         // (rows, cols, split bytes): rows not a multiple of 64, cols not a multiple of 256,
         // and a long row (4160 columns, 260 words: several per lane).
         for (rows, cols, max_binding) in [
@@ -190,6 +191,9 @@ fn gemv_matches_the_cpu_for_packed_and_dense_weights_split_or_whole() {
             (203, 1088, 4096),
             (130, 192, 256),
             (19, 4160, 1 << 20),
+            // Rows of 256 groups and more take the wide kernel (ops::WIDE_GEMV_MIN_GROUPS).
+            (37, 16384, 1 << 20),
+            (9, 16448, 4112 * 2),
             // Tall matrices get two or four rows per team (ops::MIN_TEAMS).
             (2050, 1024, 1 << 20),
             (4100, 64, 4096),
@@ -204,6 +208,7 @@ fn gemv_matches_the_cpu_for_packed_and_dense_weights_split_or_whole() {
                 let gm = gpu.matrix(&m, &source, max_binding);
                 assert!(max_binding > 1 << 19 || gm.chunks.len() > 1, "the test means to split {}", m.name);
                 team_sizes.insert(tritium::engine::ops::GemvTeams::for_matrix(&gm).rows_per_team);
+                kernels.insert(tritium::engine::ops::wide_gemv(&gm));
                 let x = random(&mut rng, cols);
                 let (n1, n2) = (random(&mut rng, cols), random(&mut rng, cols));
                 let (bias, residual) = (random(&mut rng, rows), random(&mut rng, rows));
@@ -232,6 +237,7 @@ fn gemv_matches_the_cpu_for_packed_and_dense_weights_split_or_whole() {
             }
         }
         assert_eq!(team_sizes.into_iter().collect::<Vec<_>>(), [1, 2, 4], "every rows-per-team choice is tested");
+        assert_eq!(kernels.into_iter().collect::<Vec<_>>(), [false, true], "both ternary GEMVs are tested");
     }
 }
 

@@ -59,7 +59,13 @@ impl GemvTeams {
     /// once for all of them, but never so many that the matrix gets fewer than
     /// [`MIN_TEAMS`] teams (the GPU then runs out of parallel work).
     pub fn for_matrix(m: &GpuMatrix) -> Self {
-        let units = if m.is_packed() { m.cols / 16 } else { m.cols / 4 } as u32;
+        let units = if wide_gemv(m) {
+            m.cols / 64
+        } else if m.is_packed() {
+            m.cols / 16
+        } else {
+            m.cols / 4
+        } as u32;
         let lanes = units.next_power_of_two().clamp(4, 64);
         let rows = m.rows as u32;
         let rows_per_team = [4, 2, 1].into_iter().find(|&r| rows / r >= MIN_TEAMS).unwrap_or(1);
@@ -69,6 +75,22 @@ impl GemvTeams {
     pub fn rows_per_workgroup(&self) -> u32 {
         64 / self.lanes * self.rows_per_team
     }
+}
+
+/// Shortest row, in 64-column groups, that the wide GEMV takes: four groups
+/// per lane of a 64-thread team. On an H100 the wide kernel made the 32B
+/// shape's down projection (432 groups) 21 % faster and its gate and up
+/// projections (80 groups) 44 % slower (BENCHMARKS.md).
+pub const WIDE_GEMV_MIN_GROUPS: usize = 256;
+
+/// Whether `m`'s GEMV reads 64 weights per thread and row at a time
+/// (gemv_ternary_wide): long packed rows of whole 64-column groups, one scale each.
+pub fn wide_gemv(m: &GpuMatrix) -> bool {
+    let groups_fit = match &m.storage {
+        Storage::Packed { group_size, .. } => group_size % 64 == 0,
+        Storage::Dense { .. } => false,
+    };
+    groups_fit && m.cols.is_multiple_of(64) && m.cols / 64 >= WIDE_GEMV_MIN_GROUPS
 }
 
 pub struct Ops<'a> {
@@ -159,7 +181,9 @@ impl Ops<'_> {
     ) -> Result<Vec<Dispatch>, GpuError> {
         let team = GemvTeams::for_matrix(m);
         let shape = [("LANES", team.lanes), ("ROWS_PER_TEAM", team.rows_per_team)];
-        let pipeline = self.matrix_pipeline(m, Kernel::GemvTernary, Kernel::GemvDense, &shape).await?;
+        let wide = wide_gemv(m);
+        let ternary = if wide { Kernel::GemvTernaryWide } else { Kernel::GemvTernary };
+        let pipeline = self.matrix_pipeline(m, ternary, Kernel::GemvDense, &shape).await?;
         let flags = norms.norm1.map_or(0, |_| NORM1)
             | norms.norm2.map_or(0, |_| NORM2)
             | bias.map_or(0, |_| BIAS)
@@ -169,7 +193,7 @@ impl Ops<'_> {
             let params = self.uniform(&m.name, &[chunk.rows as u32, m.cols as u32, chunk.first_row as u32, flags]);
             let mut bindings = vec![
                 (0, &params),
-                (1, &chunk.weights),
+                (if wide { 9 } else { 1 }, &chunk.weights),
                 (3, x),
                 (4, norms.stats),
                 (5, norms.norm1.unwrap_or(self.dummy)),

@@ -35,6 +35,7 @@ const NOTHING: Needs = Needs { decode: false, reduce: false };
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Kernel {
     GemvTernary,
+    GemvTernaryWide,
     GemvDense,
     GemmTernary,
     GemmDense,
@@ -59,6 +60,7 @@ impl Kernel {
         const ATTENTION: &str = include_str!("../../shaders/attention.wgsl");
         match self {
             Kernel::GemvTernary => ("gemv.wgsl", GEMV, "gemv_ternary", DECODE_REDUCE),
+            Kernel::GemvTernaryWide => ("gemv.wgsl", GEMV, "gemv_ternary_wide", DECODE_REDUCE),
             Kernel::GemvDense => ("gemv.wgsl", GEMV, "gemv_dense", DECODE_REDUCE),
             Kernel::GemmTernary => ("gemm.wgsl", GEMM, "gemm_ternary", DECODE_ONLY),
             Kernel::GemmDense => ("gemm.wgsl", GEMM, "gemm_dense", DECODE_ONLY),
