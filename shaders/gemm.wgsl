@@ -13,8 +13,10 @@
 // Tiling: a workgroup of 256 threads computes a tile of TILE_ROWS rows by
 // TILE_TOKENS tokens. It walks the columns 16 at a time (one packed word per
 // row): the tile's weights are decoded once into workgroup memory (trit * scale)
-// and reused for all 64 tokens; the tile's inputs are normalized once and reused
-// for all 128 rows. Each thread then accumulates an 8-row by 4-token block.
+// and reused for all the tile's tokens; the tile's inputs are normalized once and
+// reused for all 128 rows. Each thread then accumulates a block of 8 rows by
+// TOKENS_PER_THREAD tokens (4, or 8 for tall matrices, where the larger tile
+// measured faster and still leaves enough workgroups).
 // (gemm_ternary fetches the next tile into registers while it multiplies.)
 //
 // Needs cols % 16 == 0 (ternary: whole words) or cols % 4 == 0 (dense).
@@ -56,22 +58,26 @@ override WEIGHT_DTYPE: u32 = 0u; // DTYPE_* of W (dense)
 @group(0) @binding(8) var<storage, read_write> y: array<f32>;     // [tokens, all rows of the matrix]
 @group(0) @binding(9) var<uniform> step: Step;
 
-const TILE_ROWS: u32 = 128u;  // 16 row groups of 8
-const TILE_TOKENS: u32 = 64u; // 16 token groups of 4
-const TILE_COLS: u32 = 16u;   // one packed word per row
+override TOKENS_PER_THREAD: u32 = 4u; // 4 or 8
+const TILE_ROWS: u32 = 128u;           // 16 row groups of 8
+override TILE_TOKENS: u32 = 16u * TOKENS_PER_THREAD; // 16 token groups
+const TILE_COLS: u32 = 16u;            // one packed word per row
 
 // tile_w[k * 32 + i]: the weights of rows 4i..4i+3 of the tile at column k.
 var<workgroup> tile_w: array<vec4<f32>, 512>;
-// tile_x[k * 16 + j]: the inputs of tokens 4j..4j+3 of the tile at column k.
-var<workgroup> tile_x: array<vec4<f32>, 256>;
+// tile_x[k * TILE_TOKENS / 4 + j]: the inputs of tokens 4j..4j+3 of the tile at
+// column k (sized for the larger tile).
+var<workgroup> tile_x: array<vec4<f32>, 512>;
 
-// The normalized inputs this thread stages for columns k0..k0+15: token
-// lid / 4, columns k0 + 4 (lid % 4) .. + 3 (zero past the step's tokens).
-fn fetch_inputs(first_token: u32, k0: u32, lid: u32) -> vec4<f32> {
-    let token = first_token + lid / 4u;
+// The normalized inputs staged as element `e` of the tile (TILE_TOKENS * 4 of
+// them, 256 or 512) for columns k0..k0+15: token e / 4, columns k0 + 4 (e % 4)
+// .. + 3 (zero past the step's tokens). Thread lid stages elements lid and,
+// for the larger tile, lid + 256.
+fn fetch_inputs(first_token: u32, k0: u32, e: u32) -> vec4<f32> {
+    let token = first_token + e / 4u;
     var v = vec4<f32>(0.0);
     if (token < step.tokens) {
-        let q = k0 / 4u + lid % 4u;
+        let q = k0 / 4u + e % 4u;
         v = x[token * (p.cols / 4u) + q];
         if ((p.flags & NORM1) != 0u) {
             v = v * (stats[2u * token] * norm1[q]);
@@ -83,12 +89,12 @@ fn fetch_inputs(first_token: u32, k0: u32, lid: u32) -> vec4<f32> {
     return v;
 }
 
-// Stores what fetch_inputs returned into tile_x, by column.
-fn store_inputs(v: vec4<f32>, lid: u32) {
-    let t = lid / 4u;
-    let quad = lid % 4u;
+// Stores what fetch_inputs returned for element `e` into tile_x, by column.
+fn store_inputs(v: vec4<f32>, e: u32) {
+    let t = e / 4u;
+    let quad = e % 4u;
     for (var j = 0u; j < 4u; j = j + 1u) {
-        tile_x[(4u * quad + j) * 16u + t / 4u][t % 4u] = v[j];
+        tile_x[(4u * quad + j) * (TILE_TOKENS / 4u) + t / 4u][t % 4u] = v[j];
     }
 }
 
@@ -97,28 +103,42 @@ fn store_weight(row: u32, col: u32, value: f32) {
     tile_w[col * 32u + row / 4u][row % 4u] = value;
 }
 
-// Each thread accumulates its 8 x 4 block over the 16 columns in the tiles.
-fn accumulate(lid: u32, acc: ptr<function, array<vec4<f32>, 8>>) {
+// Each thread accumulates its block over the 16 columns in the tiles: acc[i]
+// holds row i of its 8 rows for its first four tokens, acc[8 + i] for the next
+// four (larger tile only).
+fn accumulate(lid: u32, acc: ptr<function, array<vec4<f32>, 16>>) {
     let row_group = lid % 16u;
-    let token_group = lid / 16u;
+    let quads = TILE_TOKENS / 4u;
+    let token_quad = (lid / 16u) * (TOKENS_PER_THREAD / 4u);
     for (var k = 0u; k < TILE_COLS; k = k + 1u) {
         let w0 = tile_w[k * 32u + 2u * row_group];
         let w1 = tile_w[k * 32u + 2u * row_group + 1u];
-        let xv = tile_x[k * 16u + token_group];
-        (*acc)[0] = (*acc)[0] + w0.x * xv;
-        (*acc)[1] = (*acc)[1] + w0.y * xv;
-        (*acc)[2] = (*acc)[2] + w0.z * xv;
-        (*acc)[3] = (*acc)[3] + w0.w * xv;
-        (*acc)[4] = (*acc)[4] + w1.x * xv;
-        (*acc)[5] = (*acc)[5] + w1.y * xv;
-        (*acc)[6] = (*acc)[6] + w1.z * xv;
-        (*acc)[7] = (*acc)[7] + w1.w * xv;
+        let x0 = tile_x[k * quads + token_quad];
+        (*acc)[0] = (*acc)[0] + w0.x * x0;
+        (*acc)[1] = (*acc)[1] + w0.y * x0;
+        (*acc)[2] = (*acc)[2] + w0.z * x0;
+        (*acc)[3] = (*acc)[3] + w0.w * x0;
+        (*acc)[4] = (*acc)[4] + w1.x * x0;
+        (*acc)[5] = (*acc)[5] + w1.y * x0;
+        (*acc)[6] = (*acc)[6] + w1.z * x0;
+        (*acc)[7] = (*acc)[7] + w1.w * x0;
+        if (TOKENS_PER_THREAD == 8u) {
+            let x1 = tile_x[k * quads + token_quad + 1u];
+            (*acc)[8] = (*acc)[8] + w0.x * x1;
+            (*acc)[9] = (*acc)[9] + w0.y * x1;
+            (*acc)[10] = (*acc)[10] + w0.z * x1;
+            (*acc)[11] = (*acc)[11] + w0.w * x1;
+            (*acc)[12] = (*acc)[12] + w1.x * x1;
+            (*acc)[13] = (*acc)[13] + w1.y * x1;
+            (*acc)[14] = (*acc)[14] + w1.z * x1;
+            (*acc)[15] = (*acc)[15] + w1.w * x1;
+        }
     }
 }
 
-// Writes row 8 (lid % 16) + i of the thread's block: `v` holds its tokens
-// 4 (lid / 16) .. 4 (lid / 16) + 3.
-fn write_row(first_row: u32, first_token: u32, lid: u32, i: u32, v: vec4<f32>) {
+// Writes row 8 (lid % 16) + i of the thread's block for its tokens
+// `first` .. `first` + 3 (`v`).
+fn write_row(first_row: u32, first: u32, lid: u32, i: u32, v: vec4<f32>) {
     let row = first_row + 8u * (lid % 16u) + i;
     if (row >= p.rows) {
         return;
@@ -129,7 +149,7 @@ fn write_row(first_row: u32, first_token: u32, lid: u32, i: u32, v: vec4<f32>) {
         b = bias[r];
     }
     for (var j = 0u; j < 4u; j = j + 1u) {
-        let token = first_token + 4u * (lid / 16u) + j;
+        let token = first + j;
         if (token < step.tokens) {
             let at = token * p.y_stride + r;
             var out = v[j] + b;
@@ -143,15 +163,26 @@ fn write_row(first_row: u32, first_token: u32, lid: u32, i: u32, v: vec4<f32>) {
 
 // Writes the thread's block. The accumulators are indexed by constants only, so
 // they stay in registers (a variable index would put the array in memory).
-fn write_outputs(first_row: u32, first_token: u32, lid: u32, acc: ptr<function, array<vec4<f32>, 8>>) {
-    write_row(first_row, first_token, lid, 0u, (*acc)[0]);
-    write_row(first_row, first_token, lid, 1u, (*acc)[1]);
-    write_row(first_row, first_token, lid, 2u, (*acc)[2]);
-    write_row(first_row, first_token, lid, 3u, (*acc)[3]);
-    write_row(first_row, first_token, lid, 4u, (*acc)[4]);
-    write_row(first_row, first_token, lid, 5u, (*acc)[5]);
-    write_row(first_row, first_token, lid, 6u, (*acc)[6]);
-    write_row(first_row, first_token, lid, 7u, (*acc)[7]);
+fn write_outputs(first_row: u32, first_token: u32, lid: u32, acc: ptr<function, array<vec4<f32>, 16>>) {
+    let first = first_token + (lid / 16u) * TOKENS_PER_THREAD;
+    write_row(first_row, first, lid, 0u, (*acc)[0]);
+    write_row(first_row, first, lid, 1u, (*acc)[1]);
+    write_row(first_row, first, lid, 2u, (*acc)[2]);
+    write_row(first_row, first, lid, 3u, (*acc)[3]);
+    write_row(first_row, first, lid, 4u, (*acc)[4]);
+    write_row(first_row, first, lid, 5u, (*acc)[5]);
+    write_row(first_row, first, lid, 6u, (*acc)[6]);
+    write_row(first_row, first, lid, 7u, (*acc)[7]);
+    if (TOKENS_PER_THREAD == 8u) {
+        write_row(first_row, first + 4u, lid, 0u, (*acc)[8]);
+        write_row(first_row, first + 4u, lid, 1u, (*acc)[9]);
+        write_row(first_row, first + 4u, lid, 2u, (*acc)[10]);
+        write_row(first_row, first + 4u, lid, 3u, (*acc)[11]);
+        write_row(first_row, first + 4u, lid, 4u, (*acc)[12]);
+        write_row(first_row, first + 4u, lid, 5u, (*acc)[13]);
+        write_row(first_row, first + 4u, lid, 6u, (*acc)[14]);
+        write_row(first_row, first + 4u, lid, 7u, (*acc)[15]);
+    }
 }
 
 // The packed word and scale this thread stages for word `w` of tile row `row`
@@ -183,9 +214,14 @@ fn gemm_ternary(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_
     let w_half = lid % 2u;
     // The next tile's weights and inputs are fetched into registers before the
     // current tile is multiplied, so their loads overlap the arithmetic.
+    let wide = TOKENS_PER_THREAD == 8u; // the tile stages 512 input elements, not 256
     var next_w = fetch_word(first_row + w_row, 0u);
-    var next_x = fetch_inputs(first_token, 0u, lid);
-    var acc: array<vec4<f32>, 8>;
+    var next_x0 = fetch_inputs(first_token, 0u, lid);
+    var next_x1 = vec4<f32>(0.0);
+    if (wide) {
+        next_x1 = fetch_inputs(first_token, 0u, lid + 256u);
+    }
+    var acc: array<vec4<f32>, 16>;
     for (var w = 0u; w < words; w = w + 1u) {
         for (var b = 0u; b < 2u; b = b + 1u) {
             let j = 2u * w_half + b; // byte of the word: tile columns 4j..4j+3
@@ -195,11 +231,17 @@ fn gemm_ternary(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_
             store_weight(w_row, 4u * j + 2u, t.z);
             store_weight(w_row, 4u * j + 3u, t.w);
         }
-        store_inputs(next_x, lid);
+        store_inputs(next_x0, lid);
+        if (wide) {
+            store_inputs(next_x1, lid + 256u);
+        }
         workgroupBarrier();
         if (w + 1u < words) {
             next_w = fetch_word(first_row + w_row, w + 1u);
-            next_x = fetch_inputs(first_token, (w + 1u) * 16u, lid);
+            next_x0 = fetch_inputs(first_token, (w + 1u) * 16u, lid);
+            if (wide) {
+                next_x1 = fetch_inputs(first_token, (w + 1u) * 16u, lid + 256u);
+            }
         }
         accumulate(lid, &acc);
         workgroupBarrier();
@@ -217,7 +259,7 @@ fn gemm_dense(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_in
     // Weight loading: thread -> (row lid / 2, columns 8 (lid % 2) .. 8 (lid % 2) + 7 of the tile).
     let w_row = lid / 2u;
     let w_col = 8u * (lid % 2u);
-    var acc: array<vec4<f32>, 8>;
+    var acc: array<vec4<f32>, 16>;
     for (var k0 = 0u; k0 < p.cols; k0 = k0 + TILE_COLS) {
         let row = first_row + w_row;
         for (var c = w_col; c < w_col + 8u; c = c + 1u) {
@@ -230,11 +272,13 @@ fn gemm_dense(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_in
         }
         // Past the last column (cols % 16 != 0) the weights are zero, so the
         // inputs there do not count; keep their reads in bounds all the same.
-        var v = vec4<f32>(0.0);
-        if (k0 + 4u * (lid % 4u) < p.cols) {
-            v = fetch_inputs(first_token, k0, lid);
+        for (var e = lid; e < TILE_TOKENS * 4u; e = e + 256u) {
+            var v = vec4<f32>(0.0);
+            if (k0 + 4u * (e % 4u) < p.cols) {
+                v = fetch_inputs(first_token, k0, e);
+            }
+            store_inputs(v, e);
         }
-        store_inputs(v, lid);
         workgroupBarrier();
         accumulate(lid, &acc);
         workgroupBarrier();

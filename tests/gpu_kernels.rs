@@ -245,13 +245,19 @@ fn gemv_matches_the_cpu_for_packed_and_dense_weights_split_or_whole() {
 fn gemm_matches_the_cpu_for_every_token_of_a_step() {
     for mut gpu in gpus() {
         let mut rng = Rng::new(7);
+        let mut tokens_per_thread = std::collections::BTreeSet::new();
         let eps = 1e-6;
         // (rows, cols, split bytes, tokens recorded for, tokens in the step): partial
         // row and token tiles, several tiles of each, split matrices, and a step
         // shorter than the graph (the rows past it must stay untouched).
-        for (rows, cols, max_binding, graph_tokens, tokens) in
-            [(37, 320, 1 << 20, 5, 5), (203, 1088, 4096, 70, 67), (130, 192, 256, 3, 2), (300, 64, 1 << 20, 130, 130)]
-        {
+        for (rows, cols, max_binding, graph_tokens, tokens) in [
+            (37, 320, 1 << 20, 5, 5),
+            (203, 1088, 4096, 70, 67),
+            (130, 192, 256, 3, 2),
+            (300, 64, 1 << 20, 130, 130),
+            // Tall: 8 tokens per thread (ops::GEMM_TALL_ROWS), two token tiles, the second partial.
+            (16400, 64, 1 << 20, 140, 131),
+        ] {
             for (k, dtype) in [DType::F32, DType::F16, DType::BF16].into_iter().enumerate() {
                 let mut source = MemorySource::default();
                 let (m, w) = if (k == 1 && max_binding > 4096) || rows == 300 {
@@ -263,6 +269,7 @@ fn gemm_matches_the_cpu_for_every_token_of_a_step() {
                 };
                 let cols = m.cols;
                 let gm = gpu.matrix(&m, &source, max_binding);
+                tokens_per_thread.insert(tritium::engine::ops::gemm_tokens_per_thread(&gm));
                 let x = random(&mut rng, graph_tokens * cols);
                 let (n1, n2) = (random(&mut rng, cols), random(&mut rng, cols));
                 let bias = random(&mut rng, rows);
@@ -292,6 +299,7 @@ fn gemm_matches_the_cpu_for_every_token_of_a_step() {
                 assert_close(&format!("gemm {} x {tokens} tokens", m.name), &got, &want, 1e-4);
             }
         }
+        assert_eq!(tokens_per_thread.into_iter().collect::<Vec<_>>(), [4, 8], "both GEMM tiles are tested");
     }
 }
 
