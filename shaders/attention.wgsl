@@ -19,7 +19,8 @@
 // splits = ceil(ctx / CHUNK), and splits past the current position return at once.
 //
 // `attention_causal` serves prefill: a chunk of step.tokens query positions
-// (step.pos, step.pos + 1, ...), q and out laid out [tokens, heads, head_dim].
+// (step.pos, step.pos + 1, ...), q read from rows of q_stride vec4s (each
+// token's q, k and v), out laid out [tokens, heads, head_dim].
 // Workgroup (h, t) walks positions 0..=step.pos + t in CHUNK-position pieces,
 // rescaling its running sums as the maximum grows (online softmax), so it needs
 // no scratch. Dispatch: [heads, tokens] workgroups; tokens past the chunk return.
@@ -32,7 +33,7 @@ struct Params {
     ctx: u32,
     scale: f32,  // 1 / sqrt(head_dim)
     splits: u32, // ceil(ctx / CHUNK)
-    _pad0: u32,
+    q_stride: u32, // vec4s from one token's q to the next's (q, k and v share a row)
     _pad1: u32,
 }
 
@@ -43,7 +44,7 @@ struct Step {
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<uniform> step: Step;
-@group(0) @binding(2) var<storage, read> q: array<vec4<f32>>;              // [tokens, heads, head_dim / 4]
+@group(0) @binding(2) var<storage, read> q: array<vec4<f32>>;              // [tokens, q_stride]: [heads, head_dim / 4] first
 @group(0) @binding(3) var<storage, read> k_cache: array<vec4<f32>>;        // [ctx, kv_heads, head_dim / 4]
 @group(0) @binding(4) var<storage, read> v_cache: array<vec4<f32>>;        // [ctx, kv_heads, head_dim / 4]
 @group(0) @binding(5) var<storage, read_write> partials: array<vec4<f32>>; // [heads, splits, head_dim / 4 + 1]
@@ -181,7 +182,7 @@ fn attention_causal(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocat
     let quads = p.head_dim / 4u;
     let kv_stride = p.kv_heads * quads;
     let kv_offset = (head / (p.heads / p.kv_heads)) * quads;
-    let q_offset = (token * p.heads + head) * quads;
+    let q_offset = token * p.q_stride + head * quads;
     let slice_count = WG / quads;
     let slice = lid / quads;
     let column = lid % quads;
@@ -219,6 +220,6 @@ fn attention_causal(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocat
         for (var k = 0u; k < slice_count; k = k + 1u) {
             sum = sum + slices[k * quads + lid];
         }
-        out[q_offset + lid] = sum / run_sum;
+        out[(token * p.heads + head) * quads + lid] = sum / run_sum;
     }
 }

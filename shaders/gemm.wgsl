@@ -1,8 +1,7 @@
 // Token-batched matrix product for prefill: gemv.wgsl's computation for a chunk
 // of prompt tokens at once, with the same fused input norms, bias and residual:
 //
-//   Y[t, row_offset + r] = (RESIDUAL ? Y[t, row_offset + r] : 0) + (BIAS ? bias[row_offset + r] : 0)
-//                          + sum_c W[r, c] * in[t, c]
+//   Y[t, y_offset + r] = (RESIDUAL ? Y[t, y_offset + r] : 0) + (BIAS ? bias[r] : 0) + sum_c W[r, c] * in[t, c]
 //   in[t, c] = X[t, c] * (NORM1 ? stats[2t] * norm1[c] : 1) * (NORM2 ? stats[2t + 1] * norm2[c] : 1)
 //
 // for tokens t < step.tokens. Entry points: `gemm_ternary` (W packed base-3, 16
@@ -27,8 +26,8 @@ struct Params {
     cols: u32,       // input length
     row_offset: u32, // first output row of this chunk
     flags: u32,      // NORM1 | NORM2 | BIAS | RESIDUAL
-    y_stride: u32,   // rows of the whole matrix: the length of one token's output
-    _pad0: u32,
+    y_stride: u32,   // the length of one token's row of Y
+    y_offset: u32,   // where the matrix's row 0 goes in a token's row of Y
     _pad1: u32,
     _pad2: u32,
 }
@@ -55,7 +54,7 @@ override WEIGHT_DTYPE: u32 = 0u; // DTYPE_* of W (dense)
 @group(0) @binding(5) var<storage, read> norm1: array<vec4<f32>>; // [cols / 4]
 @group(0) @binding(6) var<storage, read> norm2: array<vec4<f32>>; // [cols / 4]
 @group(0) @binding(7) var<storage, read> bias: array<f32>;        // [all rows of the matrix]
-@group(0) @binding(8) var<storage, read_write> y: array<f32>;     // [tokens, all rows of the matrix]
+@group(0) @binding(8) var<storage, read_write> y: array<f32>;     // [tokens, y_stride]
 @group(0) @binding(9) var<uniform> step: Step;
 
 override TOKENS_PER_THREAD: u32 = 4u; // 4 or 8
@@ -151,7 +150,7 @@ fn write_row(first_row: u32, first: u32, lid: u32, i: u32, v: vec4<f32>) {
     for (var j = 0u; j < 4u; j = j + 1u) {
         let token = first + j;
         if (token < step.tokens) {
-            let at = token * p.y_stride + r;
+            let at = token * p.y_stride + p.y_offset + r;
             var out = v[j] + b;
             if ((p.flags & RESIDUAL) != 0u) {
                 out = out + y[at];

@@ -1,7 +1,6 @@
 // Matrix-vector product with fused input RMSNorms, bias and residual add:
 //
-//   y[row_offset + r] = (RESIDUAL ? y[row_offset + r] : 0) + (BIAS ? bias[row_offset + r] : 0)
-//                       + sum_c W[r, c] * in[c]
+//   y[y_offset + r] = (RESIDUAL ? y[y_offset + r] : 0) + (BIAS ? bias[r] : 0) + sum_c W[r, c] * in[c]
 //   in[c] = x[c] * (NORM1 ? stats[0] * norm1[c] : 1) * (NORM2 ? stats[1] * norm2[c] : 1)
 //
 // `stats` holds inverse RMS values computed by norm.wgsl, so the normalized input
@@ -21,8 +20,12 @@
 struct Params {
     rows: u32,       // rows in this chunk
     cols: u32,       // input length
-    row_offset: u32, // first output row of this chunk
+    row_offset: u32, // first row of this chunk in the matrix (and its bias)
     flags: u32,      // NORM1 | NORM2 | BIAS | RESIDUAL
+    y_offset: u32,   // where the matrix's row 0 goes in y
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 const NORM1: u32 = 1u;
@@ -42,7 +45,7 @@ override WEIGHT_DTYPE: u32 = 0u;       // DTYPE_* of W (dense)
 @group(0) @binding(5) var<storage, read> norm1: array<vec4<f32>>; // [cols / 4]
 @group(0) @binding(6) var<storage, read> norm2: array<vec4<f32>>; // [cols / 4]
 @group(0) @binding(7) var<storage, read> bias: array<f32>;     // [all rows of the matrix]
-@group(0) @binding(8) var<storage, read_write> y: array<f32>;  // [all rows of the matrix]
+@group(0) @binding(8) var<storage, read_write> y: array<f32>;  // [y_offset + all rows of the matrix, ...]
 // The same packed weights as `weights`, 64 per element (gemv_ternary_wide).
 @group(0) @binding(9) var<storage, read> weights_wide: array<vec4<u32>>; // [rows, cols/64]
 
@@ -131,9 +134,9 @@ fn write_rows(first_row: u32, lid: u32) {
                     out = out + bias[r];
                 }
                 if ((p.flags & RESIDUAL) != 0u) {
-                    out = out + y[r];
+                    out = out + y[p.y_offset + r];
                 }
-                y[r] = out;
+                y[p.y_offset + r] = out;
             }
         }
     }

@@ -7,8 +7,9 @@
 // The table is computed on the CPU, as the reference does, because GPU sin/cos
 // lose precision on large angles.
 //
-// For a chunk of step.tokens tokens (prefill), token t is at position step.pos + t
-// and q, k, v are laid out [tokens, heads or kv_heads, head_dim].
+// Layout: qkv holds, for each of the step's tokens, q [heads, head_dim], then
+// k and v [kv_heads, head_dim]. Token t of the step (step.tokens of them: one
+// while decoding, a prompt chunk in prefill) is at position step.pos + t.
 // Dispatch: [ceil((heads + kv_heads) * head_dim/2 / 64), tokens] workgroups of 64.
 
 struct Params {
@@ -25,9 +26,7 @@ struct Step {
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<uniform> step: Step;
-@group(0) @binding(2) var<storage, read_write> q: array<f32>;        // [tokens, heads, head_dim]
-@group(0) @binding(3) var<storage, read> k: array<f32>;              // [tokens, kv_heads, head_dim]
-@group(0) @binding(4) var<storage, read> v: array<f32>;              // [tokens, kv_heads, head_dim]
+@group(0) @binding(2) var<storage, read_write> qkv: array<f32>;       // [tokens, (heads + 2 kv_heads) * head_dim]
 @group(0) @binding(5) var<storage, read> rope_table: array<vec2<f32>>; // [ctx, head_dim/2] (cos, sin)
 @group(0) @binding(6) var<storage, read_write> k_cache: array<f32>;  // [ctx, kv_heads, head_dim]
 @group(0) @binding(7) var<storage, read_write> v_cache: array<f32>;  // [ctx, kv_heads, head_dim]
@@ -35,7 +34,7 @@ struct Step {
 @compute @workgroup_size(64)
 fn rope(@builtin(global_invocation_id) id: vec3<u32>) {
     let half = p.head_dim / 2u;
-    let head = id.x / half;
+    let head = id.x / half; // q heads first, then k heads
     let i = id.x % half;
     let token = id.y;
     if (head >= p.heads + p.kv_heads || token >= step.tokens) {
@@ -43,20 +42,20 @@ fn rope(@builtin(global_invocation_id) id: vec3<u32>) {
     }
     let pos = step.pos + token;
     let cs = rope_table[pos * half + i];
+    let kv_dim = p.kv_heads * p.head_dim;
+    let row = token * (p.heads * p.head_dim + 2u * kv_dim);
+    let at = row + head * p.head_dim + i;
+    let a = qkv[at];
+    let b = qkv[at + half];
     if (head < p.heads) {
-        let at = (token * p.heads + head) * p.head_dim + i;
-        let a = q[at];
-        let b = q[at + half];
-        q[at] = a * cs.x - b * cs.y;
-        q[at + half] = b * cs.x + a * cs.y;
+        qkv[at] = a * cs.x - b * cs.y;
+        qkv[at + half] = b * cs.x + a * cs.y;
     } else {
-        let at = (token * p.kv_heads + head - p.heads) * p.head_dim + i;
         let slot = (pos * p.kv_heads + head - p.heads) * p.head_dim + i;
-        let a = k[at];
-        let b = k[at + half];
         k_cache[slot] = a * cs.x - b * cs.y;
         k_cache[slot + half] = b * cs.x + a * cs.y;
-        v_cache[slot] = v[at];
-        v_cache[slot + half] = v[at + half];
+        // v sits kv_dim after k in the token's row.
+        v_cache[slot] = qkv[at + kv_dim];
+        v_cache[slot + half] = qkv[at + kv_dim + half];
     }
 }

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 
 use half::{bf16, f16};
 use pollster::block_on;
+use tritium::engine::ops::Out;
 use tritium::gpu::kernels::{Dispatch, Kernels};
 use tritium::gpu::weights::{GpuMatrix, ReadFuture, Uploader, WeightSource};
 use tritium::gpu::{DeviceOptions, GpuContext};
@@ -213,13 +214,16 @@ fn gemv_matches_the_cpu_for_packed_and_dense_weights_split_or_whole() {
                 let (n1, n2) = (random(&mut rng, cols), random(&mut rng, cols));
                 let (bias, residual) = (random(&mut rng, rows), random(&mut rng, rows));
 
-                // Plain product.
-                let (xb, y) = (gpu.f32s(&x), gpu.f32s(&vec![0.0; rows]));
+                // Plain product, into rows 3.. of a wider output (as k after q).
+                let (xb, y) = (gpu.f32s(&x), gpu.f32s(&vec![0.0; rows + 5]));
                 let stats = gpu.f32s(&[0.0, 0.0]);
                 let none = tritium::engine::ops::InputNorms { stats: &stats, norm1: None, norm2: None };
-                let d = block_on(gpu.ops().linear(&gm, &xb, none, None, false, &y)).unwrap();
+                let out = Out { buffer: &y, offset: 3, width: rows + 5 };
+                let d = block_on(gpu.ops().linear(&gm, &xb, none, None, false, out)).unwrap();
                 gpu.run(&d);
-                assert_close(&format!("gemv {}", m.name), &gpu.read(&y, rows), &matvec(&w, cols, &x), 1e-4);
+                let mut want = vec![0.0; rows + 5];
+                want[3..3 + rows].copy_from_slice(&matvec(&w, cols, &x));
+                assert_close(&format!("gemv {}", m.name), &gpu.read(&y, rows + 5), &want, 1e-4);
 
                 // Both fused norms, bias and residual.
                 let mut h = vec![0.0; cols];
@@ -231,7 +235,7 @@ fn gemv_matches_the_cpu_for_packed_and_dense_weights_split_or_whole() {
                 let (n1b, n2b, biasb, yb) = (gpu.f32s(&n1), gpu.f32s(&n2), gpu.f32s(&bias), gpu.f32s(&residual));
                 let mut d = vec![block_on(gpu.ops().norm_stats(&xb, cols, Some(&n1b), eps, &stats)).unwrap()];
                 let norms = tritium::engine::ops::InputNorms { stats: &stats, norm1: Some(&n1b), norm2: Some(&n2b) };
-                d.extend(block_on(gpu.ops().linear(&gm, &xb, norms, Some(&biasb), true, &yb)).unwrap());
+                d.extend(block_on(gpu.ops().linear(&gm, &xb, norms, Some(&biasb), true, Out::all(&yb, rows))).unwrap());
                 gpu.run(&d);
                 assert_close(&format!("fused gemv {}", m.name), &gpu.read(&yb, rows), &want, 1e-4);
             }
@@ -291,7 +295,7 @@ fn gemm_matches_the_cpu_for_every_token_of_a_step() {
                 let mut ops = gpu.batch_ops(graph_tokens);
                 let mut d = vec![block_on(ops.norm_stats(&xb, cols, Some(&n1b), eps, &stats)).unwrap()];
                 let norms = tritium::engine::ops::InputNorms { stats: &stats, norm1: Some(&n1b), norm2: Some(&n2b) };
-                d.extend(block_on(ops.linear(&gm, &xb, norms, Some(&biasb), true, &yb)).unwrap());
+                d.extend(block_on(ops.linear(&gm, &xb, norms, Some(&biasb), true, Out::all(&yb, rows))).unwrap());
                 gpu.set_step(0, tokens as u32);
                 gpu.run(&d);
                 gpu.set_step(0, 1);
@@ -374,23 +378,36 @@ fn rope_rotates_q_and_k_and_fills_the_cache() {
                 })
             })
             .collect();
-        let (q, k, v) = (
-            random(&mut rng, heads * head_dim),
-            random(&mut rng, kv_heads * head_dim),
-            random(&mut rng, kv_heads * head_dim),
-        );
-        let (qb, kb, vb, tb) = (gpu.f32s(&q), gpu.f32s(&k), gpu.f32s(&v), gpu.f32s(&table));
+        // Two tokens at positions pos and pos + 1, each row q, then k, then v.
         let kv = kv_heads * head_dim;
+        let width = heads * head_dim + 2 * kv;
+        let qkv = random(&mut rng, 2 * width);
+        let (qkvb, tb) = (gpu.f32s(&qkv), gpu.f32s(&table));
         let (kc, vc) = (gpu.f32s(&vec![0.0; ctx * kv]), gpu.f32s(&vec![0.0; ctx * kv]));
-        let d = block_on(gpu.ops().rope(heads, kv_heads, head_dim, &qb, &kb, &vb, &tb, (&kc, &vc))).unwrap();
-        gpu.set_pos(pos as u32);
+        let d = block_on(gpu.batch_ops(2).rope(heads, kv_heads, head_dim, &qkvb, &tb, (&kc, &vc))).unwrap();
+        gpu.set_step(pos as u32, 2);
         gpu.run(&[d]);
-        let (mut q_want, mut k_want) = (q.clone(), k.clone());
-        q_want.chunks_mut(head_dim).chain(k_want.chunks_mut(head_dim)).for_each(|h| reference::rope(h, pos, &inv_freq));
-        assert_close("rope q", &gpu.read(&qb, q.len()), &q_want, 1e-5);
-        let k_cache = gpu.read(&kc, ctx * kv);
-        assert_close("rope k in cache", &k_cache[pos * kv..(pos + 1) * kv], &k_want, 1e-5);
-        assert_close("v in cache", &gpu.read(&vc, ctx * kv)[pos * kv..(pos + 1) * kv], &v, 0.0);
+        gpu.set_step(0, 1);
+        let (got, k_cache, v_cache) = (gpu.read(&qkvb, 2 * width), gpu.read(&kc, ctx * kv), gpu.read(&vc, ctx * kv));
+        for t in 0..2 {
+            let row = &qkv[t * width..(t + 1) * width];
+            let (q, k, v) = (&row[..heads * head_dim], &row[heads * head_dim..width - kv], &row[width - kv..]);
+            let (mut q_want, mut k_want) = (q.to_vec(), k.to_vec());
+            let p = pos + t;
+            q_want
+                .chunks_mut(head_dim)
+                .chain(k_want.chunks_mut(head_dim))
+                .for_each(|h| reference::rope(h, p, &inv_freq));
+            assert_close("rope q", &got[t * width..t * width + heads * head_dim], &q_want, 1e-5);
+            assert_close(
+                "k and v stay in place",
+                &got[t * width + heads * head_dim..(t + 1) * width],
+                &row[heads * head_dim..],
+                0.0,
+            );
+            assert_close("rope k in cache", &k_cache[p * kv..(p + 1) * kv], &k_want, 1e-5);
+            assert_close("v in cache", &v_cache[p * kv..(p + 1) * kv], v, 0.0);
+        }
         assert!(k_cache[..pos * kv].iter().all(|&x| x == 0.0), "other positions untouched");
     }
 }
@@ -444,7 +461,9 @@ fn attention_matches_the_cpu_loop() {
             // Prefill: a step of queries at positions first..=pos, recorded for two more.
             let tokens = (pos + 1).min(5);
             let first = pos + 1 - tokens;
-            let q = random(&mut rng, (tokens + 2) * heads * head_dim);
+            // Each token's q heads first in a row of q, k and v.
+            let width = (heads + 2 * kv_heads) * head_dim;
+            let q = random(&mut rng, (tokens + 2) * width);
             let (qb, out) = (gpu.f32s(&q), gpu.f32s(&vec![0.0; (tokens + 2) * heads * head_dim]));
             let mut ops = gpu.batch_ops(tokens + 2);
             let d = block_on(ops.attention(heads, kv_heads, head_dim, ctx, &qb, (&kb, &vb), &partials, &out)).unwrap();
@@ -454,7 +473,7 @@ fn attention_matches_the_cpu_loop() {
             let got = gpu.read(&out, (tokens + 2) * heads * head_dim);
             for (t, got) in got.chunks(heads * head_dim).enumerate() {
                 let want = if t < tokens {
-                    cpu(&q[t * heads * head_dim..(t + 1) * heads * head_dim], first + t)
+                    cpu(&q[t * width..t * width + heads * head_dim], first + t)
                 } else {
                     vec![0.0; heads * head_dim] // past the step: untouched
                 };

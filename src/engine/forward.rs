@@ -9,7 +9,7 @@ use crate::gpu::weights::GpuMatrix;
 use crate::gpu::GpuError;
 use crate::model::Config;
 
-use super::ops::{InputNorms, Ops};
+use super::ops::{InputNorms, Ops, Out};
 
 /// A projection on the GPU: weight, optional bias, optional per-linear norm.
 pub struct GpuLinear {
@@ -20,10 +20,12 @@ pub struct GpuLinear {
 
 pub struct GpuLayer {
     pub input_layernorm: wgpu::Buffer, // [hidden] f32
-    pub q_proj: GpuLinear,             // [heads * head_dim, hidden]
-    pub k_proj: GpuLinear,             // [kv_dim, hidden]
-    pub v_proj: GpuLinear,             // [kv_dim, hidden]
-    pub o_proj: GpuLinear,             // [hidden, heads * head_dim]
+    /// q, k and v ([heads * head_dim | kv_dim | kv_dim, hidden]), each with the
+    /// first row of the `qkv` activation it writes: one projection of all their
+    /// rows where they share a format and have no per-linear norms (one dispatch
+    /// instead of three), else the three.
+    pub qkv: Vec<(usize, GpuLinear)>,
+    pub o_proj: GpuLinear, // [hidden, heads * head_dim]
     pub post_attention_layernorm: wgpu::Buffer,
     pub gate_proj: GpuLinear, // [intermediate, hidden]
     pub up_proj: GpuLinear,   // [intermediate, hidden]
@@ -50,9 +52,7 @@ impl GpuWeights {
 /// for the graph's tokens per step.
 pub struct Activations {
     pub x: wgpu::Buffer,             // [hidden] residual stream
-    pub q: wgpu::Buffer,             // [heads * head_dim]
-    pub k: wgpu::Buffer,             // [kv_dim]
-    pub v: wgpu::Buffer,             // [kv_dim]
+    pub qkv: wgpu::Buffer,           // [heads * head_dim + 2 * kv_dim]: q, then k, then v
     pub attn: wgpu::Buffer,          // [heads * head_dim]
     pub gate: wgpu::Buffer,          // [intermediate], SwiGLU output in place
     pub up: wgpu::Buffer,            // [intermediate]
@@ -83,7 +83,7 @@ pub async fn decode_graph(
     let eps = c.rms_norm_eps as f32;
     graph.push(ops.norm_stats(&a.x, c.hidden_size, None, eps, &a.stats_final).await?);
     let norms = InputNorms { stats: &a.stats_final, norm1: Some(&w.norm), norm2: None };
-    graph.extend(ops.linear(w.lm_head(), &a.x, norms, None, false, &a.logits).await?);
+    graph.extend(ops.linear(w.lm_head(), &a.x, norms, None, false, Out::all(&a.logits, c.vocab_size)).await?);
     graph.push(ops.argmax(c.vocab_size, &a.logits, &a.token).await?);
     Ok(graph)
 }
@@ -113,6 +113,7 @@ async fn layers_graph(
     let eps = c.rms_norm_eps as f32;
     let (hidden, inter) = (c.hidden_size, c.intermediate_size);
     let (heads, kv_heads, head_dim) = (c.num_attention_heads, c.num_kv_heads(), c.head_dim());
+    let qkv_width = (heads + 2 * kv_heads) * head_dim;
     let mut graph = Vec::new();
 
     // Embedding lookup of the step's tokens (written by the host, or by the
@@ -122,21 +123,23 @@ async fn layers_graph(
     for layer in &w.layers {
         // Attention block. One statistics pass over x serves input_layernorm and
         // any per-linear norms of q/k/v (they all normalize the same h).
-        let qkv_norms = [&layer.q_proj, &layer.k_proj, &layer.v_proj].iter().any(|l| l.norm.is_some());
+        let qkv_norms = layer.qkv.iter().any(|(_, l)| l.norm.is_some());
         graph
             .push(ops.norm_stats(&a.x, hidden, qkv_norms.then_some(&layer.input_layernorm), eps, &a.stats_attn).await?);
-        for (proj, out) in [(&layer.q_proj, &a.q), (&layer.k_proj, &a.k), (&layer.v_proj, &a.v)] {
+        for (offset, proj) in &layer.qkv {
             let norms =
                 InputNorms { stats: &a.stats_attn, norm1: Some(&layer.input_layernorm), norm2: proj.norm.as_ref() };
+            let out = Out { buffer: &a.qkv, offset: *offset, width: qkv_width };
             graph.extend(ops.linear(&proj.weight, &a.x, norms, proj.bias.as_ref(), false, out).await?);
         }
 
         // RoPE on q and k; k and v go into the cache at the step's positions.
         let cache = (&layer.k_cache, &layer.v_cache);
-        graph.push(ops.rope(heads, kv_heads, head_dim, &a.q, &a.k, &a.v, &a.rope_table, cache).await?);
+        graph.push(ops.rope(heads, kv_heads, head_dim, &a.qkv, &a.rope_table, cache).await?);
 
         // Causal grouped-query attention over the cache.
-        graph.extend(ops.attention(heads, kv_heads, head_dim, ctx_len, &a.q, cache, &a.attn_partials, &a.attn).await?);
+        graph
+            .extend(ops.attention(heads, kv_heads, head_dim, ctx_len, &a.qkv, cache, &a.attn_partials, &a.attn).await?);
 
         // Output projection (with its optional norm) added to the residual stream.
         let o = &layer.o_proj;
@@ -144,7 +147,7 @@ async fn layers_graph(
             graph.push(ops.norm_stats(&a.attn, heads * head_dim, None, eps, &a.stats_o).await?);
         }
         let norms = InputNorms { stats: &a.stats_o, norm1: o.norm.as_ref(), norm2: None };
-        graph.extend(ops.linear(&o.weight, &a.attn, norms, o.bias.as_ref(), true, &a.x).await?);
+        graph.extend(ops.linear(&o.weight, &a.attn, norms, o.bias.as_ref(), true, Out::all(&a.x, hidden)).await?);
 
         // MLP block: post-attention norm fused into gate and up, SwiGLU, down + residual.
         let mlp_norms = layer.gate_proj.norm.is_some() || layer.up_proj.norm.is_some();
@@ -152,7 +155,7 @@ async fn layers_graph(
             ops.norm_stats(&a.x, hidden, mlp_norms.then_some(&layer.post_attention_layernorm), eps, &a.stats_mlp)
                 .await?,
         );
-        for (proj, out) in [(&layer.gate_proj, &a.gate), (&layer.up_proj, &a.up)] {
+        for (proj, out) in [(&layer.gate_proj, Out::all(&a.gate, inter)), (&layer.up_proj, Out::all(&a.up, inter))] {
             let norms = InputNorms {
                 stats: &a.stats_mlp,
                 norm1: Some(&layer.post_attention_layernorm),
@@ -166,7 +169,7 @@ async fn layers_graph(
             graph.push(ops.norm_stats(&a.gate, inter, None, eps, &a.stats_down).await?);
         }
         let norms = InputNorms { stats: &a.stats_down, norm1: d.norm.as_ref(), norm2: None };
-        graph.extend(ops.linear(&d.weight, &a.gate, norms, d.bias.as_ref(), true, &a.x).await?);
+        graph.extend(ops.linear(&d.weight, &a.gate, norms, d.bias.as_ref(), true, Out::all(&a.x, hidden)).await?);
     }
 
     Ok(graph)

@@ -12,8 +12,9 @@ pub use profile::KernelTime;
 use crate::backend::Backend;
 use crate::backend::RunError;
 use crate::gpu::kernels::{Dispatch, Kernels};
-use crate::gpu::weights::{matrix_bytes, Uploader, WeightSource};
+use crate::gpu::weights::{can_stack, matrix_bytes, Uploader, WeightSource};
 use crate::gpu::{GpuContext, GpuError};
+use crate::model::layout::Layer;
 use crate::model::{Config, Layout, Linear};
 
 use forward::{decode_graph, prefill_graph, Activations, GpuLayer, GpuLinear, GpuWeights};
@@ -144,9 +145,7 @@ fn activations(ctx: &GpuContext, c: &Config, tokens: usize, plan: &MemoryPlan, r
         if decode { ops::attention_partial_floats(c.num_attention_heads, c.head_dim(), plan.ctx) } else { 1 };
     Activations {
         x: storage(ctx, "x", tokens * c.hidden_size),
-        q: storage(ctx, "q", tokens * q_dim),
-        k: storage(ctx, "k", tokens * c.kv_dim()),
-        v: storage(ctx, "v", tokens * c.kv_dim()),
+        qkv: storage(ctx, "qkv", tokens * (q_dim + 2 * c.kv_dim())),
         attn: storage(ctx, "attn", tokens * q_dim),
         gate: storage(ctx, "gate", tokens * c.intermediate_size),
         up: storage(ctx, "up", tokens * c.intermediate_size),
@@ -225,14 +224,34 @@ impl Engine {
             };
             Ok(GpuLinear { weight, bias, norm })
         }
+        // q, k and v as one projection when their rows can share buffers and no
+        // per-linear norm tells them apart: one GEMV instead of three.
+        async fn qkv(up: &mut Uploader<'_>, l: &Layer, i: usize) -> Result<Vec<(usize, GpuLinear)>, GpuError> {
+            let parts = [&l.q_proj, &l.k_proj, &l.v_proj];
+            let weights = parts.map(|p| &p.weight);
+            if parts.iter().any(|p| p.norm.is_some()) || !can_stack(&weights) {
+                let (q_rows, k_rows) = (l.q_proj.weight.rows, l.k_proj.weight.rows);
+                return Ok(vec![
+                    (0, linear(up, &l.q_proj).await?),
+                    (q_rows, linear(up, &l.k_proj).await?),
+                    (q_rows + k_rows, linear(up, &l.v_proj).await?),
+                ]);
+            }
+            let weight = up.stacked(&format!("model.layers.{i}.self_attn.qkv_proj"), &weights).await?;
+            let bias = if parts.iter().any(|p| p.bias.is_some()) {
+                let biases = parts.map(|p| (p.bias.as_ref(), p.weight.rows));
+                Some(up.stacked_vector(&format!("model.layers.{i}.self_attn.qkv_proj.bias"), &biases).await?)
+            } else {
+                None
+            };
+            Ok(vec![(0, GpuLinear { weight, bias, norm: None })])
+        }
         let embed_tokens = up.matrix(&layout.embed_tokens).await?;
         let mut layers = Vec::with_capacity(layout.layers.len());
         for (i, l) in layout.layers.iter().enumerate() {
             layers.push(GpuLayer {
                 input_layernorm: up.vector(&l.input_layernorm).await?,
-                q_proj: linear(&mut up, &l.q_proj).await?,
-                k_proj: linear(&mut up, &l.k_proj).await?,
-                v_proj: linear(&mut up, &l.v_proj).await?,
+                qkv: qkv(&mut up, l, i).await?,
                 o_proj: linear(&mut up, &l.o_proj).await?,
                 post_attention_layernorm: up.vector(&l.post_attention_layernorm).await?,
                 gate_proj: linear(&mut up, &l.gate_proj).await?,

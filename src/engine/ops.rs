@@ -22,6 +22,21 @@ pub struct InputNorms<'a> {
     pub norm2: Option<&'a wgpu::Buffer>,
 }
 
+/// Where a projection writes: rows `offset..offset + rows` of each token's
+/// `width` values in `buffer` (q, k and v share one activation).
+pub struct Out<'a> {
+    pub buffer: &'a wgpu::Buffer,
+    pub offset: usize,
+    pub width: usize,
+}
+
+impl<'a> Out<'a> {
+    /// All of each token's `width` values.
+    pub fn all(buffer: &'a wgpu::Buffer, width: usize) -> Self {
+        Out { buffer, offset: 0, width }
+    }
+}
+
 const NORM1: u32 = 1;
 const NORM2: u32 = 2;
 const BIAS: u32 = 4;
@@ -173,8 +188,17 @@ impl Ops<'_> {
         norms: InputNorms<'_>,
         bias: Option<&wgpu::Buffer>,
         residual: bool,
-        y: &wgpu::Buffer,
+        y: Out<'_>,
     ) -> Result<Vec<Dispatch>, GpuError> {
+        if y.offset + m.rows > y.width {
+            return Err(GpuError::Limits(format!(
+                "{}: rows {}..{} do not fit an output of {}",
+                m.name,
+                y.offset,
+                y.offset + m.rows,
+                y.width
+            )));
+        }
         if self.tokens == 1 {
             self.gemv(m, x, norms, bias, residual, y).await
         } else {
@@ -190,7 +214,7 @@ impl Ops<'_> {
         norms: InputNorms<'_>,
         bias: Option<&wgpu::Buffer>,
         residual: bool,
-        y: &wgpu::Buffer,
+        y: Out<'_>,
     ) -> Result<Vec<Dispatch>, GpuError> {
         let team = GemvTeams::for_matrix(m);
         let shape = [("LANES", team.lanes), ("ROWS_PER_TEAM", team.rows_per_team)];
@@ -203,7 +227,10 @@ impl Ops<'_> {
             | if residual { RESIDUAL } else { 0 };
         let mut out = Vec::new();
         for chunk in &m.chunks {
-            let params = self.uniform(&m.name, &[chunk.rows as u32, m.cols as u32, chunk.first_row as u32, flags]);
+            let params = self.uniform(
+                &m.name,
+                &[chunk.rows as u32, m.cols as u32, chunk.first_row as u32, flags, y.offset as u32, 0, 0, 0],
+            );
             let mut bindings = vec![
                 (0, &params),
                 (if wide { 9 } else { 1 }, &chunk.weights),
@@ -212,7 +239,7 @@ impl Ops<'_> {
                 (5, norms.norm1.unwrap_or(self.dummy)),
                 (6, norms.norm2.unwrap_or(self.dummy)),
                 (7, bias.unwrap_or(self.dummy)),
-                (8, y),
+                (8, y.buffer),
             ];
             if let Some(scales) = &chunk.scales {
                 bindings.push((2, scales));
@@ -232,7 +259,7 @@ impl Ops<'_> {
         norms: InputNorms<'_>,
         bias: Option<&wgpu::Buffer>,
         residual: bool,
-        y: &wgpu::Buffer,
+        y: Out<'_>,
     ) -> Result<Vec<Dispatch>, GpuError> {
         let tokens_per_thread = gemm_tokens_per_thread(m);
         let shape = [("TOKENS_PER_THREAD", tokens_per_thread)];
@@ -246,7 +273,16 @@ impl Ops<'_> {
         for chunk in &m.chunks {
             let params = self.uniform(
                 &m.name,
-                &[chunk.rows as u32, m.cols as u32, chunk.first_row as u32, flags, m.rows as u32, 0, 0, 0],
+                &[
+                    chunk.rows as u32,
+                    m.cols as u32,
+                    chunk.first_row as u32,
+                    flags,
+                    y.width as u32,
+                    y.offset as u32,
+                    0,
+                    0,
+                ],
             );
             let mut bindings = vec![
                 (0, &params),
@@ -256,7 +292,7 @@ impl Ops<'_> {
                 (5, norms.norm1.unwrap_or(self.dummy)),
                 (6, norms.norm2.unwrap_or(self.dummy)),
                 (7, bias.unwrap_or(self.dummy)),
-                (8, y),
+                (8, y.buffer),
                 (9, self.step),
             ];
             if let Some(scales) = &chunk.scales {
@@ -317,23 +353,20 @@ impl Ops<'_> {
         Ok(Dispatch::new(self.ctx, "norm_stats", pipeline, &bindings, [self.tokens as u32, 1, 1]))
     }
 
-    /// RoPE on q and k, and the append of k and v to the cache at the step's positions.
-    #[allow(clippy::too_many_arguments)]
+    /// RoPE on q and k, and the append of k and v to the cache at the step's
+    /// positions; `qkv` holds each token's q, k and v one after another.
     pub async fn rope(
         &mut self,
         heads: usize,
         kv_heads: usize,
         head_dim: usize,
-        q: &wgpu::Buffer,
-        k: &wgpu::Buffer,
-        v: &wgpu::Buffer,
+        qkv: &wgpu::Buffer,
         rope_table: &wgpu::Buffer,
         cache: (&wgpu::Buffer, &wgpu::Buffer),
     ) -> Result<Dispatch, GpuError> {
         let pipeline = self.kernels.pipeline(Kernel::Rope, &[]).await?;
         let params = self.uniform("rope", &[heads as u32, kv_heads as u32, head_dim as u32, 0]);
-        let bindings =
-            [(0, &params), (1, self.step), (2, q), (3, k), (4, v), (5, rope_table), (6, cache.0), (7, cache.1)];
+        let bindings = [(0, &params), (1, self.step), (2, qkv), (5, rope_table), (6, cache.0), (7, cache.1)];
         let threads = ((heads + kv_heads) * head_dim / 2) as u32;
         Ok(Dispatch::new(self.ctx, "rope", pipeline, &bindings, [threads.div_ceil(64), self.tokens as u32, 1]))
     }
@@ -356,9 +389,11 @@ impl Ops<'_> {
     ) -> Result<Vec<Dispatch>, GpuError> {
         let scale = 1.0 / (head_dim as f32).sqrt();
         let splits = attention_splits(ctx_len) as u32;
+        // q is the first part of each token's q, k and v.
+        let q_stride = ((heads + 2 * kv_heads) * head_dim / 4) as u32;
         let params = self.uniform(
             "attention",
-            &[heads as u32, kv_heads as u32, head_dim as u32, ctx_len as u32, scale.to_bits(), splits, 0, 0],
+            &[heads as u32, kv_heads as u32, head_dim as u32, ctx_len as u32, scale.to_bits(), splits, q_stride, 0],
         );
         if self.tokens > 1 {
             let causal = self.kernels.pipeline(Kernel::AttentionCausal, &[]).await?;

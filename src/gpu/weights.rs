@@ -85,6 +85,36 @@ fn row_bytes(m: &Matrix) -> u64 {
     }
 }
 
+/// Whether two matrices are stored alike (dtype; scale dtype and group size),
+/// so that their rows can share one buffer.
+pub fn same_format(a: &Storage, b: &Storage) -> bool {
+    match (a, b) {
+        (Storage::Dense { dtype: x }, Storage::Dense { dtype: y }) => x == y,
+        (
+            Storage::Packed { scale_dtype: x, group_size: gx, .. },
+            Storage::Packed { scale_dtype: y, group_size: gy, .. },
+        ) => x == y && gx == gy,
+        _ => false,
+    }
+}
+
+/// Whether `parts` can be uploaded as one matrix ([`Uploader::stacked`]): the
+/// same width and format, and rows (and rows of scales) of whole 4-byte words,
+/// so that every part starts on a word of the shared buffer.
+pub fn can_stack(parts: &[&Matrix]) -> bool {
+    let first = parts[0];
+    let words = |bytes: u64| bytes.is_multiple_of(4);
+    let scale_row_words = match &first.storage {
+        Storage::Packed { scale_dtype, group_size, .. } => {
+            words((first.cols / group_size * scale_dtype.size().expect("float")) as u64)
+        }
+        Storage::Dense { .. } => true,
+    };
+    parts.iter().all(|m| m.cols == first.cols && same_format(&m.storage, &first.storage))
+        && words(row_bytes(first))
+        && scale_row_words
+}
+
 /// Bytes one matrix occupies on the GPU (as stored, padded to 4 per chunk).
 pub fn matrix_bytes(m: &Matrix) -> u64 {
     let scales = match &m.storage {
@@ -119,21 +149,12 @@ impl<'a> Uploader<'a> {
         Uploader { ctx, source, max_binding, piece: Vec::new(), since_flush: 0, done: 0, total, progress }
     }
 
-    /// A storage buffer filled with `len` bytes of tensor `name` from `offset`;
-    /// packed tensors are checked for bytes above 80 on the way.
-    async fn upload(
-        &mut self,
-        label: &str,
-        name: &str,
-        offset: u64,
-        len: u64,
-        packed: bool,
-    ) -> Result<wgpu::Buffer, GpuError> {
-        let padded = len.div_ceil(4) * 4;
+    /// An empty storage buffer of `len` bytes (padded to 4) for weights.
+    async fn weight_buffer(&mut self, label: &str, len: u64) -> Result<wgpu::Buffer, GpuError> {
         let scope = self.ctx.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
         let buffer = self.ctx.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some(label),
-            size: padded.max(4),
+            size: len.div_ceil(4).max(1) * 4,
             usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
@@ -144,20 +165,34 @@ impl<'a> Uploader<'a> {
                 self.done, self.total
             )));
         }
-        let mut at = 0u64;
-        while at < len {
-            let n = (len - at).min(UPLOAD_PIECE as u64) as usize;
+        Ok(buffer)
+    }
+
+    /// Copies `len` bytes of tensor `name` from `offset` into `buffer` at byte
+    /// `at` (a multiple of 4); packed tensors are checked for bytes above 80 on the way.
+    async fn fill(
+        &mut self,
+        buffer: &wgpu::Buffer,
+        at: u64,
+        name: &str,
+        offset: u64,
+        len: u64,
+        packed: bool,
+    ) -> Result<(), GpuError> {
+        let mut done = 0u64;
+        while done < len {
+            let n = (len - done).min(UPLOAD_PIECE as u64) as usize;
             self.piece.resize(n.div_ceil(4) * 4, 0);
             self.piece[n..].fill(0);
-            self.source.read(name, offset + at, &mut self.piece[..n]).await?;
+            self.source.read(name, offset + done, &mut self.piece[..n]).await?;
             if packed {
                 ternary::check_packed(&self.piece[..n]).map_err(|e| ModelError::InvalidPacked {
                     name: name.to_string(),
-                    source: ternary::InvalidByte { offset: (offset + at) as usize + e.offset, value: e.value },
+                    source: ternary::InvalidByte { offset: (offset + done) as usize + e.offset, value: e.value },
                 })?;
             }
-            self.ctx.queue.write_buffer(&buffer, at, &self.piece);
-            at += n as u64;
+            self.ctx.queue.write_buffer(buffer, at + done, &self.piece);
+            done += n as u64;
             self.done += n as u64;
             self.since_flush += n as u64;
             if self.since_flush >= FLUSH_EVERY {
@@ -167,48 +202,108 @@ impl<'a> Uploader<'a> {
             }
             (self.progress)(self.done, self.total);
         }
-        Ok(buffer)
+        Ok(())
     }
 
     /// Uploads a matrix as stored, split by rows into binding-sized chunks.
     pub async fn matrix(&mut self, m: &Matrix) -> Result<GpuMatrix, GpuError> {
-        let row = row_bytes(m);
+        self.stacked(&m.name, &[m]).await
+    }
+
+    /// Uploads `parts`, matrices of one format and width, as one matrix of all
+    /// their rows in order (q, k and v as one projection), split by rows into
+    /// binding-sized chunks. Bytes are copied as stored.
+    pub async fn stacked(&mut self, name: &str, parts: &[&Matrix]) -> Result<GpuMatrix, GpuError> {
+        let first = parts[0];
+        if parts.len() > 1 && !can_stack(parts) {
+            return Err(GpuError::Limits(format!("{name}: its parts differ in width or format and cannot be stacked")));
+        }
+        let row = row_bytes(first);
         let rows_per_chunk = (self.max_binding / row) as usize;
         if rows_per_chunk == 0 {
             return Err(GpuError::Limits(format!(
                 "one row of {} is {row} bytes, more than the largest storage binding ({} bytes)",
-                m.name, self.max_binding
+                first.name, self.max_binding
             )));
         }
+        let scale_row = match &first.storage {
+            Storage::Packed { scale_dtype, group_size, .. } => {
+                Some((first.cols / group_size * scale_dtype.size().expect("float")) as u64)
+            }
+            Storage::Dense { .. } => None,
+        };
+        let total_rows: usize = parts.iter().map(|m| m.rows).sum();
         let mut chunks = Vec::new();
         let mut first_row = 0;
-        while first_row < m.rows {
-            let rows = rows_per_chunk.min(m.rows - first_row);
-            let label = format!("{} rows {first_row}..{}", m.name, first_row + rows);
-            let packed = m.is_packed();
-            let weights = self.upload(&label, &m.name, first_row as u64 * row, rows as u64 * row, packed).await?;
-            let scales = match &m.storage {
-                Storage::Packed { scales, scale_dtype, group_size } => {
-                    let per_row = (m.cols / group_size * scale_dtype.size().expect("float")) as u64;
-                    let label = format!("{scales} rows {first_row}..{}", first_row + rows);
-                    Some(self.upload(&label, scales, first_row as u64 * per_row, rows as u64 * per_row, false).await?)
-                }
-                Storage::Dense { .. } => None,
+        while first_row < total_rows {
+            let rows = rows_per_chunk.min(total_rows - first_row);
+            let end = first_row + rows;
+            let label = format!("{name} rows {first_row}..{end}");
+            let weights = self.weight_buffer(&label, rows as u64 * row).await?;
+            let scales = match scale_row {
+                Some(per_row) => Some(self.weight_buffer(&format!("{label} scales"), rows as u64 * per_row).await?),
+                None => None,
             };
+            // Each part's rows that fall in this chunk.
+            let mut part_start = 0;
+            for m in parts {
+                let (from, to) = (first_row.max(part_start), end.min(part_start + m.rows));
+                if from < to {
+                    let (in_chunk, in_part, n) =
+                        ((from - first_row) as u64, (from - part_start) as u64, (to - from) as u64);
+                    self.fill(&weights, in_chunk * row, &m.name, in_part * row, n * row, m.is_packed()).await?;
+                    if let (Some(per_row), Some(buffer), Storage::Packed { scales: scales_name, .. }) =
+                        (scale_row, &scales, &m.storage)
+                    {
+                        self.fill(buffer, in_chunk * per_row, scales_name, in_part * per_row, n * per_row, false)
+                            .await?;
+                    }
+                }
+                part_start += m.rows;
+            }
             chunks.push(MatrixChunk { first_row, rows, weights, scales });
-            first_row += rows;
+            first_row = end;
         }
-        Ok(GpuMatrix { name: m.name.clone(), rows: m.rows, cols: m.cols, storage: m.storage.clone(), chunks })
+        Ok(GpuMatrix {
+            name: name.to_string(),
+            rows: total_rows,
+            cols: first.cols,
+            storage: first.storage.clone(),
+            chunks,
+        })
     }
 
-    /// Uploads a norm weight or bias, converted to f32.
-    pub async fn vector(&mut self, v: &Vector) -> Result<wgpu::Buffer, GpuError> {
+    /// Uploads `parts` one after another as one f32 vector, each part either a
+    /// stored vector or, where absent, that many zeros (stacked q/k/v biases).
+    pub async fn stacked_vector(
+        &mut self,
+        label: &str,
+        parts: &[(Option<&Vector>, usize)],
+    ) -> Result<wgpu::Buffer, GpuError> {
+        let mut values = Vec::new();
+        for (v, len) in parts {
+            match v {
+                Some(v) => values.extend(self.vector_values(v).await?),
+                None => values.extend(std::iter::repeat_n(0f32, *len)),
+            }
+        }
+        Ok(self.ctx.buffer_init(label, bytemuck::cast_slice(&values), wgpu::BufferUsages::STORAGE))
+    }
+
+    /// A norm weight or bias, converted to f32 on the host.
+    async fn vector_values(&mut self, v: &Vector) -> Result<Vec<f32>, GpuError> {
         let mut raw = vec![0u8; v.len * v.dtype.size().expect("float")];
         self.source.read(&v.name, 0, &mut raw).await?;
         let mut values = vec![0f32; v.len];
         to_f32(&v.dtype, &raw, &mut values);
         self.done += raw.len() as u64;
         (self.progress)(self.done, self.total);
+        Ok(values)
+    }
+
+    /// Uploads a norm weight or bias, converted to f32.
+    pub async fn vector(&mut self, v: &Vector) -> Result<wgpu::Buffer, GpuError> {
+        let values = self.vector_values(v).await?;
         Ok(self.ctx.buffer_init(&v.name, bytemuck::cast_slice(&values), wgpu::BufferUsages::STORAGE))
     }
 }
