@@ -487,13 +487,15 @@ fn attention_matches_the_cpu_loop() {
 fn swiglu_and_argmax() {
     for mut gpu in gpus() {
         let mut rng = Rng::new(6);
-        let n = 1003;
-        let (g, u) = (random(&mut rng, n), random(&mut rng, n));
-        let (gb, ub) = (gpu.f32s(&g), gpu.f32s(&u));
-        let d = block_on(gpu.ops().swiglu(n, &gb, &ub)).unwrap();
+        // Three tokens, each row n gate values then n up values.
+        let (n, tokens) = (1003, 3);
+        let gate_up = random(&mut rng, tokens * 2 * n);
+        let (gub, out) = (gpu.f32s(&gate_up), gpu.f32s(&vec![0.0; tokens * n]));
+        let d = block_on(gpu.batch_ops(tokens).swiglu(n, &gub, &out)).unwrap();
         gpu.run(&[d]);
-        let want: Vec<f32> = g.iter().zip(&u).map(|(a, b)| reference::silu(*a) * b).collect();
-        assert_close("swiglu", &gpu.read(&gb, n), &want, 1e-6);
+        let want: Vec<f32> =
+            gate_up.chunks(2 * n).flat_map(|row| (0..n).map(move |i| reference::silu(row[i]) * row[n + i])).collect();
+        assert_close("swiglu", &gpu.read(&out, tokens * n), &want, 1e-6);
 
         for (n, best) in [(1usize, 0usize), (151_937, 150_001), (1000, 3)] {
             let mut logits = random(&mut rng, n);

@@ -27,8 +27,9 @@ pub struct GpuLayer {
     pub qkv: Vec<(usize, GpuLinear)>,
     pub o_proj: GpuLinear, // [hidden, heads * head_dim]
     pub post_attention_layernorm: wgpu::Buffer,
-    pub gate_proj: GpuLinear, // [intermediate, hidden]
-    pub up_proj: GpuLinear,   // [intermediate, hidden]
+    /// gate and up ([intermediate, hidden] each), each with the first row of the
+    /// `gate_up` activation it writes: stacked into one projection as q/k/v are.
+    pub gate_up: Vec<(usize, GpuLinear)>,
     pub down_proj: GpuLinear, // [hidden, intermediate]
     /// This layer's KV cache: `[ctx, kv_heads, head_dim]` f32 each.
     pub k_cache: wgpu::Buffer,
@@ -54,8 +55,8 @@ pub struct Activations {
     pub x: wgpu::Buffer,             // [hidden] residual stream
     pub qkv: wgpu::Buffer,           // [heads * head_dim + 2 * kv_dim]: q, then k, then v
     pub attn: wgpu::Buffer,          // [heads * head_dim]
-    pub gate: wgpu::Buffer,          // [intermediate], SwiGLU output in place
-    pub up: wgpu::Buffer,            // [intermediate]
+    pub gate_up: wgpu::Buffer,       // [2 * intermediate]: gate, then up
+    pub mlp: wgpu::Buffer,           // [intermediate]: SwiGLU output
     pub attn_partials: wgpu::Buffer, // decode attention's per-split results (ops::attention_partial_floats)
     pub logits: wgpu::Buffer,        // [vocab] (decode)
     pub token: wgpu::Buffer,         // [tokens] u32: the step's tokens in; decode: the argmax out
@@ -150,26 +151,27 @@ async fn layers_graph(
         graph.extend(ops.linear(&o.weight, &a.attn, norms, o.bias.as_ref(), true, Out::all(&a.x, hidden)).await?);
 
         // MLP block: post-attention norm fused into gate and up, SwiGLU, down + residual.
-        let mlp_norms = layer.gate_proj.norm.is_some() || layer.up_proj.norm.is_some();
+        let mlp_norms = layer.gate_up.iter().any(|(_, l)| l.norm.is_some());
         graph.push(
             ops.norm_stats(&a.x, hidden, mlp_norms.then_some(&layer.post_attention_layernorm), eps, &a.stats_mlp)
                 .await?,
         );
-        for (proj, out) in [(&layer.gate_proj, Out::all(&a.gate, inter)), (&layer.up_proj, Out::all(&a.up, inter))] {
+        for (offset, proj) in &layer.gate_up {
             let norms = InputNorms {
                 stats: &a.stats_mlp,
                 norm1: Some(&layer.post_attention_layernorm),
                 norm2: proj.norm.as_ref(),
             };
+            let out = Out { buffer: &a.gate_up, offset: *offset, width: 2 * inter };
             graph.extend(ops.linear(&proj.weight, &a.x, norms, proj.bias.as_ref(), false, out).await?);
         }
-        graph.push(ops.swiglu(inter, &a.gate, &a.up).await?);
+        graph.push(ops.swiglu(inter, &a.gate_up, &a.mlp).await?);
         let d = &layer.down_proj;
         if d.norm.is_some() {
-            graph.push(ops.norm_stats(&a.gate, inter, None, eps, &a.stats_down).await?);
+            graph.push(ops.norm_stats(&a.mlp, inter, None, eps, &a.stats_down).await?);
         }
         let norms = InputNorms { stats: &a.stats_down, norm1: d.norm.as_ref(), norm2: None };
-        graph.extend(ops.linear(&d.weight, &a.gate, norms, d.bias.as_ref(), true, Out::all(&a.x, hidden)).await?);
+        graph.extend(ops.linear(&d.weight, &a.mlp, norms, d.bias.as_ref(), true, Out::all(&a.x, hidden)).await?);
     }
 
     Ok(graph)

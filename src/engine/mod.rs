@@ -14,8 +14,7 @@ use crate::backend::RunError;
 use crate::gpu::kernels::{Dispatch, Kernels};
 use crate::gpu::weights::{can_stack, matrix_bytes, Uploader, WeightSource};
 use crate::gpu::{GpuContext, GpuError};
-use crate::model::layout::Layer;
-use crate::model::{Config, Layout, Linear};
+use crate::model::{Config, Layout, Linear, Matrix};
 
 use forward::{decode_graph, prefill_graph, Activations, GpuLayer, GpuLinear, GpuWeights};
 use ops::Ops;
@@ -102,7 +101,8 @@ impl MemoryPlan {
             Some(n) => n.min(ctx),
             None => DEFAULT_UBATCH.min(most_tokens).min(ctx),
         };
-        let per_token = f32s(c.hidden_size + 2 * q_dim + 2 * c.kv_dim() + 2 * c.intermediate_size + 10) + 4;
+        // x, qkv, attn, gate_up, mlp, five [2] stats, and the token id.
+        let per_token = f32s(c.hidden_size + 2 * q_dim + 2 * c.kv_dim() + 3 * c.intermediate_size + 10) + 4;
         let scratch_bytes = per_token * (1 + ubatch as u64)
             + f32s(ops::attention_partial_floats(c.num_attention_heads, c.head_dim(), ctx))
             + 2 * f32s(c.vocab_size)
@@ -147,8 +147,8 @@ fn activations(ctx: &GpuContext, c: &Config, tokens: usize, plan: &MemoryPlan, r
         x: storage(ctx, "x", tokens * c.hidden_size),
         qkv: storage(ctx, "qkv", tokens * (q_dim + 2 * c.kv_dim())),
         attn: storage(ctx, "attn", tokens * q_dim),
-        gate: storage(ctx, "gate", tokens * c.intermediate_size),
-        up: storage(ctx, "up", tokens * c.intermediate_size),
+        gate_up: storage(ctx, "gate and up", tokens * 2 * c.intermediate_size),
+        mlp: storage(ctx, "mlp", tokens * c.intermediate_size),
         attn_partials: storage(ctx, "attention partials", partials),
         logits: storage(ctx, "logits", if decode { c.vocab_size } else { 1 }),
         token: storage(ctx, "token", tokens),
@@ -224,23 +224,29 @@ impl Engine {
             };
             Ok(GpuLinear { weight, bias, norm })
         }
-        // q, k and v as one projection when their rows can share buffers and no
-        // per-linear norm tells them apart: one GEMV instead of three.
-        async fn qkv(up: &mut Uploader<'_>, l: &Layer, i: usize) -> Result<Vec<(usize, GpuLinear)>, GpuError> {
-            let parts = [&l.q_proj, &l.k_proj, &l.v_proj];
-            let weights = parts.map(|p| &p.weight);
+        // Projections reading the same input (q, k, v; gate, up) as one matrix
+        // when their rows can share buffers and no per-linear norm tells them
+        // apart: one GEMV instead of several. Each comes with the first row of
+        // the shared output it writes.
+        async fn stacked(
+            up: &mut Uploader<'_>,
+            name: String,
+            parts: &[&Linear],
+        ) -> Result<Vec<(usize, GpuLinear)>, GpuError> {
+            let weights: Vec<&Matrix> = parts.iter().map(|p| &p.weight).collect();
             if parts.iter().any(|p| p.norm.is_some()) || !can_stack(&weights) {
-                let (q_rows, k_rows) = (l.q_proj.weight.rows, l.k_proj.weight.rows);
-                return Ok(vec![
-                    (0, linear(up, &l.q_proj).await?),
-                    (q_rows, linear(up, &l.k_proj).await?),
-                    (q_rows + k_rows, linear(up, &l.v_proj).await?),
-                ]);
+                let mut separate = Vec::new();
+                let mut row = 0;
+                for p in parts {
+                    separate.push((row, linear(up, p).await?));
+                    row += p.weight.rows;
+                }
+                return Ok(separate);
             }
-            let weight = up.stacked(&format!("model.layers.{i}.self_attn.qkv_proj"), &weights).await?;
+            let weight = up.stacked(&name, &weights).await?;
             let bias = if parts.iter().any(|p| p.bias.is_some()) {
-                let biases = parts.map(|p| (p.bias.as_ref(), p.weight.rows));
-                Some(up.stacked_vector(&format!("model.layers.{i}.self_attn.qkv_proj.bias"), &biases).await?)
+                let biases: Vec<_> = parts.iter().map(|p| (p.bias.as_ref(), p.weight.rows)).collect();
+                Some(up.stacked_vector(&format!("{name}.bias"), &biases).await?)
             } else {
                 None
             };
@@ -251,11 +257,16 @@ impl Engine {
         for (i, l) in layout.layers.iter().enumerate() {
             layers.push(GpuLayer {
                 input_layernorm: up.vector(&l.input_layernorm).await?,
-                qkv: qkv(&mut up, l, i).await?,
+                qkv: stacked(
+                    &mut up,
+                    format!("model.layers.{i}.self_attn.qkv_proj"),
+                    &[&l.q_proj, &l.k_proj, &l.v_proj],
+                )
+                .await?,
                 o_proj: linear(&mut up, &l.o_proj).await?,
                 post_attention_layernorm: up.vector(&l.post_attention_layernorm).await?,
-                gate_proj: linear(&mut up, &l.gate_proj).await?,
-                up_proj: linear(&mut up, &l.up_proj).await?,
+                gate_up: stacked(&mut up, format!("model.layers.{i}.mlp.gate_up_proj"), &[&l.gate_proj, &l.up_proj])
+                    .await?,
                 down_proj: linear(&mut up, &l.down_proj).await?,
                 k_cache: storage(ctx, &format!("k cache {i}"), plan.ctx * c.kv_dim()),
                 v_cache: storage(ctx, &format!("v cache {i}"), plan.ctx * c.kv_dim()),

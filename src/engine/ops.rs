@@ -412,18 +412,19 @@ impl Ops<'_> {
         ])
     }
 
-    /// `gate = silu(gate) * up` over `n` values per token (every row of the graph's
-    /// `[tokens, n]` buffers; rows past the step's tokens hold unused values).
-    pub async fn swiglu(&mut self, n: usize, gate: &wgpu::Buffer, up: &wgpu::Buffer) -> Result<Dispatch, GpuError> {
+    /// `out = silu(gate) * up` over `n` values per token, each token's row of
+    /// `gate_up` holding its gate values, then its up values (every row of the
+    /// graph's buffers; rows past the step's tokens hold unused values).
+    pub async fn swiglu(&mut self, n: usize, gate_up: &wgpu::Buffer, out: &wgpu::Buffer) -> Result<Dispatch, GpuError> {
         let pipeline = self.kernels.pipeline(Kernel::Swiglu, &[]).await?;
-        let n = n * self.tokens;
-        let params = self.uniform("swiglu", &[n as u32, 0, 0, 0]);
+        let total = n * self.tokens;
+        let params = self.uniform("swiglu", &[n as u32, total as u32, 0, 0]);
         Ok(Dispatch::new(
             self.ctx,
             "swiglu",
             pipeline,
-            &[(0, &params), (1, gate), (2, up)],
-            grid((n as u32).div_ceil(64)),
+            &[(0, &params), (1, gate_up), (2, out)],
+            grid((total as u32).div_ceil(64)),
         ))
     }
 
