@@ -89,22 +89,11 @@ pub async fn decode_graph(
     Ok(graph)
 }
 
-/// Records the prefill step: a chunk of prompt tokens through every layer,
-/// which leaves their keys and values in the KV cache. (The prompt's last token
-/// runs through the decode graph, which yields the first generated one.)
-pub async fn prefill_graph(
-    ops: &mut Ops<'_>,
-    c: &Config,
-    ctx_len: usize,
-    w: &GpuWeights,
-    a: &Activations,
-) -> Result<Vec<Dispatch>, GpuError> {
-    layers_graph(ops, c, ctx_len, w, a).await
-}
-
 /// The step's embedding lookup and every layer: the residual stream of each of
-/// its tokens ends in `a.x`.
-async fn layers_graph(
+/// its tokens ends in `a.x`. On its own this is the prefill step, which only
+/// fills the KV cache with a chunk of prompt tokens (the prompt's last token
+/// runs through the decode graph, which yields the first generated one).
+pub async fn layers_graph(
     ops: &mut Ops<'_>,
     c: &Config,
     ctx_len: usize,

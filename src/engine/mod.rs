@@ -16,7 +16,7 @@ use crate::gpu::weights::{can_stack, matrix_bytes, Uploader, WeightSource};
 use crate::gpu::{GpuContext, GpuError};
 use crate::model::{Config, Layout, Linear, Matrix};
 
-use forward::{decode_graph, prefill_graph, Activations, GpuLayer, GpuLinear, GpuWeights};
+use forward::{decode_graph, layers_graph, Activations, GpuLayer, GpuLinear, GpuWeights};
 use ops::Ops;
 
 /// Default cap on the KV cache when `--ctx` is not given: the context is the
@@ -289,7 +289,7 @@ impl Engine {
         let mut ops = Ops { ctx, kernels: &mut kernels, dummy: &dummy, step: &step_params, tokens: 1 };
         let graph = decode_graph(&mut ops, c, plan.ctx, &weights, &act).await?;
         let mut ops = Ops { ctx, kernels: &mut kernels, dummy: &dummy, step: &prefill_step, tokens: plan.ubatch };
-        let prefill_graph = prefill_graph(&mut ops, c, plan.ctx, &weights, &prefill_act).await?;
+        let prefill_graph = layers_graph(&mut ops, c, plan.ctx, &weights, &prefill_act).await?;
         use wgpu::BufferUsages as U;
         let token_readback = ctx.buffer("token read back", 4, U::MAP_READ | U::COPY_DST);
         let logits_readback = ctx.buffer("logits read back", (c.vocab_size * 4) as u64, U::MAP_READ | U::COPY_DST);

@@ -8,7 +8,7 @@
 //! chunk); kernels skip the tokens past the step's count.
 
 use crate::gpu::kernels::{grid, Dispatch, Kernel, Kernels};
-use crate::gpu::weights::{dtype_code, GpuMatrix};
+use crate::gpu::weights::{dtype_code, GpuMatrix, MatrixChunk};
 use crate::gpu::{GpuContext, GpuError};
 use crate::model::Storage;
 
@@ -35,6 +35,15 @@ impl<'a> Out<'a> {
     pub fn all(buffer: &'a wgpu::Buffer, width: usize) -> Self {
         Out { buffer, offset: 0, width }
     }
+}
+
+/// What a projection reads: its input, fused norms and bias, and the kernel
+/// flags that say which of them apply.
+struct LinearInputs<'a> {
+    x: &'a wgpu::Buffer,
+    norms: InputNorms<'a>,
+    bias: Option<&'a wgpu::Buffer>,
+    flags: u32,
 }
 
 const NORM1: u32 = 1;
@@ -199,51 +208,58 @@ impl Ops<'_> {
                 y.width
             )));
         }
+        let flags = norms.norm1.map_or(0, |_| NORM1)
+            | norms.norm2.map_or(0, |_| NORM2)
+            | bias.map_or(0, |_| BIAS)
+            | if residual { RESIDUAL } else { 0 };
+        let inputs = LinearInputs { x, norms, bias, flags };
         if self.tokens == 1 {
-            self.gemv(m, x, norms, bias, residual, y).await
+            self.gemv(m, inputs, y).await
         } else {
-            self.gemm(m, x, norms, bias, residual, y).await
+            self.gemm(m, inputs, y).await
         }
     }
 
+    /// The bindings every GEMV and GEMM dispatch takes for one row chunk, with
+    /// the chunk's weights at binding `weights_at`.
+    fn chunk_bindings<'b>(
+        &'b self,
+        chunk: &'b MatrixChunk,
+        weights_at: u32,
+        params: &'b wgpu::Buffer,
+        inputs: &LinearInputs<'b>,
+        y: &Out<'b>,
+    ) -> Vec<(u32, &'b wgpu::Buffer)> {
+        let mut bindings = vec![
+            (0, params),
+            (weights_at, &chunk.weights),
+            (3, inputs.x),
+            (4, inputs.norms.stats),
+            (5, inputs.norms.norm1.unwrap_or(self.dummy)),
+            (6, inputs.norms.norm2.unwrap_or(self.dummy)),
+            (7, inputs.bias.unwrap_or(self.dummy)),
+            (8, y.buffer),
+        ];
+        if let Some(scales) = &chunk.scales {
+            bindings.push((2, scales));
+        }
+        bindings
+    }
+
     /// `y (+)= W · norms(x) (+ bias)` for one token, one dispatch per row chunk of `W`.
-    async fn gemv(
-        &mut self,
-        m: &GpuMatrix,
-        x: &wgpu::Buffer,
-        norms: InputNorms<'_>,
-        bias: Option<&wgpu::Buffer>,
-        residual: bool,
-        y: Out<'_>,
-    ) -> Result<Vec<Dispatch>, GpuError> {
+    async fn gemv(&mut self, m: &GpuMatrix, inputs: LinearInputs<'_>, y: Out<'_>) -> Result<Vec<Dispatch>, GpuError> {
         let team = GemvTeams::for_matrix(m);
         let shape = [("LANES", team.lanes), ("ROWS_PER_TEAM", team.rows_per_team)];
         let wide = wide_gemv(m);
         let ternary = if wide { Kernel::GemvTernaryWide } else { Kernel::GemvTernary };
         let pipeline = self.matrix_pipeline(m, ternary, Kernel::GemvDense, &shape).await?;
-        let flags = norms.norm1.map_or(0, |_| NORM1)
-            | norms.norm2.map_or(0, |_| NORM2)
-            | bias.map_or(0, |_| BIAS)
-            | if residual { RESIDUAL } else { 0 };
         let mut out = Vec::new();
         for chunk in &m.chunks {
             let params = self.uniform(
                 &m.name,
-                &[chunk.rows as u32, m.cols as u32, chunk.first_row as u32, flags, y.offset as u32, 0, 0, 0],
+                &[chunk.rows as u32, m.cols as u32, chunk.first_row as u32, inputs.flags, y.offset as u32, 0, 0, 0],
             );
-            let mut bindings = vec![
-                (0, &params),
-                (if wide { 9 } else { 1 }, &chunk.weights),
-                (3, x),
-                (4, norms.stats),
-                (5, norms.norm1.unwrap_or(self.dummy)),
-                (6, norms.norm2.unwrap_or(self.dummy)),
-                (7, bias.unwrap_or(self.dummy)),
-                (8, y.buffer),
-            ];
-            if let Some(scales) = &chunk.scales {
-                bindings.push((2, scales));
-            }
+            let bindings = self.chunk_bindings(chunk, if wide { 9 } else { 1 }, &params, &inputs, &y);
             let label = format!("gemv {} rows {}..", m.name, chunk.first_row);
             let workgroups = (chunk.rows as u32).div_ceil(team.rows_per_workgroup());
             out.push(Dispatch::new(self.ctx, label, pipeline.clone(), &bindings, grid(workgroups)));
@@ -252,22 +268,10 @@ impl Ops<'_> {
     }
 
     /// The batched form of [`Ops::gemv`] (gemm.wgsl), one dispatch per row chunk of `W`.
-    async fn gemm(
-        &mut self,
-        m: &GpuMatrix,
-        x: &wgpu::Buffer,
-        norms: InputNorms<'_>,
-        bias: Option<&wgpu::Buffer>,
-        residual: bool,
-        y: Out<'_>,
-    ) -> Result<Vec<Dispatch>, GpuError> {
+    async fn gemm(&mut self, m: &GpuMatrix, inputs: LinearInputs<'_>, y: Out<'_>) -> Result<Vec<Dispatch>, GpuError> {
         let tokens_per_thread = gemm_tokens_per_thread(m);
         let shape = [("TOKENS_PER_THREAD", tokens_per_thread)];
         let pipeline = self.matrix_pipeline(m, Kernel::GemmTernary, Kernel::GemmDense, &shape).await?;
-        let flags = norms.norm1.map_or(0, |_| NORM1)
-            | norms.norm2.map_or(0, |_| NORM2)
-            | bias.map_or(0, |_| BIAS)
-            | if residual { RESIDUAL } else { 0 };
         let token_tiles = (self.tokens as u32).div_ceil(16 * tokens_per_thread);
         let mut out = Vec::new();
         for chunk in &m.chunks {
@@ -277,27 +281,15 @@ impl Ops<'_> {
                     chunk.rows as u32,
                     m.cols as u32,
                     chunk.first_row as u32,
-                    flags,
+                    inputs.flags,
                     y.width as u32,
                     y.offset as u32,
                     0,
                     0,
                 ],
             );
-            let mut bindings = vec![
-                (0, &params),
-                (1, &chunk.weights),
-                (3, x),
-                (4, norms.stats),
-                (5, norms.norm1.unwrap_or(self.dummy)),
-                (6, norms.norm2.unwrap_or(self.dummy)),
-                (7, bias.unwrap_or(self.dummy)),
-                (8, y.buffer),
-                (9, self.step),
-            ];
-            if let Some(scales) = &chunk.scales {
-                bindings.push((2, scales));
-            }
+            let mut bindings = self.chunk_bindings(chunk, 1, &params, &inputs, &y);
+            bindings.push((9, self.step));
             let label = format!("gemm {} rows {}..", m.name, chunk.first_row);
             let row_tiles = (chunk.rows as u32).div_ceil(GEMM_TILE_ROWS);
             out.push(Dispatch::new(self.ctx, label, pipeline.clone(), &bindings, [row_tiles, token_tiles, 1]));
