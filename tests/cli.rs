@@ -1,4 +1,4 @@
-//! `synth` and `inspect` end to end.
+//! `synth`, `inspect` and `bench` end to end.
 
 mod common;
 use common::*;
@@ -81,4 +81,25 @@ fn help_teaches() {
     }
     let run = tritium_ok(&["quantize", "--help"]);
     assert!(run.stdout.contains("--group-size") && run.stdout.contains("quantization_config"));
+}
+
+#[test]
+fn bench_measures_prompt_and_generation_and_profiles_each_dispatch() {
+    let run =
+        tritium_ok(&["bench", "--synthetic", "tiny", "-p", "70", "-n", "4", "-r", "1", "--ubatch", "32", "--profile"]);
+    let out = &run.stdout;
+    assert!(out.contains("| pp70 ") && out.contains("| tg4 "), "{out}");
+    assert!(out.contains("32-token prefill steps"), "{out}");
+    // The tiny shape: 2 layers, q/k/v and gate/up each stacked into one
+    // projection (no per-linear norms), an untied LM head in one binding. A
+    // decode step is the embedding, 10 dispatches a layer (norm, qkv, RoPE, two
+    // for attention, o, norm, gate/up, SwiGLU, down), final norm, head, argmax.
+    assert!(out.contains("decode step: 24 dispatches"), "{out}");
+    // The prefill step is the same without the head: causal attention is one
+    // dispatch there.
+    assert!(out.contains("prefill step: 19 dispatches"), "{out}");
+    for kind in ["gemv model.layers.N.self_attn.qkv_proj", "gemm model.layers.N.mlp.gate_up_proj"] {
+        let line = out.lines().find(|l| l.contains(kind)).unwrap_or_else(|| panic!("no {kind} in {out}"));
+        assert!(line.contains("|     2 |"), "one call per layer: {line}");
+    }
 }
