@@ -4,7 +4,9 @@
 //   in[c] = x[c] * (NORM1 ? stats[0] * norm1[c] : 1) * (NORM2 ? stats[1] * norm2[c] : 1)
 //
 // `stats` holds inverse RMS values computed by norm.wgsl, so the normalized input
-// is never written out. Entry points: `gemv_ternary` (W packed base-3, 16 weights
+// is never written out. With INLINE_STATS every workgroup computes them itself
+// from x (and norm1) instead: one dispatch fewer, paid for by each workgroup
+// reading its input once more, which small models gain by. Entry points: `gemv_ternary` (W packed base-3, 16 weights
 // per word, per-group scales), `gemv_ternary_wide` (the same, 64 weights per
 // thread and row at a time, for long rows: binds W at 9 instead of 1) and
 // `gemv_dense` (W in F32/F16/BF16). A matrix larger than one storage binding is
@@ -23,7 +25,7 @@ struct Params {
     row_offset: u32, // first row of this chunk in the matrix (and its bias)
     flags: u32,      // NORM1 | NORM2 | BIAS | RESIDUAL
     y_offset: u32,   // where the matrix's row 0 goes in y
-    _pad0: u32,
+    eps: f32,        // RMSNorm epsilon (INLINE_STATS)
     _pad1: u32,
     _pad2: u32,
 }
@@ -32,6 +34,7 @@ const NORM1: u32 = 1u;
 const NORM2: u32 = 2u;
 const BIAS: u32 = 4u;
 const RESIDUAL: u32 = 8u;
+const INLINE_STATS: u32 = 16u;
 
 override GROUP_SIZE: u32 = 64u;        // weights per scale (ternary)
 override SCALE_DTYPE: u32 = 0u;        // DTYPE_* of the scales (ternary)
@@ -54,15 +57,45 @@ override LANES: u32 = 64u;         // threads per row team: a power of two divid
 override ROWS_PER_TEAM: u32 = 1u;  // rows per team: 1, 2 or 4
 var<workgroup> partial: array<f32, 256>; // [4 rows, WG]
 
+// The inverse RMS values the norms use (stats[0], stats[1] of norm.wgsl).
+var<private> inv_rms: vec2<f32>;
+
+// Sets inv_rms: read from `stats`, or with INLINE_STATS computed as norm.wgsl
+// does, from x and (for a second norm) norm1. Every invocation must call it.
+fn load_stats(lid: u32) {
+    if ((p.flags & INLINE_STATS) == 0u) {
+        if ((p.flags & (NORM1 | NORM2)) != 0u) {
+            inv_rms = vec2<f32>(stats[0], stats[1]);
+        }
+        return;
+    }
+    var sq = 0.0;
+    for (var q = lid; q < p.cols / 4u; q = q + WG) {
+        let v = x[q];
+        sq = sq + dot(v, v);
+    }
+    let first = inverseSqrt(workgroup_sum(lid, WG, sq) / f32(p.cols) + p.eps);
+    var second = 1.0;
+    if ((p.flags & NORM2) != 0u) {
+        var sq2 = 0.0;
+        for (var q = lid; q < p.cols / 4u; q = q + WG) {
+            let h = x[q] * first * norm1[q];
+            sq2 = sq2 + dot(h, h);
+        }
+        second = inverseSqrt(workgroup_sum(lid, WG, sq2) / f32(p.cols) + p.eps);
+    }
+    inv_rms = vec2<f32>(first, second);
+}
+
 // Inputs 4q..4q+3, normalized as the flags say. Inputs are read four at a time:
 // scattered 4-byte loads of them, not the weights, were what limited the GEMV.
 fn input4_at(q: u32) -> vec4<f32> {
     var v = x[q];
     if ((p.flags & NORM1) != 0u) {
-        v = v * (stats[0] * norm1[q]);
+        v = v * (inv_rms.x * norm1[q]);
     }
     if ((p.flags & NORM2) != 0u) {
-        v = v * (stats[1] * norm2[q]);
+        v = v * (inv_rms.y * norm2[q]);
     }
     return v;
 }
@@ -164,6 +197,7 @@ fn gemv_ternary(
     @builtin(num_workgroups) num_wg: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
+    load_stats(lid);
     let first_row = team_first_row(wg, num_wg, lid);
     let words = p.cols / 16u;
     // One accumulator per row of the team, written out per row so that they
@@ -213,6 +247,7 @@ fn gemv_dense(
     @builtin(num_workgroups) num_wg: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
+    load_stats(lid);
     let first_row = team_first_row(wg, num_wg, lid);
     var acc = vec4<f32>(0.0);
     for (var q = lid % LANES; q < p.cols / 4u; q = q + LANES) {
@@ -284,6 +319,7 @@ fn gemv_ternary_wide(
     @builtin(num_workgroups) num_wg: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
+    load_stats(lid);
     let first_row = team_first_row(wg, num_wg, lid);
     var acc = vec4<f32>(0.0);
     for (var g = lid % LANES; g < p.cols / 64u; g = g + LANES) {

@@ -65,7 +65,13 @@ impl Gpu {
             dummy: &self.dummy,
             step: &self.step,
             tokens,
+            inline_norm_stats: None,
         }
+    }
+
+    /// Builders for one token per step whose GEMVs compute norm statistics themselves.
+    fn inline_ops(&mut self, eps: f32) -> tritium::engine::ops::Ops<'_> {
+        tritium::engine::ops::Ops { inline_norm_stats: Some(eps), ..self.batch_ops(1) }
     }
 
     /// Sets the step uniform: the first token's position and the step's tokens.
@@ -233,11 +239,21 @@ fn gemv_matches_the_cpu_for_packed_and_dense_weights_split_or_whole() {
                 let want: Vec<f32> =
                     matvec(&w, cols, &input).iter().zip(&bias).zip(&residual).map(|((a, b), r)| a + b + r).collect();
                 let (n1b, n2b, biasb, yb) = (gpu.f32s(&n1), gpu.f32s(&n2), gpu.f32s(&bias), gpu.f32s(&residual));
-                let mut d = vec![block_on(gpu.ops().norm_stats(&xb, cols, Some(&n1b), eps, &stats)).unwrap()];
+                let mut d: Vec<_> =
+                    block_on(gpu.ops().norm_stats(&xb, cols, Some(&n1b), eps, &stats)).unwrap().into_iter().collect();
                 let norms = tritium::engine::ops::InputNorms { stats: &stats, norm1: Some(&n1b), norm2: Some(&n2b) };
                 d.extend(block_on(gpu.ops().linear(&gm, &xb, norms, Some(&biasb), true, Out::all(&yb, rows))).unwrap());
                 gpu.run(&d);
                 assert_close(&format!("fused gemv {}", m.name), &gpu.read(&yb, rows), &want, 1e-4);
+
+                // The same with the statistics computed inside the GEMV: no norm dispatch.
+                let (yb, unused) = (gpu.f32s(&residual), gpu.f32s(&[f32::NAN, f32::NAN]));
+                let mut ops = gpu.inline_ops(eps);
+                assert!(block_on(ops.norm_stats(&xb, cols, Some(&n1b), eps, &unused)).unwrap().is_none());
+                let norms = tritium::engine::ops::InputNorms { stats: &unused, norm1: Some(&n1b), norm2: Some(&n2b) };
+                let d = block_on(ops.linear(&gm, &xb, norms, Some(&biasb), true, Out::all(&yb, rows))).unwrap();
+                gpu.run(&d);
+                assert_close(&format!("gemv {} with inline statistics", m.name), &gpu.read(&yb, rows), &want, 1e-4);
             }
         }
         assert_eq!(team_sizes.into_iter().collect::<Vec<_>>(), [1, 2, 4], "every rows-per-team choice is tested");
@@ -293,7 +309,8 @@ fn gemm_matches_the_cpu_for_every_token_of_a_step() {
                 let (xb, n1b, n2b) = (gpu.f32s(&x), gpu.f32s(&n1), gpu.f32s(&n2));
                 let (biasb, yb, stats) = (gpu.f32s(&bias), gpu.f32s(&residual), gpu.f32s(&vec![0.0; 2 * graph_tokens]));
                 let mut ops = gpu.batch_ops(graph_tokens);
-                let mut d = vec![block_on(ops.norm_stats(&xb, cols, Some(&n1b), eps, &stats)).unwrap()];
+                let mut d: Vec<_> =
+                    block_on(ops.norm_stats(&xb, cols, Some(&n1b), eps, &stats)).unwrap().into_iter().collect();
                 let norms = tritium::engine::ops::InputNorms { stats: &stats, norm1: Some(&n1b), norm2: Some(&n2b) };
                 d.extend(block_on(ops.linear(&gm, &xb, norms, Some(&biasb), true, Out::all(&yb, rows))).unwrap());
                 gpu.set_step(0, tokens as u32);
@@ -349,7 +366,7 @@ fn norm_stats_are_inverse_rms_values() {
         for n in [4, 100, 1000, 4100, 20480] {
             let (x, w) = (random(&mut rng, n), random(&mut rng, n));
             let (xb, wb, stats) = (gpu.f32s(&x), gpu.f32s(&w), gpu.f32s(&[0.0, 0.0]));
-            let d = block_on(gpu.ops().norm_stats(&xb, n, Some(&wb), 1e-6, &stats)).unwrap();
+            let d = block_on(gpu.ops().norm_stats(&xb, n, Some(&wb), 1e-6, &stats)).unwrap().expect("a dispatch");
             gpu.run(&[d]);
             let inv_rms = |v: &[f32]| 1.0 / (v.iter().map(|a| a * a).sum::<f32>() / n as f32 + 1e-6).sqrt();
             let s0 = inv_rms(&x);

@@ -82,7 +82,7 @@ pub async fn decode_graph(
     let mut graph = layers_graph(ops, c, ctx_len, w, a).await?;
     // Final norm fused into the LM head, then greedy choice on the GPU.
     let eps = c.rms_norm_eps as f32;
-    graph.push(ops.norm_stats(&a.x, c.hidden_size, None, eps, &a.stats_final).await?);
+    graph.extend(ops.norm_stats(&a.x, c.hidden_size, None, eps, &a.stats_final).await?);
     let norms = InputNorms { stats: &a.stats_final, norm1: Some(&w.norm), norm2: None };
     graph.extend(ops.linear(w.lm_head(), &a.x, norms, None, false, Out::all(&a.logits, c.vocab_size)).await?);
     graph.push(ops.argmax(c.vocab_size, &a.logits, &a.token).await?);
@@ -114,8 +114,9 @@ pub async fn layers_graph(
         // Attention block. One statistics pass over x serves input_layernorm and
         // any per-linear norms of q/k/v (they all normalize the same h).
         let qkv_norms = layer.qkv.iter().any(|(_, l)| l.norm.is_some());
-        graph
-            .push(ops.norm_stats(&a.x, hidden, qkv_norms.then_some(&layer.input_layernorm), eps, &a.stats_attn).await?);
+        graph.extend(
+            ops.norm_stats(&a.x, hidden, qkv_norms.then_some(&layer.input_layernorm), eps, &a.stats_attn).await?,
+        );
         for (offset, proj) in &layer.qkv {
             let norms =
                 InputNorms { stats: &a.stats_attn, norm1: Some(&layer.input_layernorm), norm2: proj.norm.as_ref() };
@@ -134,14 +135,14 @@ pub async fn layers_graph(
         // Output projection (with its optional norm) added to the residual stream.
         let o = &layer.o_proj;
         if o.norm.is_some() {
-            graph.push(ops.norm_stats(&a.attn, heads * head_dim, None, eps, &a.stats_o).await?);
+            graph.extend(ops.norm_stats(&a.attn, heads * head_dim, None, eps, &a.stats_o).await?);
         }
         let norms = InputNorms { stats: &a.stats_o, norm1: o.norm.as_ref(), norm2: None };
         graph.extend(ops.linear(&o.weight, &a.attn, norms, o.bias.as_ref(), true, Out::all(&a.x, hidden)).await?);
 
         // MLP block: post-attention norm fused into gate and up, SwiGLU, down + residual.
         let mlp_norms = layer.gate_up.iter().any(|(_, l)| l.norm.is_some());
-        graph.push(
+        graph.extend(
             ops.norm_stats(&a.x, hidden, mlp_norms.then_some(&layer.post_attention_layernorm), eps, &a.stats_mlp)
                 .await?,
         );
@@ -157,7 +158,7 @@ pub async fn layers_graph(
         graph.push(ops.swiglu(inter, &a.gate_up, &a.mlp).await?);
         let d = &layer.down_proj;
         if d.norm.is_some() {
-            graph.push(ops.norm_stats(&a.mlp, inter, None, eps, &a.stats_down).await?);
+            graph.extend(ops.norm_stats(&a.mlp, inter, None, eps, &a.stats_down).await?);
         }
         let norms = InputNorms { stats: &a.stats_down, norm1: d.norm.as_ref(), norm2: None };
         graph.extend(ops.linear(&d.weight, &a.mlp, norms, d.bias.as_ref(), true, Out::all(&a.x, hidden)).await?);

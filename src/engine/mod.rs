@@ -286,9 +286,18 @@ impl Engine {
         let prefill_step = ctx.buffer("prefill step", 16, step_usage);
         let dummy = storage(ctx, "absent", 4);
         let mut kernels = Kernels::new(ctx);
-        let mut ops = Ops { ctx, kernels: &mut kernels, dummy: &dummy, step: &step_params, tokens: 1 };
+        let inline = ops::inline_norm_stats(c).then_some(c.rms_norm_eps as f32);
+        let mut ops =
+            Ops { ctx, kernels: &mut kernels, dummy: &dummy, step: &step_params, tokens: 1, inline_norm_stats: inline };
         let graph = decode_graph(&mut ops, c, plan.ctx, &weights, &act).await?;
-        let mut ops = Ops { ctx, kernels: &mut kernels, dummy: &dummy, step: &prefill_step, tokens: plan.ubatch };
+        let mut ops = Ops {
+            ctx,
+            kernels: &mut kernels,
+            dummy: &dummy,
+            step: &prefill_step,
+            tokens: plan.ubatch,
+            inline_norm_stats: None,
+        };
         let prefill_graph = layers_graph(&mut ops, c, plan.ctx, &weights, &prefill_act).await?;
         use wgpu::BufferUsages as U;
         let token_readback = ctx.buffer("token read back", 4, U::MAP_READ | U::COPY_DST);

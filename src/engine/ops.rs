@@ -50,6 +50,7 @@ const NORM1: u32 = 1;
 const NORM2: u32 = 2;
 const BIAS: u32 = 4;
 const RESIDUAL: u32 = 8;
+const INLINE_STATS: u32 = 16;
 
 /// Context positions per attention workgroup (`CHUNK` in attention.wgsl).
 pub const ATTENTION_CHUNK: usize = 64;
@@ -127,6 +128,16 @@ pub struct Ops<'a> {
     pub step: &'a wgpu::Buffer,
     /// Most tokens per step this graph is recorded for.
     pub tokens: usize,
+    /// `Some(eps)`: one-token GEMVs compute their norm statistics themselves
+    /// (gemv.wgsl's INLINE_STATS), so [`Ops::norm_stats`] records nothing.
+    pub inline_norm_stats: Option<f32>,
+}
+
+/// Whether a model's decode step should compute norm statistics inside its
+/// GEMVs: each GEMV workgroup then reads its input vector once more, which
+/// costs less than the separate dispatch while vectors are short.
+pub fn inline_norm_stats(c: &crate::model::Config) -> bool {
+    c.hidden_size <= 2048 && c.intermediate_size <= 2048 * 6
 }
 
 /// Rows of one GEMM workgroup's output tile (gemm.wgsl).
@@ -253,11 +264,25 @@ impl Ops<'_> {
         let wide = wide_gemv(m);
         let ternary = if wide { Kernel::GemvTernaryWide } else { Kernel::GemvTernary };
         let pipeline = self.matrix_pipeline(m, ternary, Kernel::GemvDense, &shape).await?;
+        let normed = inputs.flags & (NORM1 | NORM2) != 0;
+        let (flags, eps) = match self.inline_norm_stats {
+            Some(eps) if normed => (inputs.flags | INLINE_STATS, eps),
+            _ => (inputs.flags, 0.0),
+        };
         let mut out = Vec::new();
         for chunk in &m.chunks {
             let params = self.uniform(
                 &m.name,
-                &[chunk.rows as u32, m.cols as u32, chunk.first_row as u32, inputs.flags, y.offset as u32, 0, 0, 0],
+                &[
+                    chunk.rows as u32,
+                    m.cols as u32,
+                    chunk.first_row as u32,
+                    flags,
+                    y.offset as u32,
+                    eps.to_bits(),
+                    0,
+                    0,
+                ],
             );
             let bindings = self.chunk_bindings(chunk, if wide { 9 } else { 1 }, &params, &inputs, &y);
             let label = format!("gemv {} rows {}..", m.name, chunk.first_row);
@@ -327,7 +352,8 @@ impl Ops<'_> {
     }
 
     /// `stats[t] = [1/rms(x[t]), 1/rms(x[t] * stats[t][0] * w)]` (the second only
-    /// with `w`) for each token `t` of the step; `x` is `[tokens, n]`.
+    /// with `w`) for each token `t` of the step; `x` is `[tokens, n]`. Nothing
+    /// when the one-token GEMVs compute it themselves (`inline_norm_stats`).
     pub async fn norm_stats(
         &mut self,
         x: &wgpu::Buffer,
@@ -335,14 +361,17 @@ impl Ops<'_> {
         w: Option<&wgpu::Buffer>,
         eps: f32,
         stats: &wgpu::Buffer,
-    ) -> Result<Dispatch, GpuError> {
+    ) -> Result<Option<Dispatch>, GpuError> {
         if !n.is_multiple_of(4) {
             return Err(GpuError::Limits(format!("a norm over {n} values; the GPU kernels need a multiple of 4")));
         }
         let pipeline = self.kernels.pipeline(Kernel::NormStats, &[]).await?;
         let params = self.uniform("norm_stats", &[n as u32, w.map_or(0, |_| 1), eps.to_bits(), 0]);
         let bindings = [(0, &params), (1, x), (2, w.unwrap_or(self.dummy)), (3, stats), (4, self.step)];
-        Ok(Dispatch::new(self.ctx, "norm_stats", pipeline, &bindings, [self.tokens as u32, 1, 1]))
+        if self.tokens == 1 && self.inline_norm_stats.is_some() {
+            return Ok(None); // the GEMVs that read `stats` compute it themselves
+        }
+        Ok(Some(Dispatch::new(self.ctx, "norm_stats", pipeline, &bindings, [self.tokens as u32, 1, 1])))
     }
 
     /// RoPE on q and k, and the append of k and v to the cache at the step's
