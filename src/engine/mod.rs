@@ -5,6 +5,7 @@
 pub mod forward;
 pub mod ops;
 mod profile;
+mod upload;
 
 pub use profile::KernelTime;
 
@@ -12,11 +13,11 @@ pub use profile::KernelTime;
 use crate::backend::Backend;
 use crate::backend::RunError;
 use crate::gpu::kernels::{Dispatch, Kernels};
-use crate::gpu::weights::{can_stack, matrix_bytes, Uploader, WeightSource};
+use crate::gpu::weights::{matrix_bytes, Uploader, WeightSource};
 use crate::gpu::{GpuContext, GpuError};
-use crate::model::{Config, Layout, Linear, Matrix};
+use crate::model::{Config, Layout, Linear};
 
-use forward::{decode_graph, layers_graph, Activations, GpuLayer, GpuLinear, GpuWeights};
+use forward::{decode_graph, layers_graph, Activations, GpuWeights};
 use ops::Ops;
 
 /// Default cap on the KV cache when `--ctx` is not given: the context is the
@@ -212,69 +213,7 @@ impl Engine {
 
         let weight_binding = options.max_binding_bytes.unwrap_or(max_binding).min(max_binding);
         let mut up = Uploader::new(ctx, source, weight_binding, plan.weight_bytes, progress);
-        async fn linear(up: &mut Uploader<'_>, l: &Linear) -> Result<GpuLinear, GpuError> {
-            let weight = up.matrix(&l.weight).await?;
-            let bias = match &l.bias {
-                Some(b) => Some(up.vector(b).await?),
-                None => None,
-            };
-            let norm = match &l.norm {
-                Some(n) => Some(up.vector(n).await?),
-                None => None,
-            };
-            Ok(GpuLinear { weight, bias, norm })
-        }
-        // Projections reading the same input (q, k, v; gate, up) as one matrix
-        // when their rows can share buffers and no per-linear norm tells them
-        // apart: one GEMV instead of several. Each comes with the first row of
-        // the shared output it writes.
-        async fn stacked(
-            up: &mut Uploader<'_>,
-            name: String,
-            parts: &[&Linear],
-        ) -> Result<Vec<(usize, GpuLinear)>, GpuError> {
-            let weights: Vec<&Matrix> = parts.iter().map(|p| &p.weight).collect();
-            if parts.iter().any(|p| p.norm.is_some()) || !can_stack(&weights) {
-                let mut separate = Vec::new();
-                let mut row = 0;
-                for p in parts {
-                    separate.push((row, linear(up, p).await?));
-                    row += p.weight.rows;
-                }
-                return Ok(separate);
-            }
-            let weight = up.stacked(&name, &weights).await?;
-            let bias = if parts.iter().any(|p| p.bias.is_some()) {
-                let biases: Vec<_> = parts.iter().map(|p| (p.bias.as_ref(), p.weight.rows)).collect();
-                Some(up.stacked_vector(&format!("{name}.bias"), &biases).await?)
-            } else {
-                None
-            };
-            Ok(vec![(0, GpuLinear { weight, bias, norm: None })])
-        }
-        let embed_tokens = up.matrix(&layout.embed_tokens).await?;
-        let mut layers = Vec::with_capacity(layout.layers.len());
-        for (i, l) in layout.layers.iter().enumerate() {
-            layers.push(GpuLayer {
-                input_layernorm: up.vector(&l.input_layernorm).await?,
-                qkv: stacked(
-                    &mut up,
-                    format!("model.layers.{i}.self_attn.qkv_proj"),
-                    &[&l.q_proj, &l.k_proj, &l.v_proj],
-                )
-                .await?,
-                o_proj: linear(&mut up, &l.o_proj).await?,
-                post_attention_layernorm: up.vector(&l.post_attention_layernorm).await?,
-                gate_up: stacked(&mut up, format!("model.layers.{i}.mlp.gate_up_proj"), &[&l.gate_proj, &l.up_proj])
-                    .await?,
-                down_proj: linear(&mut up, &l.down_proj).await?,
-                k_cache: storage(ctx, &format!("k cache {i}"), plan.ctx * c.kv_dim()),
-                v_cache: storage(ctx, &format!("v cache {i}"), plan.ctx * c.kv_dim()),
-            });
-        }
-        let norm = up.vector(&layout.norm).await?;
-        let lm_head = if layout.tied { None } else { Some(up.matrix(&layout.lm_head).await?) };
-        let weights = GpuWeights { embed_tokens, layers, norm, lm_head };
+        let weights = upload::weights(&mut up, ctx, c, layout, plan.ctx).await?;
 
         let rope =
             ctx.buffer_init("rope table", bytemuck::cast_slice(&rope_table(c, plan.ctx)), wgpu::BufferUsages::STORAGE);
