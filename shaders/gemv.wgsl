@@ -175,17 +175,40 @@ fn write_rows(first_row: u32, lid: u32) {
     }
 }
 
-// Row `row`'s share of the product for packed word `w`. Column j of `xt` holds
-// the input combination that multiplies column j of base3_prefixes (decode.wgsl)
-// for each of the word's four bytes; `x_sum` is the sum of the word's 16 inputs.
-fn ternary_word(row: u32, w: u32, xt: mat4x4<f32>, x_sum: f32) -> f32 {
+// A packed word's 16 inputs (byte i holds inputs 16w + 4i .. 16w + 4i + 3),
+// arranged by digit position (x[j][i] = in[16w + 4i + j]), then combined as
+// base3_prefixes (decode.wgsl) needs: column j of `xt` multiplies column j of
+// the prefixes for each of the word's four bytes; `sum` is the inputs' sum.
+// Formed once per word and shared by the team's rows.
+struct WordInputs {
+    xt: mat4x4<f32>,
+    sum: f32,
+}
+
+fn word_inputs(w: u32) -> WordInputs {
+    let v0 = input4_at(4u * w);
+    let v1 = input4_at(4u * w + 1u);
+    let v2 = input4_at(4u * w + 2u);
+    let v3 = input4_at(4u * w + 3u);
+    let x = transpose(mat4x4<f32>(v0, v1, v2, v3));
+    let xt = mat4x4<f32>(x[0], x[1] - 3.0 * x[0], x[2] - 3.0 * x[1], x[3] - 3.0 * x[2]);
+    return WordInputs(xt, dot(v0 + v1 + v2 + v3, vec4<f32>(1.0)));
+}
+
+// sum of digit * input over a word's 16 weights (digits: trit + 1).
+fn prefix_dot(word: u32, xt: mat4x4<f32>) -> f32 {
+    let b = base3_prefixes(word);
+    return dot(b[0], xt[0]) + dot(b[1], xt[1]) + dot(b[2], xt[2]) + dot(b[3], xt[3]);
+}
+
+// Row `row`'s share of the product for packed word `w`.
+fn ternary_word(row: u32, w: u32, inputs: WordInputs) -> f32 {
     if (row >= p.rows) {
         return 0.0;
     }
     let words = p.cols / 16u;
-    let b = base3_prefixes(weights[row * words + w]);
     // Weights are digit - 1: the -1 folds out as one sum, shared by all rows.
-    let sum = dot(b[0], xt[0]) + dot(b[1], xt[1]) + dot(b[2], xt[2]) + dot(b[3], xt[3]) - x_sum;
+    let sum = prefix_dot(weights[row * words + w], inputs.xt) - inputs.sum;
     // GROUP_SIZE is a multiple of 16, so one word never straddles two groups.
     let s = row * (p.cols / GROUP_SIZE) + (w * 16u) / GROUP_SIZE;
     return sum * float_in_word(scales[word_of(s, SCALE_DTYPE)], s, SCALE_DTYPE);
@@ -204,23 +227,14 @@ fn gemv_ternary(
     // stay in registers.
     var acc = vec4<f32>(0.0);
     for (var w = lid % LANES; w < words; w = w + LANES) {
-        // The word's 16 inputs (byte i holds inputs 16w + 4i .. 16w + 4i + 3),
-        // arranged by digit position (x[j][i] = in[16w + 4i + j]), then combined
-        // as base3_prefixes needs: done once here, shared by the team's rows.
-        let v0 = input4_at(4u * w);
-        let v1 = input4_at(4u * w + 1u);
-        let v2 = input4_at(4u * w + 2u);
-        let v3 = input4_at(4u * w + 3u);
-        let x = transpose(mat4x4<f32>(v0, v1, v2, v3));
-        let xt = mat4x4<f32>(x[0], x[1] - 3.0 * x[0], x[2] - 3.0 * x[1], x[3] - 3.0 * x[2]);
-        let x_sum = dot(v0 + v1 + v2 + v3, vec4<f32>(1.0));
-        acc.x = acc.x + ternary_word(first_row, w, xt, x_sum);
+        let inputs = word_inputs(w);
+        acc.x = acc.x + ternary_word(first_row, w, inputs);
         if (ROWS_PER_TEAM >= 2u) {
-            acc.y = acc.y + ternary_word(first_row + 1u, w, xt, x_sum);
+            acc.y = acc.y + ternary_word(first_row + 1u, w, inputs);
         }
         if (ROWS_PER_TEAM >= 4u) {
-            acc.z = acc.z + ternary_word(first_row + 2u, w, xt, x_sum);
-            acc.w = acc.w + ternary_word(first_row + 3u, w, xt, x_sum);
+            acc.z = acc.z + ternary_word(first_row + 2u, w, inputs);
+            acc.w = acc.w + ternary_word(first_row + 3u, w, inputs);
         }
     }
     finish_rows(first_row, lid, acc);
@@ -286,31 +300,19 @@ fn wide_scale(row: u32, g: u32) -> f32 {
 }
 
 // Unscaled sums over word `w` (16 inputs) for up to four rows whose words for it
-// are `words`: the inputs are combined once (see gemv_ternary), then each row
-// needs its base-3 prefixes and four dot products.
+// are `words` (see gemv_ternary).
 fn word_sums(words: vec4<u32>, w: u32) -> vec4<f32> {
-    let v0 = input4_at(4u * w);
-    let v1 = input4_at(4u * w + 1u);
-    let v2 = input4_at(4u * w + 2u);
-    let v3 = input4_at(4u * w + 3u);
-    let x = transpose(mat4x4<f32>(v0, v1, v2, v3));
-    let xt = mat4x4<f32>(x[0], x[1] - 3.0 * x[0], x[2] - 3.0 * x[1], x[3] - 3.0 * x[2]);
-    let x_sum = dot(v0 + v1 + v2 + v3, vec4<f32>(1.0));
+    let inputs = word_inputs(w);
     var sums = vec4<f32>(0.0);
-    sums.x = prefix_dot(words.x, xt) - x_sum;
+    sums.x = prefix_dot(words.x, inputs.xt) - inputs.sum;
     if (ROWS_PER_TEAM >= 2u) {
-        sums.y = prefix_dot(words.y, xt) - x_sum;
+        sums.y = prefix_dot(words.y, inputs.xt) - inputs.sum;
     }
     if (ROWS_PER_TEAM >= 4u) {
-        sums.z = prefix_dot(words.z, xt) - x_sum;
-        sums.w = prefix_dot(words.w, xt) - x_sum;
+        sums.z = prefix_dot(words.z, inputs.xt) - inputs.sum;
+        sums.w = prefix_dot(words.w, inputs.xt) - inputs.sum;
     }
     return sums;
-}
-
-fn prefix_dot(word: u32, xt: mat4x4<f32>) -> f32 {
-    let b = base3_prefixes(word);
-    return dot(b[0], xt[0]) + dot(b[1], xt[1]) + dot(b[2], xt[2]) + dot(b[3], xt[3]);
 }
 
 @compute @workgroup_size(64)
