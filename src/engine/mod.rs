@@ -337,12 +337,9 @@ impl Engine {
     /// Queues `tokens` at positions from `start_pos` on in prefill steps of up to
     /// `ubatch` tokens, filling the KV cache; nothing is read back.
     pub fn prefill(&mut self, tokens: &[u32], start_pos: usize) -> Result<(), RunError> {
-        let vocab = self.config.vocab_size;
-        if let Some(&id) = tokens.iter().find(|&&id| id as usize >= vocab) {
-            return Err(RunError::TokenOutOfRange { id, vocab });
-        }
-        if !tokens.is_empty() {
-            self.check(None, start_pos + tokens.len() - 1)?;
+        // Every token and position is checked before anything is queued.
+        for (i, &id) in tokens.iter().enumerate() {
+            self.check(Some(id), start_pos + i)?;
         }
         for (i, chunk) in tokens.chunks(self.plan.ubatch).enumerate() {
             let pos = start_pos + i * self.plan.ubatch;

@@ -365,12 +365,12 @@ impl Ops<'_> {
         if !n.is_multiple_of(4) {
             return Err(GpuError::Limits(format!("a norm over {n} values; the GPU kernels need a multiple of 4")));
         }
-        let pipeline = self.kernels.pipeline(Kernel::NormStats, &[]).await?;
-        let params = self.uniform("norm_stats", &[n as u32, w.map_or(0, |_| 1), eps.to_bits(), 0]);
-        let bindings = [(0, &params), (1, x), (2, w.unwrap_or(self.dummy)), (3, stats), (4, self.step)];
         if self.tokens == 1 && self.inline_norm_stats.is_some() {
             return Ok(None); // the GEMVs that read `stats` compute it themselves
         }
+        let pipeline = self.kernels.pipeline(Kernel::NormStats, &[]).await?;
+        let params = self.uniform("norm_stats", &[n as u32, w.map_or(0, |_| 1), eps.to_bits(), 0]);
+        let bindings = [(0, &params), (1, x), (2, w.unwrap_or(self.dummy)), (3, stats), (4, self.step)];
         Ok(Some(Dispatch::new(self.ctx, "norm_stats", pipeline, &bindings, [self.tokens as u32, 1, 1])))
     }
 
