@@ -193,7 +193,7 @@ struct WeightWord {
 
 fn fetch_word(row: u32, w: u32) -> WeightWord {
     if (row >= p.rows) {
-        return WeightWord(40u, 0.0); // 40: four zero trits
+        return WeightWord(0x28282828u, 0.0); // byte 40: every trit 0
     }
     let s = row * (p.cols / GROUP_SIZE) + (w * 16u) / GROUP_SIZE;
     let scale = float_in_word(scales[word_of(s, SCALE_DTYPE)], s, SCALE_DTYPE);
