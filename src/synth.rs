@@ -284,32 +284,63 @@ impl SynthModel {
             name: name.into(),
             context: format!("not part of the synthetic {} model", self.shape.name),
         })?;
-        match e.content {
-            Content::Trits => {
-                // Four bytes per 64-bit draw, 16 bits each mapped onto 0..=80.
-                for (i, byte) in out.iter_mut().enumerate() {
-                    let at = offset + i as u64;
-                    let bits = (mix(e.key ^ (at / 4)) >> (16 * (at % 4))) & 0xffff;
-                    *byte = ((bits * (MAX_PACKED_BYTE as u64 + 1)) >> 16) as u8;
-                }
-            }
-            content => {
-                let value = |index: u64| -> f32 {
-                    let unit = (mix(e.key ^ index) >> 40) as f32 / (1u64 << 24) as f32;
-                    match content {
-                        Content::Scales { around } => around * (0.75 + 0.5 * unit),
-                        Content::Bias => 0.1 * (unit - 0.5),
-                        _ => 1.0,
-                    }
-                };
-                for (i, byte) in out.iter_mut().enumerate() {
-                    let at = offset + i as u64;
-                    *byte = value(at / 4).to_le_bytes()[(at % 4) as usize];
-                }
-            }
-        }
+        // Every byte depends only on its position, so large reads are split
+        // across the CPU's cores (a 32B model is 10 GB of them).
+        for_each_piece(offset, out, |offset, piece| fill_piece(e, offset, piece));
         Ok(())
     }
+}
+
+/// Bytes `offset..` of tensor `e`: each 64-bit draw gives four bytes, 16 bits
+/// each mapped onto 0..=80 (trits), or one f32 (scales, biases, norms).
+fn fill_piece(e: &Entry, offset: u64, out: &mut [u8]) {
+    let value = |index: u64| -> f32 {
+        let unit = (mix(e.key ^ index) >> 40) as f32 / (1u64 << 24) as f32;
+        match e.content {
+            Content::Scales { around } => around * (0.75 + 0.5 * unit),
+            Content::Bias => 0.1 * (unit - 0.5),
+            _ => 1.0,
+        }
+    };
+    let mut at = offset;
+    let mut i = 0;
+    while i < out.len() {
+        let draw = at / 4;
+        let word = match e.content {
+            Content::Trits => {
+                let bits = mix(e.key ^ draw);
+                let byte = |k: u64| (((bits >> (16 * k)) & 0xffff) * (MAX_PACKED_BYTE as u64 + 1)) >> 16;
+                u32::from_le_bytes([byte(0) as u8, byte(1) as u8, byte(2) as u8, byte(3) as u8])
+            }
+            _ => value(draw).to_bits(),
+        };
+        let bytes = word.to_le_bytes();
+        // The draw's bytes from `at` on, as many as `out` still needs.
+        let first = (at % 4) as usize;
+        let n = (4 - first).min(out.len() - i);
+        out[i..i + n].copy_from_slice(&bytes[first..first + n]);
+        i += n;
+        at += n as u64;
+    }
+}
+
+/// Calls `fill(offset, piece)` on pieces of `out`, on several threads where
+/// the platform has them and `out` is large.
+fn for_each_piece(offset: u64, out: &mut [u8], fill: impl Fn(u64, &mut [u8]) + Sync) {
+    const PIECE: usize = 1 << 22;
+    let threads =
+        if cfg!(target_arch = "wasm32") { 1 } else { std::thread::available_parallelism().map_or(1, |n| n.get()) };
+    if threads == 1 || out.len() <= PIECE {
+        fill(offset, out);
+        return;
+    }
+    let per_thread = out.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        for (k, piece) in out.chunks_mut(per_thread).enumerate() {
+            let fill = &fill;
+            scope.spawn(move || fill(offset + (k * per_thread) as u64, piece));
+        }
+    });
 }
 
 impl Inventory for SynthModel {
@@ -372,4 +403,31 @@ pub fn write_model(
     .with_context(|| format!("writing {}", output.display()))?;
     std::fs::write(output.join(CONFIG_FILE), serde_json::to_string_pretty(&shape.config_json())?)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A large read (split across threads) gives the same bytes as small reads
+    /// starting anywhere inside a draw, and packed bytes stay within 0..=80.
+    #[test]
+    fn large_reads_equal_small_reads_at_any_offset() {
+        let model = SynthModel::new(shape_by_name("qwen2.5-0.5b").unwrap(), 7);
+        for name in ["model.embed_tokens.weight", "model.embed_tokens.weight.scales"] {
+            let len = (model.entries[name].byte_len() as usize).min(9 << 20);
+            let mut whole = vec![0u8; len - 3];
+            model.fill(name, 3, &mut whole).unwrap();
+            let starts = [0usize, 1, 2, 5, 4 << 20, (4 << 20) + 3, len - 20];
+            for start in starts.into_iter().filter(|&s| s + 11 <= whole.len()) {
+                let mut small = vec![0u8; 11];
+                model.fill(name, 3 + start as u64, &mut small).unwrap();
+                assert_eq!(small, whole[start..start + 11], "{name} at {start}");
+            }
+            if name.ends_with(".weight") {
+                assert!(whole.iter().all(|&b| b <= MAX_PACKED_BYTE));
+                assert!(whole.contains(&0) && whole.contains(&MAX_PACKED_BYTE));
+            }
+        }
+    }
 }
