@@ -67,8 +67,9 @@ pub fn attention_partial_floats(heads: usize, head_dim: usize, ctx: usize) -> us
 }
 
 /// Row teams a GEMV should have at least: on an H100 (132 SMs), rows per team
-/// chosen this way beat a fixed four by 4-25 % in decode (BENCHMARKS.md).
-pub const MIN_TEAMS: u32 = 1024;
+/// chosen this way beat a fixed four by 4-25 % in decode (BENCHMARKS.md). Once
+/// the GEMV prefetched its weights, 512 beat 1024 (7B +5 %, others equal).
+pub const MIN_TEAMS: u32 = 512;
 
 /// How a GEMV workgroup of 64 threads is split: teams of `lanes` threads share
 /// a row; each team computes `rows_per_team` rows, reusing every input value it
