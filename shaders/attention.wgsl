@@ -13,6 +13,13 @@
 //   out_h = sum_j exp(m_j - M) o_j / sum_j exp(m_j - M) l_j.
 // Softmax in f32 with the maximum subtracted, as in the CPU reference.
 //
+// While decoding, `attention_partial` also does what rope.wgsl does for a prompt
+// (one dispatch fewer per layer): it rotates q as it loads it, and the split
+// holding `pos` takes that position's k (rotated) and v straight from the qkv
+// row; the first query head of each KV group also writes them into the cache,
+// where later steps read them. No workgroup reads the cache at `pos`, so none
+// waits for that write.
+//
 // Layout: partials [heads, splits, quads + 1] vec4: quads = head_dim / 4 vec4s of
 // o_j, then (m_j, l_j, 0, 0). Needs head_dim % 4 == 0 and head_dim <= 256.
 // Dispatch: partial [heads, splits] and combine [heads] workgroups of 64 threads;
@@ -20,7 +27,8 @@
 //
 // `attention_causal` serves prefill: a chunk of step.tokens query positions
 // (step.pos, step.pos + 1, ...), q read from rows of q_stride vec4s (each
-// token's q, k and v), out laid out [tokens, heads, head_dim].
+// token's q, k and v, already rotated by rope.wgsl, k and v already in the
+// cache), out laid out [tokens, heads, head_dim].
 // Workgroup (h, t) walks positions 0..=step.pos + t in CHUNK-position pieces,
 // rescaling its running sums as the maximum grows (online softmax), so it needs
 // no scratch. Dispatch: [heads, tokens] workgroups; tokens past the chunk return.
@@ -44,33 +52,50 @@ struct Step {
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<uniform> step: Step;
-@group(0) @binding(2) var<storage, read> q: array<vec4<f32>>;              // [tokens, q_stride]: [heads, head_dim / 4] first
-@group(0) @binding(3) var<storage, read> k_cache: array<vec4<f32>>;        // [ctx, kv_heads, head_dim / 4]
-@group(0) @binding(4) var<storage, read> v_cache: array<vec4<f32>>;        // [ctx, kv_heads, head_dim / 4]
+@group(0) @binding(2) var<storage, read> q: array<vec4<f32>>;              // [tokens, q_stride]: q [heads, head_dim / 4], k, v
+@group(0) @binding(3) var<storage, read_write> k_cache: array<vec4<f32>>;  // [ctx, kv_heads, head_dim / 4]
+@group(0) @binding(4) var<storage, read_write> v_cache: array<vec4<f32>>;  // [ctx, kv_heads, head_dim / 4]
 @group(0) @binding(5) var<storage, read_write> partials: array<vec4<f32>>; // [heads, splits, head_dim / 4 + 1]
 @group(0) @binding(6) var<storage, read_write> out: array<vec4<f32>>;      // [tokens, heads, head_dim / 4]
+@group(0) @binding(7) var<storage, read> rope_table: array<vec2<f32>>;     // [ctx, head_dim / 2] (cos, sin)
 
 const WG: u32 = 64u;
 const CHUNK: u32 = 64u; // positions per split: one per thread for the scores
 var<workgroup> weights: array<f32, 64>;
 var<workgroup> slices: array<vec4<f32>, 64>;
+var<workgroup> q_head: array<vec4<f32>, 64>; // this workgroup's query [head_dim / 4]
+var<workgroup> k_new: array<vec4<f32>, 64>;  // attention_partial: k and v at pos
+var<workgroup> v_new: array<vec4<f32>, 64>;
 
-// q[q_at ..] . k_cache[k_at ..] over `quads` vec4s, with four independent
-// loads and sums per step: a loop of one dependent load per step spent its time
-// waiting on memory.
-fn qk_dot(q_at: u32, k_at: u32, quads: u32) -> f32 {
+// q_head . k_cache[k_at ..] over `quads` vec4s, with four independent loads and
+// sums per step: a loop of one dependent load per step spent its time waiting
+// on memory.
+fn qk_dot(k_at: u32, quads: u32) -> f32 {
     var sums = vec4<f32>(0.0);
     var d = 0u;
     for (; d + 4u <= quads; d = d + 4u) {
-        sums.x = sums.x + dot(q[q_at + d], k_cache[k_at + d]);
-        sums.y = sums.y + dot(q[q_at + d + 1u], k_cache[k_at + d + 1u]);
-        sums.z = sums.z + dot(q[q_at + d + 2u], k_cache[k_at + d + 2u]);
-        sums.w = sums.w + dot(q[q_at + d + 3u], k_cache[k_at + d + 3u]);
+        sums.x = sums.x + dot(q_head[d], k_cache[k_at + d]);
+        sums.y = sums.y + dot(q_head[d + 1u], k_cache[k_at + d + 1u]);
+        sums.z = sums.z + dot(q_head[d + 2u], k_cache[k_at + d + 2u]);
+        sums.w = sums.w + dot(q_head[d + 3u], k_cache[k_at + d + 3u]);
     }
     for (; d < quads; d = d + 1u) {
-        sums.x = sums.x + dot(q[q_at + d], k_cache[k_at + d]);
+        sums.x = sums.x + dot(q_head[d], k_cache[k_at + d]);
     }
     return sums.x + sums.y + sums.z + sums.w;
+}
+
+// Element i of the head starting at scalar `at` of the token's qkv row.
+fn qkv_at(at: u32, i: u32) -> f32 {
+    let e = at + i;
+    return q[e / 4u][e % 4u];
+}
+
+// RoPE (rope.wgsl) of the pair (i, i + half) of the head at scalar `at`.
+fn rotated_pair(at: u32, i: u32, half: u32, cs: vec2<f32>) -> vec2<f32> {
+    let a = qkv_at(at, i);
+    let b = qkv_at(at, i + half);
+    return vec2<f32>(a * cs.x - b * cs.y, b * cs.x + a * cs.y);
 }
 
 // sum over positions first + i (i = slice, slice + step, ..., first + i < last)
@@ -94,22 +119,55 @@ fn weighted_values(first: u32, last: u32, slice: u32, step: u32, v_at: u32, stri
 fn attention_partial(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let head = wg.x;
     let split = wg.y;
-    let n = step.pos + 1u;
+    let pos = step.pos;
     let first = split * CHUNK;
-    if (first >= n) {
+    if (first > pos) {
         return; // the whole workgroup: this split is past the current position
     }
-    let last = min(first + CHUNK, n);
+    let last = min(first + CHUNK, pos + 1u);
+    let holds_pos = last == pos + 1u;
     let quads = p.head_dim / 4u;
     let kv_stride = p.kv_heads * quads;
-    let kv_offset = (head / (p.heads / p.kv_heads)) * quads;
-    let q_offset = head * quads;
+    let group = p.heads / p.kv_heads;
+    let kv_offset = (head / group) * quads;
 
-    // Score of position first + lid.
+    // RoPE on this head's q, and in the split holding pos on its k; v as is.
+    let half = p.head_dim / 2u;
+    let k_at = (p.heads + head / group) * p.head_dim; // scalars into the qkv row
+    let v_at = k_at + p.kv_heads * p.head_dim;
+    let slot = pos * kv_stride + kv_offset;
+    for (var i = lid; i < half; i = i + WG) {
+        let cs = rope_table[pos * half + i];
+        let qr = rotated_pair(head * p.head_dim, i, half, cs);
+        q_head[i / 4u][i % 4u] = qr.x;
+        q_head[(i + half) / 4u][(i + half) % 4u] = qr.y;
+        if (holds_pos) {
+            let kr = rotated_pair(k_at, i, half, cs);
+            k_new[i / 4u][i % 4u] = kr.x;
+            k_new[(i + half) / 4u][(i + half) % 4u] = kr.y;
+            v_new[i / 4u][i % 4u] = qkv_at(v_at, i);
+            v_new[(i + half) / 4u][(i + half) % 4u] = qkv_at(v_at, i + half);
+        }
+    }
+    workgroupBarrier();
+    if (holds_pos && head % group == 0u) {
+        for (var d = lid; d < quads; d = d + WG) {
+            k_cache[slot + d] = k_new[d];
+            v_cache[slot + d] = v_new[d];
+        }
+    }
+
+    // Score of position first + lid (pos's own k from workgroup memory).
     let t = first + lid;
     var s = -3.0e38;
-    if (t < last) {
-        s = qk_dot(q_offset, t * kv_stride + kv_offset, quads) * p.scale;
+    if (t < pos) {
+        s = qk_dot(t * kv_stride + kv_offset, quads) * p.scale;
+    } else if (t == pos) {
+        var sum = 0.0;
+        for (var d = 0u; d < quads; d = d + 1u) {
+            sum = sum + dot(q_head[d], k_new[d]);
+        }
+        s = sum * p.scale;
     }
     let m = workgroup_max(lid, WG, s);
     var e = 0.0;
@@ -126,7 +184,12 @@ fn attention_partial(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invoca
     let column = lid % quads;
     var acc = vec4<f32>(0.0);
     if (slice < slice_count) {
-        acc = acc + weighted_values(first, last, slice, slice_count, kv_stride * first + kv_offset + column, kv_stride);
+        // Positions before pos from the cache; pos's value from workgroup memory.
+        let cached = min(last, pos);
+        acc = acc + weighted_values(first, cached, slice, slice_count, kv_stride * first + kv_offset + column, kv_stride);
+        if (holds_pos && slice == 0u) {
+            acc = acc + weights[pos - first] * v_new[column];
+        }
     }
     slices[lid] = acc;
     workgroupBarrier();
@@ -186,6 +249,10 @@ fn attention_causal(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocat
     let slice_count = WG / quads;
     let slice = lid / quads;
     let column = lid % quads;
+    for (var d = lid; d < quads; d = d + WG) {
+        q_head[d] = q[q_offset + d];
+    }
+    workgroupBarrier();
     var run_max = -3.0e38; // maximum score so far
     var run_sum = 0.0;     // sum of exp(s - run_max) so far
     var acc = vec4<f32>(0.0); // this thread's share of sum exp(s - run_max) v
@@ -194,7 +261,7 @@ fn attention_causal(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocat
         let t = first + lid;
         var s = -3.0e38;
         if (t < last) {
-            s = qk_dot(q_offset, t * kv_stride + kv_offset, quads) * p.scale;
+            s = qk_dot(t * kv_stride + kv_offset, quads) * p.scale;
         }
         // The reductions' barriers also keep this write of `weights` after
         // every thread's reads of the previous piece's.

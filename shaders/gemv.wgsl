@@ -2,6 +2,8 @@
 //
 //   y[y_offset + r] = (RESIDUAL ? y[y_offset + r] : 0) + (BIAS ? bias[r] : 0) + sum_c W[r, c] * in[c]
 //   in[c] = x[c] * (NORM1 ? stats[0] * norm1[c] : 1) * (NORM2 ? stats[1] * norm2[c] : 1)
+// or, with SWIGLU (and no norms), in[c] = silu(x[c]) * x[cols + c]: x is the
+// MLP's gate and up values, and swiglu.wgsl's pass is folded into this one.
 //
 // `stats` holds inverse RMS values computed by norm.wgsl, so the normalized input
 // is never written out. With INLINE_STATS every workgroup computes them itself
@@ -23,7 +25,7 @@ struct Params {
     rows: u32,       // rows in this chunk
     cols: u32,       // input length
     row_offset: u32, // first row of this chunk in the matrix (and its bias)
-    flags: u32,      // NORM1 | NORM2 | BIAS | RESIDUAL
+    flags: u32,      // NORM1 | NORM2 | BIAS | RESIDUAL | INLINE_STATS | SWIGLU
     y_offset: u32,   // where the matrix's row 0 goes in y
     eps: f32,        // RMSNorm epsilon (INLINE_STATS)
     _pad1: u32,
@@ -35,6 +37,7 @@ const NORM2: u32 = 2u;
 const BIAS: u32 = 4u;
 const RESIDUAL: u32 = 8u;
 const INLINE_STATS: u32 = 16u;
+const SWIGLU: u32 = 32u;
 
 override GROUP_SIZE: u32 = 64u;        // weights per scale (ternary)
 override SCALE_DTYPE: u32 = 0u;        // DTYPE_* of the scales (ternary)
@@ -43,7 +46,7 @@ override WEIGHT_DTYPE: u32 = 0u;       // DTYPE_* of W (dense)
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> weights: array<u32>;  // ternary [rows, cols/16] | dense [rows, cols] (row-major)
 @group(0) @binding(2) var<storage, read> scales: array<u32>;   // [rows, cols/GROUP_SIZE] (ternary only)
-@group(0) @binding(3) var<storage, read> x: array<vec4<f32>>;     // [cols / 4]
+@group(0) @binding(3) var<storage, read> x: array<vec4<f32>>;     // [cols / 4] (SWIGLU: [2 cols / 4])
 @group(0) @binding(4) var<storage, read> stats: array<f32>;       // [2] inverse RMS for NORM1, NORM2
 @group(0) @binding(5) var<storage, read> norm1: array<vec4<f32>>; // [cols / 4]
 @group(0) @binding(6) var<storage, read> norm2: array<vec4<f32>>; // [cols / 4]
@@ -91,6 +94,9 @@ fn load_stats(lid: u32) {
 // scattered 4-byte loads of them, not the weights, were what limited the GEMV.
 fn input4_at(q: u32) -> vec4<f32> {
     var v = x[q];
+    if ((p.flags & SWIGLU) != 0u) {
+        return v / (1.0 + exp(-v)) * x[q + p.cols / 4u]; // as swiglu.wgsl
+    }
     if ((p.flags & NORM1) != 0u) {
         v = v * (inv_rms.x * norm1[q]);
     }

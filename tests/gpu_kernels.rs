@@ -183,6 +183,37 @@ fn matvec(w: &[f32], cols: usize, x: &[f32]) -> Vec<f32> {
     w.chunks(cols).map(|row| row.iter().zip(x).map(|(a, b)| a * b).sum()).collect()
 }
 
+/// Small models' decode folds SwiGLU into the down GEMV: the product of its
+/// inputs computed inside (both ternary GEMVs and the dense one) against the CPU.
+#[test]
+fn gemv_of_swiglu_inputs_matches_the_cpu() {
+    for mut gpu in gpus() {
+        let mut rng = Rng::new(9);
+        for (rows, cols, dense) in [(37, 320, false), (9, 16384, false), (21, 192, true)] {
+            let mut source = MemorySource::default();
+            let (m, w) = if dense {
+                dense_matrix(&mut rng, &mut source, rows, cols, DType::F32)
+            } else {
+                packed_matrix(&mut rng, &mut source, rows, cols, DType::F32)
+            };
+            let gm = gpu.matrix(&m, &source, 1 << 20);
+            let gate_up: Vec<f32> = random(&mut rng, 2 * cols).iter().map(|v| 4.0 * v).collect();
+            let residual = random(&mut rng, rows);
+            let input: Vec<f32> =
+                gate_up[..cols].iter().zip(&gate_up[cols..]).map(|(g, u)| reference::silu(*g) * u).collect();
+            let want: Vec<f32> = matvec(&w, cols, &input).iter().zip(&residual).map(|(a, r)| a + r).collect();
+            let (gub, yb) = (gpu.f32s(&gate_up), gpu.f32s(&residual));
+            let mut ops = gpu.inline_ops(1e-6);
+            assert!(ops.swiglu_in_linear());
+            let d = block_on(ops.linear_of_swiglu(&gm, &gub, None, true, Out::all(&yb, rows))).unwrap();
+            gpu.run(&d);
+            assert_close(&format!("gemv of swiglu {}", m.name), &gpu.read(&yb, rows), &want, 1e-4);
+        }
+        // Prefill keeps the separate SwiGLU pass.
+        assert!(!gpu.batch_ops(4).swiglu_in_linear());
+    }
+}
+
 #[test]
 fn gemv_matches_the_cpu_for_packed_and_dense_weights_split_or_whole() {
     for mut gpu in gpus() {
@@ -384,17 +415,7 @@ fn rope_rotates_q_and_k_and_fills_the_cache() {
     for mut gpu in gpus() {
         let mut rng = Rng::new(4);
         let (heads, kv_heads, head_dim, ctx, pos) = (6, 2, 64, 40, 33usize);
-        let theta = 1e6f32;
-        let inv_freq: Vec<f32> =
-            (0..head_dim / 2).map(|i| 1.0 / theta.powf((2 * i) as f32 / head_dim as f32)).collect();
-        let table: Vec<f32> = (0..ctx)
-            .flat_map(|p| {
-                inv_freq.iter().flat_map(move |f| {
-                    let (s, c) = (p as f32 * f).sin_cos();
-                    [c, s]
-                })
-            })
-            .collect();
+        let (table, inv_freq) = rope_table(head_dim, ctx);
         // Two tokens at positions pos and pos + 1, each row q, then k, then v.
         let kv = kv_heads * head_dim;
         let width = heads * head_dim + 2 * kv;
@@ -429,6 +450,22 @@ fn rope_rotates_q_and_k_and_fills_the_cache() {
     }
 }
 
+/// RoPE's (cos, sin) table for `ctx` positions and its inverse frequencies, as
+/// the engine builds them.
+fn rope_table(head_dim: usize, ctx: usize) -> (Vec<f32>, Vec<f32>) {
+    let theta = 1e6f32;
+    let inv_freq: Vec<f32> = (0..head_dim / 2).map(|i| 1.0 / theta.powf((2 * i) as f32 / head_dim as f32)).collect();
+    let table = (0..ctx)
+        .flat_map(|p| {
+            inv_freq.iter().flat_map(move |f| {
+                let (s, c) = (p as f32 * f).sin_cos();
+                [c, s]
+            })
+        })
+        .collect();
+    (table, inv_freq)
+}
+
 #[test]
 fn attention_matches_the_cpu_loop() {
     for mut gpu in gpus() {
@@ -440,62 +477,82 @@ fn attention_matches_the_cpu_loop() {
             (2, 1, 16, 5, 0),
             (2, 2, 128, 300, 200),
             (14, 2, 64, 700, 640),
+            (4, 2, 32, 200, 64), // the step's position opens a split
         ] {
             let kv = kv_heads * head_dim;
-            let q = random(&mut rng, heads * head_dim);
+            let width = (heads + 2 * kv_heads) * head_dim; // a token's q, k and v
+            let (table, inv_freq) = rope_table(head_dim, ctx);
             let (k_cache, v_cache) = (random(&mut rng, ctx * kv), random(&mut rng, ctx * kv));
-            // Every head of the query `q` at position `pos`, on the CPU.
-            let cpu = |q: &[f32], pos: usize| {
-                let mut want = vec![0.0; heads * head_dim];
-                for h in 0..heads {
-                    let g = h / (heads / kv_heads);
-                    let qh = &q[h * head_dim..(h + 1) * head_dim];
-                    let mut s: Vec<f32> = (0..=pos)
-                        .map(|t| {
-                            qh.iter().zip(&k_cache[t * kv + g * head_dim..]).map(|(a, b)| a * b).sum::<f32>()
-                                / (head_dim as f32).sqrt()
-                        })
-                        .collect();
-                    reference::softmax(&mut s);
-                    for (t, p) in s.iter().enumerate() {
-                        for d in 0..head_dim {
-                            want[h * head_dim + d] += p * v_cache[t * kv + g * head_dim + d];
+            // What the step does on the CPU, for rows of q, k and v at positions
+            // first, first + 1, ...: RoPE, k and v into the cache, then each
+            // query over positions 0 ..= its own.
+            let cpu = |qkv: &[f32], first: usize| {
+                let (mut k_cache, mut v_cache) = (k_cache.clone(), v_cache.clone());
+                let mut outs = Vec::new();
+                for (t, row) in qkv.chunks(width).enumerate() {
+                    let p = first + t;
+                    let mut row = row.to_vec();
+                    row[..heads * head_dim + kv].chunks_mut(head_dim).for_each(|h| reference::rope(h, p, &inv_freq));
+                    k_cache[p * kv..(p + 1) * kv].copy_from_slice(&row[heads * head_dim..width - kv]);
+                    v_cache[p * kv..(p + 1) * kv].copy_from_slice(&row[width - kv..]);
+                    let mut out = vec![0.0; heads * head_dim];
+                    for h in 0..heads {
+                        let g = h / (heads / kv_heads);
+                        let qh = &row[h * head_dim..(h + 1) * head_dim];
+                        let mut s: Vec<f32> = (0..=p)
+                            .map(|t| {
+                                qh.iter().zip(&k_cache[t * kv + g * head_dim..]).map(|(a, b)| a * b).sum::<f32>()
+                                    / (head_dim as f32).sqrt()
+                            })
+                            .collect();
+                        reference::softmax(&mut s);
+                        for (t, w) in s.iter().enumerate() {
+                            for d in 0..head_dim {
+                                out[h * head_dim + d] += w * v_cache[t * kv + g * head_dim + d];
+                            }
                         }
                     }
+                    outs.extend(out);
                 }
-                want
+                (outs, k_cache, v_cache)
             };
-            let want = cpu(&q, pos);
-            let (qb, kb, vb) = (gpu.f32s(&q), gpu.f32s(&k_cache), gpu.f32s(&v_cache));
+
+            // Decode: one token at `pos`.
+            let qkv = random(&mut rng, width);
+            let (want, k_want, v_want) = cpu(&qkv, pos);
+            let (qkvb, tb, kb, vb) = (gpu.f32s(&qkv), gpu.f32s(&table), gpu.f32s(&k_cache), gpu.f32s(&v_cache));
             let partials = gpu.f32s(&vec![0.0; tritium::engine::ops::attention_partial_floats(heads, head_dim, ctx)]);
             let out = gpu.f32s(&vec![0.0; heads * head_dim]);
             let mut ops = gpu.ops();
-            let d = block_on(ops.attention(heads, kv_heads, head_dim, ctx, &qb, (&kb, &vb), &partials, &out)).unwrap();
+            let d = block_on(ops.attention(heads, kv_heads, head_dim, ctx, &qkvb, &tb, (&kb, &vb), &partials, &out))
+                .unwrap();
             gpu.set_pos(pos as u32);
             gpu.run(&d);
             assert_close(&format!("attention heads={heads} pos={pos}"), &gpu.read(&out, heads * head_dim), &want, 1e-5);
+            assert_close("decode: k cache", &gpu.read(&kb, ctx * kv), &k_want, 1e-5);
+            assert_close("decode: v cache", &gpu.read(&vb, ctx * kv), &v_want, 0.0);
 
             // Prefill: a step of queries at positions first..=pos, recorded for two more.
             let tokens = (pos + 1).min(5);
             let first = pos + 1 - tokens;
-            // Each token's q heads first in a row of q, k and v.
-            let width = (heads + 2 * kv_heads) * head_dim;
-            let q = random(&mut rng, (tokens + 2) * width);
-            let (qb, out) = (gpu.f32s(&q), gpu.f32s(&vec![0.0; (tokens + 2) * heads * head_dim]));
+            let qkv = random(&mut rng, (tokens + 2) * width);
+            let (want, k_want, v_want) = cpu(&qkv[..tokens * width], first);
+            let (qkvb, kb, vb) = (gpu.f32s(&qkv), gpu.f32s(&k_cache), gpu.f32s(&v_cache));
+            let out = gpu.f32s(&vec![0.0; (tokens + 2) * heads * head_dim]);
             let mut ops = gpu.batch_ops(tokens + 2);
-            let d = block_on(ops.attention(heads, kv_heads, head_dim, ctx, &qb, (&kb, &vb), &partials, &out)).unwrap();
+            let d = block_on(ops.attention(heads, kv_heads, head_dim, ctx, &qkvb, &tb, (&kb, &vb), &partials, &out))
+                .unwrap();
             gpu.set_step(first as u32, tokens as u32);
             gpu.run(&d);
             gpu.set_step(0, 1);
             let got = gpu.read(&out, (tokens + 2) * heads * head_dim);
-            for (t, got) in got.chunks(heads * head_dim).enumerate() {
-                let want = if t < tokens {
-                    cpu(&q[t * width..t * width + heads * head_dim], first + t)
-                } else {
-                    vec![0.0; heads * head_dim] // past the step: untouched
-                };
+            let rows = got.chunks(heads * head_dim);
+            for (t, (got, want)) in rows.zip(want.chunks(heads * head_dim).chain([&[0.0; 0][..]; 2])).enumerate() {
+                let want = if t < tokens { want.to_vec() } else { vec![0.0; heads * head_dim] }; // past the step: untouched
                 assert_close(&format!("causal attention heads={heads} position {}", first + t), got, &want, 1e-5);
             }
+            assert_close("prefill: k cache", &gpu.read(&kb, ctx * kv), &k_want, 1e-5);
+            assert_close("prefill: v cache", &gpu.read(&vb, ctx * kv), &v_want, 0.0);
         }
     }
 }

@@ -124,13 +124,11 @@ pub async fn layers_graph(
             graph.extend(ops.linear(&proj.weight, &a.x, norms, proj.bias.as_ref(), false, out).await?);
         }
 
-        // RoPE on q and k; k and v go into the cache at the step's positions.
+        // RoPE on q and k, k and v into the cache at the step's positions, and
+        // causal grouped-query attention over the cache.
         let cache = (&layer.k_cache, &layer.v_cache);
-        graph.push(ops.rope(heads, kv_heads, head_dim, &a.qkv, &a.rope_table, cache).await?);
-
-        // Causal grouped-query attention over the cache.
-        graph
-            .extend(ops.attention(heads, kv_heads, head_dim, ctx_len, &a.qkv, cache, &a.attn_partials, &a.attn).await?);
+        let (table, partials) = (&a.rope_table, &a.attn_partials);
+        graph.extend(ops.attention(heads, kv_heads, head_dim, ctx_len, &a.qkv, table, cache, partials, &a.attn).await?);
 
         // Output projection (with its optional norm) added to the residual stream.
         let o = &layer.o_proj;
@@ -155,13 +153,19 @@ pub async fn layers_graph(
             let out = Out { buffer: &a.gate_up, offset: *offset, width: 2 * inter };
             graph.extend(ops.linear(&proj.weight, &a.x, norms, proj.bias.as_ref(), false, out).await?);
         }
-        graph.push(ops.swiglu(inter, &a.gate_up, &a.mlp).await?);
         let d = &layer.down_proj;
+        let x_out = Out::all(&a.x, hidden);
+        if ops.swiglu_in_linear() && d.norm.is_none() {
+            // Small models' decode: the down GEMV applies SwiGLU as it reads.
+            graph.extend(ops.linear_of_swiglu(&d.weight, &a.gate_up, d.bias.as_ref(), true, x_out).await?);
+            continue;
+        }
+        graph.push(ops.swiglu(inter, &a.gate_up, &a.mlp).await?);
         if d.norm.is_some() {
             graph.extend(ops.norm_stats(&a.mlp, inter, None, eps, &a.stats_down).await?);
         }
         let norms = InputNorms { stats: &a.stats_down, norm1: d.norm.as_ref(), norm2: None };
-        graph.extend(ops.linear(&d.weight, &a.mlp, norms, d.bias.as_ref(), true, Out::all(&a.x, hidden)).await?);
+        graph.extend(ops.linear(&d.weight, &a.mlp, norms, d.bias.as_ref(), true, x_out).await?);
     }
 
     Ok(graph)

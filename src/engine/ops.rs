@@ -51,6 +51,7 @@ const NORM2: u32 = 2;
 const BIAS: u32 = 4;
 const RESIDUAL: u32 = 8;
 const INLINE_STATS: u32 = 16;
+const SWIGLU: u32 = 32;
 
 /// Context positions per attention workgroup (`CHUNK` in attention.wgsl).
 pub const ATTENTION_CHUNK: usize = 64;
@@ -211,6 +212,47 @@ impl Ops<'_> {
         residual: bool,
         y: Out<'_>,
     ) -> Result<Vec<Dispatch>, GpuError> {
+        self.linear_with(m, x, norms, bias, residual, y, 0).await
+    }
+
+    /// Whether this step's down projection takes the MLP's gate and up values
+    /// itself ([`Ops::linear_of_swiglu`]): decode steps of models small enough
+    /// for [`inline_norm_stats`], where every GEMV workgroup can afford the SiLUs
+    /// of the whole (short) input. That saves the SwiGLU dispatch.
+    pub fn swiglu_in_linear(&self) -> bool {
+        self.tokens == 1 && self.inline_norm_stats.is_some()
+    }
+
+    /// `y (+)= W · (silu(gate) * up) (+ bias)`, with each token's row of `gate_up`
+    /// holding its gate values, then its up values: [`Ops::swiglu`] followed by
+    /// [`Ops::linear`] without norms, in one dispatch. Only where
+    /// [`Ops::swiglu_in_linear`].
+    pub async fn linear_of_swiglu(
+        &mut self,
+        m: &GpuMatrix,
+        gate_up: &wgpu::Buffer,
+        bias: Option<&wgpu::Buffer>,
+        residual: bool,
+        y: Out<'_>,
+    ) -> Result<Vec<Dispatch>, GpuError> {
+        if !self.swiglu_in_linear() {
+            return Err(GpuError::Limits(format!("{}: SwiGLU inside the GEMV is for small models' decode", m.name)));
+        }
+        let norms = InputNorms { stats: self.dummy, norm1: None, norm2: None };
+        self.linear_with(m, gate_up, norms, bias, residual, y, SWIGLU).await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn linear_with(
+        &mut self,
+        m: &GpuMatrix,
+        x: &wgpu::Buffer,
+        norms: InputNorms<'_>,
+        bias: Option<&wgpu::Buffer>,
+        residual: bool,
+        y: Out<'_>,
+        input_flags: u32,
+    ) -> Result<Vec<Dispatch>, GpuError> {
         if y.offset + m.rows > y.width {
             return Err(GpuError::Limits(format!(
                 "{}: rows {}..{} do not fit an output of {}",
@@ -223,7 +265,8 @@ impl Ops<'_> {
         let flags = norms.norm1.map_or(0, |_| NORM1)
             | norms.norm2.map_or(0, |_| NORM2)
             | bias.map_or(0, |_| BIAS)
-            | if residual { RESIDUAL } else { 0 };
+            | if residual { RESIDUAL } else { 0 }
+            | input_flags;
         let inputs = LinearInputs { x, norms, bias, flags };
         if self.tokens == 1 {
             self.gemv(m, inputs, y).await
@@ -393,10 +436,12 @@ impl Ops<'_> {
         Ok(Dispatch::new(self.ctx, "rope", pipeline, &bindings, [threads.div_ceil(64), self.tokens as u32, 1]))
     }
 
-    /// Causal attention of the step's queries over the cache (attention.wgsl).
-    /// Decoding splits the context in [`ATTENTION_CHUNK`]-position pieces and
-    /// combines them: two dispatches. Prefill runs one workgroup per head and
-    /// token: one dispatch, no scratch (`partials` unused).
+    /// RoPE on the step's q and k, k and v appended to the cache, and causal
+    /// attention of the step's queries over it (rope.wgsl, attention.wgsl).
+    /// Decoding splits the context in [`ATTENTION_CHUNK`]-position pieces, whose
+    /// first dispatch also does RoPE and the append, and combines them: two
+    /// dispatches. Prefill runs RoPE and the append, then one workgroup per head
+    /// and token: two dispatches, no scratch (`partials` unused).
     #[allow(clippy::too_many_arguments)]
     pub async fn attention(
         &mut self,
@@ -404,7 +449,8 @@ impl Ops<'_> {
         kv_heads: usize,
         head_dim: usize,
         ctx_len: usize,
-        q: &wgpu::Buffer,
+        qkv: &wgpu::Buffer,
+        rope_table: &wgpu::Buffer,
         cache: (&wgpu::Buffer, &wgpu::Buffer),
         partials: &wgpu::Buffer,
         out: &wgpu::Buffer,
@@ -418,15 +464,17 @@ impl Ops<'_> {
             &[heads as u32, kv_heads as u32, head_dim as u32, ctx_len as u32, scale.to_bits(), splits, q_stride, 0],
         );
         if self.tokens > 1 {
+            let rope = self.rope(heads, kv_heads, head_dim, qkv, rope_table, cache).await?;
             let causal = self.kernels.pipeline(Kernel::AttentionCausal, &[]).await?;
-            let bindings = [(0, &params), (1, self.step), (2, q), (3, cache.0), (4, cache.1), (6, out)];
+            let bindings = [(0, &params), (1, self.step), (2, qkv), (3, cache.0), (4, cache.1), (6, out)];
             let grid = [heads as u32, self.tokens as u32, 1];
-            return Ok(vec![Dispatch::new(self.ctx, "attention causal", causal, &bindings, grid)]);
+            return Ok(vec![rope, Dispatch::new(self.ctx, "attention causal", causal, &bindings, grid)]);
         }
         let partial = self.kernels.pipeline(Kernel::AttentionPartial, &[]).await?;
         let combine = self.kernels.pipeline(Kernel::AttentionCombine, &[]).await?;
         // Each entry point binds only what it uses.
-        let partial_bindings = [(0, &params), (1, self.step), (2, q), (3, cache.0), (4, cache.1), (5, partials)];
+        let partial_bindings =
+            [(0, &params), (1, self.step), (2, qkv), (3, cache.0), (4, cache.1), (5, partials), (7, rope_table)];
         let combine_bindings = [(0, &params), (1, self.step), (5, partials), (6, out)];
         Ok(vec![
             Dispatch::new(self.ctx, "attention partial", partial, &partial_bindings, [heads as u32, splits, 1]),
