@@ -235,6 +235,8 @@ fn gemv_matches_the_cpu_for_packed_and_dense_weights_split_or_whole() {
             // Tall matrices get two or four rows per team (ops::MIN_TEAMS).
             (1030, 1024, 1 << 20),
             (4100, 64, 4096),
+            // So many teams that they get 8 lanes each (ops::MANY_TEAMS), split.
+            (131_100, 256, 1 << 22),
         ] {
             for (k, dtype) in [DType::F32, DType::F16, DType::BF16].into_iter().enumerate() {
                 let mut source = MemorySource::default();
@@ -245,7 +247,9 @@ fn gemv_matches_the_cpu_for_packed_and_dense_weights_split_or_whole() {
                 };
                 let gm = gpu.matrix(&m, &source, max_binding);
                 assert!(max_binding > 1 << 19 || gm.chunks.len() > 1, "the test means to split {}", m.name);
-                team_sizes.insert(tritium::engine::ops::GemvTeams::for_matrix(&gm).rows_per_team);
+                let team = tritium::engine::ops::GemvTeams::for_matrix(&gm);
+                team_sizes.insert(team.rows_per_team);
+                assert_eq!(team.lanes == 8, rows == 131_100, "lanes {} for {rows} rows", team.lanes);
                 kernels.insert(tritium::engine::ops::wide_gemv(&gm));
                 let x = random(&mut rng, cols);
                 let (n1, n2) = (random(&mut rng, cols), random(&mut rng, cols));
@@ -571,11 +575,15 @@ fn swiglu_and_argmax() {
             gate_up.chunks(2 * n).flat_map(|row| (0..n).map(move |i| reference::silu(row[i]) * row[n + i])).collect();
         assert_close("swiglu", &gpu.read(&out, tokens * n), &want, 1e-6);
 
-        for (n, best) in [(1usize, 0usize), (151_937, 150_001), (1000, 3)] {
+        for (n, best) in [(1usize, 0usize), (151_937, 150_001), (1000, 3), (5000, 1200)] {
             let mut logits = random(&mut rng, n);
             logits[best] = 5.0;
-            if n > best + 10 {
-                logits[best + 7] = 5.0; // a tie: the first index wins, as in torch.argmax
+            // Ties: the first index wins, as in torch.argmax, whether the later
+            // one falls to another thread or to the same one (256 threads).
+            for later in [best + 7, best + 256, best + 768, best + 1024] {
+                if later < n {
+                    logits[later] = 5.0;
+                }
             }
             let (lb, tb) = (gpu.f32s(&logits), gpu.f32s(&[0.0]));
             let d = block_on(gpu.ops().argmax(n, &lb, &tb)).unwrap();
