@@ -62,7 +62,10 @@ const TILE_ROWS: u32 = 128u;           // 16 row groups of 8
 override TILE_TOKENS: u32 = 16u * TOKENS_PER_THREAD; // 16 token groups
 const TILE_COLS: u32 = 16u;            // one packed word per row
 
-// tile_w[k * 32 + i]: the weights of rows 4i..4i+3 of the tile at column k.
+// tile_w[k * 32 + 16 h + g]: the weights of rows 8g + 4h .. 8g + 4h + 3 of the
+// tile at column k (h = 0, 1): the first halves of the 16 row groups' blocks are
+// contiguous, and so are the second halves, so a warp reads each half in two
+// conflict-free wavefronts.
 var<workgroup> tile_w: array<vec4<f32>, 512>;
 // tile_x[k * TILE_TOKENS / 4 + j]: the inputs of tokens 4j..4j+3 of the tile at
 // column k (sized for the larger tile).
@@ -99,7 +102,7 @@ fn store_inputs(v: vec4<f32>, e: u32) {
 
 // Stores weight `value` of tile row `row`, tile column `col` into tile_w.
 fn store_weight(row: u32, col: u32, value: f32) {
-    tile_w[col * 32u + row / 4u][row % 4u] = value;
+    tile_w[col * 32u + ((row / 4u) % 2u) * 16u + row / 8u][row % 4u] = value;
 }
 
 // Each thread accumulates its block over the 16 columns in the tiles: acc[i]
@@ -110,8 +113,8 @@ fn accumulate(lid: u32, acc: ptr<function, array<vec4<f32>, 16>>) {
     let quads = TILE_TOKENS / 4u;
     let token_quad = (lid / 16u) * (TOKENS_PER_THREAD / 4u);
     for (var k = 0u; k < TILE_COLS; k = k + 1u) {
-        let w0 = tile_w[k * 32u + 2u * row_group];
-        let w1 = tile_w[k * 32u + 2u * row_group + 1u];
+        let w0 = tile_w[k * 32u + row_group];
+        let w1 = tile_w[k * 32u + 16u + row_group];
         let x0 = tile_x[k * quads + token_quad];
         (*acc)[0] = (*acc)[0] + w0.x * x0;
         (*acc)[1] = (*acc)[1] + w0.y * x0;
