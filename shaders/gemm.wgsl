@@ -62,13 +62,17 @@ const TILE_ROWS: u32 = 128u;           // 16 row groups of 8
 override TILE_TOKENS: u32 = 16u * TOKENS_PER_THREAD; // 16 token groups
 const TILE_COLS: u32 = 16u;            // one packed word per row
 
-// tile_w[k * 32 + 16 h + g]: the weights of rows 8g + 4h .. 8g + 4h + 3 of the
-// tile at column k (h = 0, 1): the first halves of the 16 row groups' blocks are
-// contiguous, and so are the second halves, so a warp reads each half in two
-// conflict-free wavefronts.
+// Workgroup memory is laid out so that one warp's accesses rarely fall on the
+// same bank twice: each such conflict costs another pass through the banks.
+// tile_w[k * 32 + 16 h + (g ^ 4h)]: the weights of rows 8g + 4h .. 8g + 4h + 3
+// of the tile at column k (h = 0, 1): the 16 row groups' first halves are
+// contiguous, then their second halves, so the multiply reads each half
+// without conflicts; the XOR moves the second halves to other banks, halving
+// the conflicts of the staging stores.
 var<workgroup> tile_w: array<vec4<f32>, 512>;
-// tile_x[k * TILE_TOKENS / 4 + j]: the inputs of tokens 4j..4j+3 of the tile at
-// column k (sized for the larger tile).
+// tile_x[k * TILE_TOKENS / 4 + (j ^ 2 (k / 4))]: the inputs of tokens 4j..4j+3
+// of the tile at column k (sized for the larger tile); the XOR gives the
+// stores of the four columns a staging thread writes four different banks.
 var<workgroup> tile_x: array<vec4<f32>, 512>;
 
 // The normalized inputs staged as element `e` of the tile (TILE_TOKENS * 4 of
@@ -96,13 +100,14 @@ fn store_inputs(v: vec4<f32>, e: u32) {
     let t = e / 4u;
     let quad = e % 4u;
     for (var j = 0u; j < 4u; j = j + 1u) {
-        tile_x[(4u * quad + j) * (TILE_TOKENS / 4u) + t / 4u][t % 4u] = v[j];
+        tile_x[(4u * quad + j) * (TILE_TOKENS / 4u) + ((t / 4u) ^ (2u * quad))][t % 4u] = v[j];
     }
 }
 
 // Stores weight `value` of tile row `row`, tile column `col` into tile_w.
 fn store_weight(row: u32, col: u32, value: f32) {
-    tile_w[col * 32u + ((row / 4u) % 2u) * 16u + row / 8u][row % 4u] = value;
+    let h = (row / 4u) % 2u;
+    tile_w[col * 32u + 16u * h + ((row / 8u) ^ (4u * h))][row % 4u] = value;
 }
 
 // Each thread accumulates its block over the 16 columns in the tiles: acc[i]
@@ -114,8 +119,8 @@ fn accumulate(lid: u32, acc: ptr<function, array<vec4<f32>, 16>>) {
     let token_quad = (lid / 16u) * (TOKENS_PER_THREAD / 4u);
     for (var k = 0u; k < TILE_COLS; k = k + 1u) {
         let w0 = tile_w[k * 32u + row_group];
-        let w1 = tile_w[k * 32u + 16u + row_group];
-        let x0 = tile_x[k * quads + token_quad];
+        let w1 = tile_w[k * 32u + 16u + (row_group ^ 4u)];
+        let x0 = tile_x[k * quads + (token_quad ^ (2u * (k / 4u)))];
         (*acc)[0] = (*acc)[0] + w0.x * x0;
         (*acc)[1] = (*acc)[1] + w0.y * x0;
         (*acc)[2] = (*acc)[2] + w0.z * x0;
@@ -125,7 +130,7 @@ fn accumulate(lid: u32, acc: ptr<function, array<vec4<f32>, 16>>) {
         (*acc)[6] = (*acc)[6] + w1.z * x0;
         (*acc)[7] = (*acc)[7] + w1.w * x0;
         if (TOKENS_PER_THREAD == 8u) {
-            let x1 = tile_x[k * quads + token_quad + 1u];
+            let x1 = tile_x[k * quads + ((token_quad + 1u) ^ (2u * (k / 4u)))];
             (*acc)[8] = (*acc)[8] + w0.x * x1;
             (*acc)[9] = (*acc)[9] + w0.y * x1;
             (*acc)[10] = (*acc)[10] + w0.z * x1;
