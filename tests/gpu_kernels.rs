@@ -575,7 +575,7 @@ fn swiglu_and_argmax() {
             gate_up.chunks(2 * n).flat_map(|row| (0..n).map(move |i| reference::silu(row[i]) * row[n + i])).collect();
         assert_close("swiglu", &gpu.read(&out, tokens * n), &want, 1e-6);
 
-        for (n, best) in [(1usize, 0usize), (151_937, 150_001), (1000, 3), (5000, 1200)] {
+        for (n, best) in [(1usize, 0usize), (151_937, 150_001), (1000, 3), (5000, 1200), (300, 299)] {
             let mut logits = random(&mut rng, n);
             logits[best] = 5.0;
             // Ties: the first index wins, as in torch.argmax, whether the later
@@ -585,9 +585,10 @@ fn swiglu_and_argmax() {
                     logits[later] = 5.0;
                 }
             }
-            let (lb, tb) = (gpu.f32s(&logits), gpu.f32s(&[0.0]));
+            let scratch = vec![f32::NAN; tritium::engine::ops::ARGMAX_SCRATCH_FLOATS];
+            let (lb, tb) = (gpu.f32s(&[&logits[..], &scratch].concat()), gpu.f32s(&[0.0]));
             let d = block_on(gpu.ops().argmax(n, &lb, &tb)).unwrap();
-            gpu.run(&[d]);
+            gpu.run(&d);
             let token = block_on(gpu.ctx.read_buffer(&tb, 4)).unwrap();
             assert_eq!(u32::from_le_bytes(token[..4].try_into().unwrap()) as usize, best, "argmax of {n}");
         }

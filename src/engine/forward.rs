@@ -85,7 +85,7 @@ pub async fn decode_graph(
     graph.extend(ops.norm_stats(&a.x, c.hidden_size, None, eps, &a.stats_final).await?);
     let norms = InputNorms { stats: &a.stats_final, norm1: Some(&w.norm), norm2: None };
     graph.extend(ops.linear(w.lm_head(), &a.x, norms, None, false, Out::all(&a.logits, c.vocab_size)).await?);
-    graph.push(ops.argmax(c.vocab_size, &a.logits, &a.token).await?);
+    graph.extend(ops.argmax(c.vocab_size, &a.logits, &a.token).await?);
     Ok(graph)
 }
 

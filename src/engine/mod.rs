@@ -107,6 +107,7 @@ impl MemoryPlan {
         let scratch_bytes = per_token * (1 + ubatch as u64)
             + f32s(ops::attention_partial_floats(c.num_attention_heads, c.head_dim(), ctx))
             + 2 * f32s(c.vocab_size)
+            + f32s(ops::ARGMAX_SCRATCH_FLOATS)
             + f32s(ctx * c.head_dim());
         Ok(MemoryPlan { weight_bytes, kv_cache_bytes: kv_per_position * ctx as u64, scratch_bytes, ctx, ubatch })
     }
@@ -151,7 +152,7 @@ fn activations(ctx: &GpuContext, c: &Config, tokens: usize, plan: &MemoryPlan, r
         gate_up: storage(ctx, "gate and up", tokens * 2 * c.intermediate_size),
         mlp: storage(ctx, "mlp", tokens * c.intermediate_size),
         attn_partials: storage(ctx, "attention partials", partials),
-        logits: storage(ctx, "logits", if decode { c.vocab_size } else { 1 }),
+        logits: storage(ctx, "logits", if decode { c.vocab_size + ops::ARGMAX_SCRATCH_FLOATS } else { 1 }),
         token: storage(ctx, "token", tokens),
         stats_attn: stats("stats attn"),
         stats_o: stats("stats o"),
@@ -205,7 +206,7 @@ impl Engine {
             )));
         }
         let partials_bytes = (ops::attention_partial_floats(c.num_attention_heads, c.head_dim(), plan.ctx) * 4) as u64;
-        if partials_bytes > max_binding || (c.vocab_size * 4) as u64 > max_binding {
+        if partials_bytes > max_binding || ((c.vocab_size + ops::ARGMAX_SCRATCH_FLOATS) * 4) as u64 > max_binding {
             return Err(GpuError::Limits(format!(
                 "the attention scratch ({partials_bytes} bytes) or logits do not fit one storage binding of {max_binding} bytes; lower --ctx"
             )));

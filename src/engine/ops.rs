@@ -53,6 +53,12 @@ const RESIDUAL: u32 = 8;
 const INLINE_STATS: u32 = 16;
 const SWIGLU: u32 = 32;
 
+/// Workgroups of argmax's first pass (at most 256, argmax.wgsl).
+const ARGMAX_PARTS: usize = 128;
+/// Floats a logits buffer holds after the logits for [`Ops::argmax`]: each
+/// first-pass workgroup's best value and index.
+pub const ARGMAX_SCRATCH_FLOATS: usize = 2 * ARGMAX_PARTS;
+
 /// Context positions per attention workgroup (`CHUNK` in attention.wgsl).
 pub const ATTENTION_CHUNK: usize = 64;
 
@@ -508,16 +514,21 @@ impl Ops<'_> {
         ))
     }
 
-    /// `token = argmax(logits)`.
+    /// `token = argmax(logits)` over the first `n` floats of `logits`, which
+    /// needs [`ARGMAX_SCRATCH_FLOATS`] more after them (argmax.wgsl): two dispatches.
     pub async fn argmax(
         &mut self,
         n: usize,
         logits: &wgpu::Buffer,
         token: &wgpu::Buffer,
-    ) -> Result<Dispatch, GpuError> {
-        let pipeline = self.kernels.pipeline(Kernel::Argmax, &[]).await?;
-        let params = self.uniform("argmax", &[n as u32, 0, 0, 0]);
-        Ok(Dispatch::new(self.ctx, "argmax", pipeline, &[(0, &params), (1, logits), (2, token)], [1, 1, 1]))
+    ) -> Result<Vec<Dispatch>, GpuError> {
+        let parts = self.kernels.pipeline(Kernel::ArgmaxParts, &[]).await?;
+        let finish = self.kernels.pipeline(Kernel::Argmax, &[]).await?;
+        let params = self.uniform("argmax", &[n as u32, ARGMAX_PARTS as u32, 0, 0]);
+        Ok(vec![
+            Dispatch::new(self.ctx, "argmax parts", parts, &[(0, &params), (1, logits)], [ARGMAX_PARTS as u32, 1, 1]),
+            Dispatch::new(self.ctx, "argmax", finish, &[(0, &params), (1, logits), (2, token)], [1, 1, 1]),
+        ])
     }
 }
 

@@ -47,6 +47,7 @@ pub enum Kernel {
     AttentionCombine,
     AttentionCausal,
     Swiglu,
+    ArgmaxParts,
     Argmax,
     StreamRead,
 }
@@ -58,6 +59,7 @@ impl Kernel {
         const GEMM: &str = include_str!("../../shaders/gemm.wgsl");
         const EMBED: &str = include_str!("../../shaders/embed.wgsl");
         const ATTENTION: &str = include_str!("../../shaders/attention.wgsl");
+        const ARGMAX: &str = include_str!("../../shaders/argmax.wgsl");
         match self {
             Kernel::GemvTernary => ("gemv.wgsl", GEMV, "gemv_ternary", DECODE_REDUCE),
             Kernel::GemvTernaryWide => ("gemv.wgsl", GEMV, "gemv_ternary_wide", DECODE_REDUCE),
@@ -72,7 +74,8 @@ impl Kernel {
             Kernel::AttentionCombine => ("attention.wgsl", ATTENTION, "attention_combine", REDUCE_ONLY),
             Kernel::AttentionCausal => ("attention.wgsl", ATTENTION, "attention_causal", REDUCE_ONLY),
             Kernel::Swiglu => ("swiglu.wgsl", include_str!("../../shaders/swiglu.wgsl"), "swiglu", NOTHING),
-            Kernel::Argmax => ("argmax.wgsl", include_str!("../../shaders/argmax.wgsl"), "argmax", NOTHING),
+            Kernel::ArgmaxParts => ("argmax.wgsl", ARGMAX, "argmax_parts", NOTHING),
+            Kernel::Argmax => ("argmax.wgsl", ARGMAX, "argmax", NOTHING),
             Kernel::StreamRead => {
                 ("stream_read.wgsl", include_str!("../../shaders/stream_read.wgsl"), "stream_read", NOTHING)
             }
