@@ -1,5 +1,5 @@
-// Workgroup-wide reductions through workgroup memory: the portable path, and the
-// last step of the subgroup path. Prepended to kernels that reduce; every
+// Workgroup-wide reductions through workgroup memory: the portable path (the
+// subgroup path keeps its per-subgroup results in the same scratch). Prepended to kernels that reduce; every
 // invocation of the workgroup must call them (they hold barriers).
 // `size` is the workgroup size, a power of two no larger than 256.
 

@@ -1,36 +1,33 @@
 // Workgroup reductions with subgroup operations (needs the `subgroups` feature):
 // each subgroup reduces in registers, then one value per subgroup goes through
-// workgroup memory. Assumes, as every implementation does, that a 1-D
-// workgroup's subgroups hold consecutive invocation indices.
+// workgroup memory, and every invocation adds up those few slots itself. Assumes,
+// as every implementation does, that a 1-D workgroup's subgroups hold
+// consecutive invocation indices.
 
-fn workgroup_reduce_subgroup(lid: u32, size: u32, value: f32, is_max: bool) -> f32 {
-    // Both reductions run so the subgroup operations stay in uniform control flow.
-    let partial = select(subgroupAdd(value), subgroupMax(value), is_max);
-    let lanes = subgroupAdd(1u);
-    let first = subgroupBroadcastFirst(lid);
+// Combines the subgroups' results (`partial`, this invocation's subgroup's):
+// two barriers, whatever the workgroup size.
+fn workgroup_reduce_partials(lid: u32, size: u32, partial: f32, is_max: bool) -> f32 {
+    let lanes = subgroup_lanes();
+    let first = subgroup_first(lid);
     if (lid == first) {
         reduce_scratch[first / lanes] = partial;
     }
     workgroupBarrier();
-    let subgroups = max(size / lanes, 1u);
-    if (lid >= subgroups && lid < size) {
-        reduce_scratch[lid] = select(0.0, -3.0e38, is_max);
+    var result = reduce_scratch[0];
+    for (var i = 1u; i < max(size / lanes, 1u); i = i + 1u) {
+        let other = reduce_scratch[i];
+        result = select(result + other, max(result, other), is_max);
     }
-    workgroupBarrier();
-    // Round the slot count up to a power of two for the tree.
-    var count = 1u;
-    while (count < subgroups) {
-        count = count * 2u;
-    }
-    return reduce_scratch_slots(lid, count, is_max);
+    workgroupBarrier(); // every invocation has read the slots before they are reused
+    return result;
 }
 
 fn workgroup_sum(lid: u32, size: u32, value: f32) -> f32 {
-    return workgroup_reduce_subgroup(lid, size, value, false);
+    return workgroup_reduce_partials(lid, size, subgroupAdd(value), false);
 }
 
 fn workgroup_max(lid: u32, size: u32, value: f32) -> f32 {
-    return workgroup_reduce_subgroup(lid, size, value, true);
+    return workgroup_reduce_partials(lid, size, subgroupMax(value), true);
 }
 
 // The first step of a reduction a kernel finishes itself (gemv.wgsl): the sum over
@@ -39,8 +36,10 @@ fn subgroup_sum(value: f32) -> f32 {
     return subgroupAdd(value);
 }
 
+// Counted with one ballot rather than a reduction of ones.
 fn subgroup_lanes() -> u32 {
-    return subgroupAdd(1u);
+    let votes = subgroupBallot(true);
+    return countOneBits(votes.x) + countOneBits(votes.y) + countOneBits(votes.z) + countOneBits(votes.w);
 }
 
 fn subgroup_first(lid: u32) -> u32 {
