@@ -13,8 +13,9 @@ use tritium::reference::Reference;
 
 const FIXTURES: &[&str] = &["gqa-tied", "mha-untied-bf16-rmsnorm", "mqa-packed-norm", "long-prompt"];
 
+/// The device with its optional features, subgroups included.
 fn gpu() -> GpuContext {
-    pollster::block_on(GpuContext::new(&DeviceOptions::default()))
+    pollster::block_on(GpuContext::new(&DeviceOptions { subgroups: true, ..Default::default() }))
         .expect("a GPU adapter (on a machine without one, install mesa-vulkan-drivers)")
 }
 
@@ -30,13 +31,12 @@ fn gpu_logits_and_greedy_ids_match_transformers() {
         let out = tempfile::tempdir().unwrap();
         let npy = out.path().join("logits.npy");
         let ids = ids_arg(&exp.prompt_ids);
-        // Both kernel paths: with the device's optional features, and forced portable.
+        // Both kernel paths: with the device's optional features (subgroups
+        // included), and forced portable.
         for portable in [false, true] {
             let mut args =
                 vec!["score", "--model", dir.to_str().unwrap(), "--ids", &ids, "--out", npy.to_str().unwrap()];
-            if portable {
-                args.push("--portable");
-            }
+            args.push(if portable { "--portable" } else { "--subgroups" });
             tritium_ok(&args);
             let (shape, ours) = read_npy(&npy);
             let (_, theirs) = read_npy(&dir.join("logits.npy"));

@@ -37,14 +37,19 @@ struct Gpu {
 /// and forced onto the portable path that needs none.
 fn gpus() -> Vec<Gpu> {
     let gpus = vec![Gpu::new(false), Gpu::new(true)];
+    assert!(gpus[0].ctx.caps.subgroups, "the subgroup path needs an adapter with subgroups (lavapipe has them)");
     assert!(!gpus[1].ctx.caps.subgroups && !gpus[1].ctx.caps.shader_f16, "the portable path uses no optional feature");
     gpus
 }
 
 impl Gpu {
     fn new(portable: bool) -> Self {
-        let ctx = pollster::block_on(GpuContext::new(&DeviceOptions { portable, ..Default::default() }))
-            .expect("a GPU adapter (on a machine without one, install mesa-vulkan-drivers)");
+        let ctx = pollster::block_on(GpuContext::new(&DeviceOptions {
+            portable,
+            subgroups: !portable,
+            ..Default::default()
+        }))
+        .expect("a GPU adapter (on a machine without one, install mesa-vulkan-drivers)");
         let kernels = Kernels::new(&ctx);
         let dummy = ctx.buffer("dummy", 16, wgpu::BufferUsages::STORAGE);
         let usage = wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST;

@@ -69,9 +69,14 @@ pub struct DeviceArgs {
     /// GPU adapter: an index or part of a name from `tritium adapters` (default: the high-performance one).
     #[arg(long)]
     pub adapter: Option<String>,
-    /// Use kernels that need no optional GPU feature (no subgroup operations), even where available.
-    #[arg(long)]
+    /// Use kernels that need no optional GPU feature, even where available.
+    #[arg(long, conflicts_with = "subgroups")]
     pub portable: bool,
+    /// Reduce with subgroup operations where the GPU has them (default: through
+    /// workgroup memory, which measured faster on an NVIDIA H100; try both on yours
+    /// with `tritium bench`).
+    #[arg(long)]
+    pub subgroups: bool,
 }
 
 #[derive(Args, Debug)]
@@ -192,7 +197,7 @@ impl DeviceArgs {
     /// The device request these arguments describe.
     pub fn options(&self) -> DeviceOptions {
         let adapter = self.adapter.as_deref().map(AdapterChoice::parse).unwrap_or_default();
-        DeviceOptions { adapter, portable: self.portable }
+        DeviceOptions { adapter, portable: self.portable, subgroups: self.subgroups }
     }
 }
 
