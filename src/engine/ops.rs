@@ -258,6 +258,7 @@ impl Ops<'_> {
         self.linear_with(m, gate_up, norms, bias, residual, y, SWIGLU).await
     }
 
+    /// [`Ops::linear`] with `input_flags` (SWIGLU) added to the kernel's flags.
     #[allow(clippy::too_many_arguments)]
     async fn linear_with(
         &mut self,
