@@ -1,6 +1,7 @@
-// Workgroup-wide reductions through workgroup memory: the portable path (the
-// subgroup path keeps its per-subgroup results in the same scratch). Prepended to kernels that reduce; every
-// invocation of the workgroup must call them (they hold barriers).
+// Workgroup-wide reductions through workgroup memory, prepended to kernels that
+// reduce; every invocation of the workgroup must call them (they hold barriers).
+// reduce_portable.wgsl builds on the functions here (the default path, and
+// --portable); reduce_subgroup.wgsl (--subgroups) uses only the scratch.
 // `size` is the workgroup size, a power of two no larger than 256.
 
 var<workgroup> reduce_scratch: array<f32, 256>;

@@ -31,12 +31,13 @@ fn workgroup_max(lid: u32, size: u32, value: f32) -> f32 {
 }
 
 // The first step of a reduction a kernel finishes itself (gemv.wgsl): the sum over
-// this invocation's subgroup, the subgroup's size, and its first invocation.
+// this invocation's subgroup (subgroup_sum), the subgroup's size (subgroup_lanes,
+// counted with one ballot rather than a reduction of ones), and its first
+// invocation (subgroup_first).
 fn subgroup_sum(value: f32) -> f32 {
     return subgroupAdd(value);
 }
 
-// Counted with one ballot rather than a reduction of ones.
 fn subgroup_lanes() -> u32 {
     let votes = subgroupBallot(true);
     return countOneBits(votes.x) + countOneBits(votes.y) + countOneBits(votes.z) + countOneBits(votes.w);

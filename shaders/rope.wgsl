@@ -7,9 +7,12 @@
 // The table is computed on the CPU, as the reference does, because GPU sin/cos
 // lose precision on large angles.
 //
+// Prefill runs this before causal attention; decoding does the same inside
+// attention_partial (attention.wgsl), one dispatch fewer.
+//
 // Layout: qkv holds, for each of the step's tokens, q [heads, head_dim], then
-// k and v [kv_heads, head_dim]. Token t of the step (step.tokens of them: one
-// while decoding, a prompt chunk in prefill) is at position step.pos + t.
+// k and v [kv_heads, head_dim]. Token t of the step (step.tokens of them, a
+// prompt chunk) is at position step.pos + t.
 // Dispatch: [ceil((heads + kv_heads) * head_dim/2 / 64), tokens] workgroups of 64.
 
 struct Params {

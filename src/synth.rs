@@ -327,10 +327,10 @@ fn fill_piece(e: &Entry, offset: u64, out: &mut [u8]) {
 /// Calls `fill(offset, piece)` on pieces of `out`, on several threads where
 /// the platform has them and `out` is large.
 fn for_each_piece(offset: u64, out: &mut [u8], fill: impl Fn(u64, &mut [u8]) + Sync) {
-    const PIECE: usize = 1 << 22;
+    const PARALLEL_MIN_BYTES: usize = 1 << 22;
     let threads =
         if cfg!(target_arch = "wasm32") { 1 } else { std::thread::available_parallelism().map_or(1, |n| n.get()) };
-    if threads == 1 || out.len() <= PIECE {
+    if threads == 1 || out.len() <= PARALLEL_MIN_BYTES {
         fill(offset, out);
         return;
     }

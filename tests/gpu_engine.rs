@@ -32,7 +32,8 @@ fn gpu_logits_and_greedy_ids_match_transformers() {
         let npy = out.path().join("logits.npy");
         let ids = ids_arg(&exp.prompt_ids);
         // Both kernel paths: with the device's optional features (subgroups
-        // included), and forced portable.
+        // included), and forced portable. The default path (no subgroups) runs
+        // the portable path's kernels; generate below runs it as it is.
         for portable in [false, true] {
             let mut args =
                 vec!["score", "--model", dir.to_str().unwrap(), "--ids", &ids, "--out", npy.to_str().unwrap()];

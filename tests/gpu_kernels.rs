@@ -555,9 +555,10 @@ fn attention_matches_the_cpu_loop() {
             gpu.run(&d);
             gpu.set_step(0, 1);
             let got = gpu.read(&out, (tokens + 2) * heads * head_dim);
-            let rows = got.chunks(heads * head_dim);
-            for (t, (got, want)) in rows.zip(want.chunks(heads * head_dim).chain([&[0.0; 0][..]; 2])).enumerate() {
-                let want = if t < tokens { want.to_vec() } else { vec![0.0; heads * head_dim] }; // past the step: untouched
+            let row = heads * head_dim;
+            for (t, got) in got.chunks(row).enumerate() {
+                // Rows past the step stay untouched.
+                let want = if t < tokens { want[t * row..(t + 1) * row].to_vec() } else { vec![0.0; row] };
                 assert_close(&format!("causal attention heads={heads} position {}", first + t), got, &want, 1e-5);
             }
             assert_close("prefill: k cache", &gpu.read(&kb, ctx * kv), &k_want, 1e-5);
@@ -597,5 +598,9 @@ fn swiglu_and_argmax() {
             let token = block_on(gpu.ctx.read_buffer(&tb, 4)).unwrap();
             assert_eq!(u32::from_le_bytes(token[..4].try_into().unwrap()) as usize, best, "argmax of {n}");
         }
+        // A logits buffer without room for the scratch is refused, not half-used.
+        let (lb, tb) = (gpu.f32s(&[0.0; 1000]), gpu.f32s(&[0.0]));
+        let err = block_on(gpu.ops().argmax(1000, &lb, &tb)).err().expect("too small a buffer").to_string();
+        assert!(err.contains("argmax over 1000 logits needs a buffer of"), "{err}");
     }
 }

@@ -56,9 +56,9 @@ pub struct Activations {
     pub qkv: wgpu::Buffer,           // [heads * head_dim + 2 * kv_dim]: q, then k, then v
     pub attn: wgpu::Buffer,          // [heads * head_dim]
     pub gate_up: wgpu::Buffer,       // [2 * intermediate]: gate, then up
-    pub mlp: wgpu::Buffer,           // [intermediate]: SwiGLU output
+    pub mlp: wgpu::Buffer,           // [intermediate]: SwiGLU output (unused where the down GEMV applies it)
     pub attn_partials: wgpu::Buffer, // decode attention's per-split results (ops::attention_partial_floats)
-    pub logits: wgpu::Buffer,        // [vocab] (decode)
+    pub logits: wgpu::Buffer,        // [vocab + ops::ARGMAX_SCRATCH_FLOATS] (decode): logits, then argmax scratch
     pub token: wgpu::Buffer,         // [tokens] u32: the step's tokens in; decode: the argmax out
     /// `[2]` inverse RMS values for each place a norm is fused into a GEMV.
     pub stats_attn: wgpu::Buffer,
@@ -158,14 +158,14 @@ pub async fn layers_graph(
         if ops.swiglu_in_linear() && d.norm.is_none() {
             // Small models' decode: the down GEMV applies SwiGLU as it reads.
             graph.extend(ops.linear_of_swiglu(&d.weight, &a.gate_up, d.bias.as_ref(), true, x_out).await?);
-            continue;
+        } else {
+            graph.push(ops.swiglu(inter, &a.gate_up, &a.mlp).await?);
+            if d.norm.is_some() {
+                graph.extend(ops.norm_stats(&a.mlp, inter, None, eps, &a.stats_down).await?);
+            }
+            let norms = InputNorms { stats: &a.stats_down, norm1: d.norm.as_ref(), norm2: None };
+            graph.extend(ops.linear(&d.weight, &a.mlp, norms, d.bias.as_ref(), true, x_out).await?);
         }
-        graph.push(ops.swiglu(inter, &a.gate_up, &a.mlp).await?);
-        if d.norm.is_some() {
-            graph.extend(ops.norm_stats(&a.mlp, inter, None, eps, &a.stats_down).await?);
-        }
-        let norms = InputNorms { stats: &a.stats_down, norm1: d.norm.as_ref(), norm2: None };
-        graph.extend(ops.linear(&d.weight, &a.mlp, norms, d.bias.as_ref(), true, x_out).await?);
     }
 
     Ok(graph)

@@ -53,8 +53,9 @@ const RESIDUAL: u32 = 8;
 const INLINE_STATS: u32 = 16;
 const SWIGLU: u32 = 32;
 
-/// Workgroups of argmax's first pass (at most 256, argmax.wgsl).
+/// Workgroups of argmax's first pass (at most 256: one thread each in the second, argmax.wgsl).
 const ARGMAX_PARTS: usize = 128;
+const _: () = assert!(ARGMAX_PARTS <= 256);
 /// Floats a logits buffer holds after the logits for [`Ops::argmax`]: each
 /// first-pass workgroup's best value and index.
 pub const ARGMAX_SCRATCH_FLOATS: usize = 2 * ARGMAX_PARTS;
@@ -523,6 +524,12 @@ impl Ops<'_> {
         logits: &wgpu::Buffer,
         token: &wgpu::Buffer,
     ) -> Result<Vec<Dispatch>, GpuError> {
+        if logits.size() < ((n + ARGMAX_SCRATCH_FLOATS) * 4) as u64 {
+            return Err(GpuError::Limits(format!(
+                "argmax over {n} logits needs a buffer of {} floats (the logits, then its scratch)",
+                n + ARGMAX_SCRATCH_FLOATS
+            )));
+        }
         let parts = self.kernels.pipeline(Kernel::ArgmaxParts, &[]).await?;
         let finish = self.kernels.pipeline(Kernel::Argmax, &[]).await?;
         let params = self.uniform("argmax", &[n as u32, ARGMAX_PARTS as u32, 0, 0]);

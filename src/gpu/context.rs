@@ -287,16 +287,15 @@ impl GpuContext {
         Ok(bytes)
     }
 
-    /// A one-line description: adapter name, backend and the optional features used.
+    /// A one-line description: adapter name, backend, the optional features
+    /// enabled and how the kernels reduce.
     pub fn describe(&self) -> String {
         let mut features = Vec::new();
         if self.caps.shader_f16 {
             features.push("shader-f16");
         }
-        if self.caps.subgroups {
-            features.push("subgroups");
-        }
-        let features = if features.is_empty() { "portable path".to_string() } else { features.join(", ") };
+        features.push(if self.caps.subgroups { "subgroup reductions" } else { "workgroup-memory reductions" });
+        let features = features.join(", ");
         // Browsers keep the adapter's name to themselves.
         let name = if self.info.name.is_empty() { "WebGPU adapter" } else { self.info.name.as_str() };
         format!("{name} ({:?}, {features})", self.info.backend)
