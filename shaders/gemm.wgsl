@@ -18,8 +18,16 @@
 // measured faster and still leaves enough workgroups).
 // (gemm_ternary fetches the next tile into registers while it multiplies.)
 //
+// Split K: a matrix with too few tiles to fill the GPU (few rows, a short
+// prompt) is cut into K parts along its columns, workgroup z taking columns
+// 16 k_tiles z .. 16 k_tiles (z + 1) - 1. With SPLIT_K each part writes its
+// partial sums to `parts` instead of Y, and `gemm_sum_parts` then adds the
+// parts in order, with bias and residual, into Y.
+//
 // Needs cols % 16 == 0 (ternary: whole words) or cols % 4 == 0 (dense).
-// Dispatch: [ceil(rows / TILE_ROWS), ceil(tokens / TILE_TOKENS)] workgroups.
+// Dispatch: [ceil(rows / TILE_ROWS), ceil(tokens / TILE_TOKENS), K parts]
+// workgroups; gemm_sum_parts: ceil(graph tokens * rows / 256) workgroups of 256,
+// laid out 2-D (x up to 65535): index = wg.x + wg.y * num_wg.x.
 
 struct Params {
     rows: u32,       // rows in this chunk
@@ -28,8 +36,8 @@ struct Params {
     flags: u32,      // NORM1 | NORM2 | BIAS | RESIDUAL
     y_stride: u32,   // the length of one token's row of Y
     y_offset: u32,   // where the matrix's row 0 goes in a token's row of Y
-    _pad1: u32,
-    _pad2: u32,
+    k_tiles: u32,    // 16-column tiles per K part (all of them when not split)
+    part_stride: u32, // SPLIT_K: floats per part in `parts` (graph tokens * rows)
 }
 
 struct Step {
@@ -41,6 +49,7 @@ const NORM1: u32 = 1u;
 const NORM2: u32 = 2u;
 const BIAS: u32 = 4u;
 const RESIDUAL: u32 = 8u;
+const SPLIT_K: u32 = 16u;
 
 override GROUP_SIZE: u32 = 64u;  // weights per scale (ternary)
 override SCALE_DTYPE: u32 = 0u;  // DTYPE_* of the scales (ternary)
@@ -56,6 +65,7 @@ override WEIGHT_DTYPE: u32 = 0u; // DTYPE_* of W (dense)
 @group(0) @binding(7) var<storage, read> bias: array<f32>;        // [all rows of the matrix]
 @group(0) @binding(8) var<storage, read_write> y: array<f32>;     // [tokens, y_stride]
 @group(0) @binding(9) var<uniform> step: Step;
+@group(0) @binding(10) var<storage, read_write> parts: array<f32>; // SPLIT_K: [K parts, graph tokens, rows]
 
 override TOKENS_PER_THREAD: u32 = 4u; // 4 or 8
 const TILE_ROWS: u32 = 128u;           // 16 row groups of 8
@@ -144,10 +154,18 @@ fn accumulate(lid: u32, acc: ptr<function, array<vec4<f32>, 16>>) {
 }
 
 // Writes row 8 (lid % 16) + i of the thread's block for its tokens
-// `first` .. `first` + 3 (`v`).
-fn write_row(first_row: u32, first: u32, lid: u32, i: u32, v: vec4<f32>) {
+// `first` .. `first` + 3 (`v`): into Y, or with SPLIT_K into K part `part`.
+fn write_row(first_row: u32, first: u32, lid: u32, i: u32, v: vec4<f32>, part: u32) {
     let row = first_row + 8u * (lid % 16u) + i;
     if (row >= p.rows) {
+        return;
+    }
+    if ((p.flags & SPLIT_K) != 0u) {
+        for (var j = 0u; j < 4u; j = j + 1u) {
+            if (first + j < step.tokens) {
+                parts[part * p.part_stride + (first + j) * p.rows + row] = v[j];
+            }
+        }
         return;
     }
     let r = p.row_offset + row;
@@ -170,25 +188,25 @@ fn write_row(first_row: u32, first: u32, lid: u32, i: u32, v: vec4<f32>) {
 
 // Writes the thread's block. The accumulators are indexed by constants only, so
 // they stay in registers (a variable index would put the array in memory).
-fn write_outputs(first_row: u32, first_token: u32, lid: u32, acc: ptr<function, array<vec4<f32>, 16>>) {
+fn write_outputs(first_row: u32, first_token: u32, lid: u32, acc: ptr<function, array<vec4<f32>, 16>>, part: u32) {
     let first = first_token + (lid / 16u) * TOKENS_PER_THREAD;
-    write_row(first_row, first, lid, 0u, (*acc)[0]);
-    write_row(first_row, first, lid, 1u, (*acc)[1]);
-    write_row(first_row, first, lid, 2u, (*acc)[2]);
-    write_row(first_row, first, lid, 3u, (*acc)[3]);
-    write_row(first_row, first, lid, 4u, (*acc)[4]);
-    write_row(first_row, first, lid, 5u, (*acc)[5]);
-    write_row(first_row, first, lid, 6u, (*acc)[6]);
-    write_row(first_row, first, lid, 7u, (*acc)[7]);
+    write_row(first_row, first, lid, 0u, (*acc)[0], part);
+    write_row(first_row, first, lid, 1u, (*acc)[1], part);
+    write_row(first_row, first, lid, 2u, (*acc)[2], part);
+    write_row(first_row, first, lid, 3u, (*acc)[3], part);
+    write_row(first_row, first, lid, 4u, (*acc)[4], part);
+    write_row(first_row, first, lid, 5u, (*acc)[5], part);
+    write_row(first_row, first, lid, 6u, (*acc)[6], part);
+    write_row(first_row, first, lid, 7u, (*acc)[7], part);
     if (TOKENS_PER_THREAD == 8u) {
-        write_row(first_row, first + 4u, lid, 0u, (*acc)[8]);
-        write_row(first_row, first + 4u, lid, 1u, (*acc)[9]);
-        write_row(first_row, first + 4u, lid, 2u, (*acc)[10]);
-        write_row(first_row, first + 4u, lid, 3u, (*acc)[11]);
-        write_row(first_row, first + 4u, lid, 4u, (*acc)[12]);
-        write_row(first_row, first + 4u, lid, 5u, (*acc)[13]);
-        write_row(first_row, first + 4u, lid, 6u, (*acc)[14]);
-        write_row(first_row, first + 4u, lid, 7u, (*acc)[15]);
+        write_row(first_row, first + 4u, lid, 0u, (*acc)[8], part);
+        write_row(first_row, first + 4u, lid, 1u, (*acc)[9], part);
+        write_row(first_row, first + 4u, lid, 2u, (*acc)[10], part);
+        write_row(first_row, first + 4u, lid, 3u, (*acc)[11], part);
+        write_row(first_row, first + 4u, lid, 4u, (*acc)[12], part);
+        write_row(first_row, first + 4u, lid, 5u, (*acc)[13], part);
+        write_row(first_row, first + 4u, lid, 6u, (*acc)[14], part);
+        write_row(first_row, first + 4u, lid, 7u, (*acc)[15], part);
     }
 }
 
@@ -215,21 +233,23 @@ fn gemm_ternary(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_
     if (first_token >= step.tokens) {
         return; // the whole workgroup: the chunk is shorter than the dispatch
     }
-    let words = p.cols / 16u;
+    // This K part's words.
+    let first_word = wg.z * p.k_tiles;
+    let words = min(p.cols / 16u, first_word + p.k_tiles);
     // Weight staging: thread -> (tile row lid / 2, bytes 2 (lid % 2) and 2 (lid % 2) + 1 of its word).
     let w_row = lid / 2u;
     let w_half = lid % 2u;
     // The next tile's weights and inputs are fetched into registers before the
     // current tile is multiplied, so their loads overlap the arithmetic.
     let wide = TOKENS_PER_THREAD == 8u; // the tile stages 512 input elements, not 256
-    var next_w = fetch_word(first_row + w_row, 0u);
-    var next_x0 = fetch_inputs(first_token, 0u, lid);
+    var next_w = fetch_word(first_row + w_row, first_word);
+    var next_x0 = fetch_inputs(first_token, 16u * first_word, lid);
     var next_x1 = vec4<f32>(0.0);
     if (wide) {
-        next_x1 = fetch_inputs(first_token, 0u, lid + 256u);
+        next_x1 = fetch_inputs(first_token, 16u * first_word, lid + 256u);
     }
     var acc: array<vec4<f32>, 16>;
-    for (var w = 0u; w < words; w = w + 1u) {
+    for (var w = first_word; w < words; w = w + 1u) {
         for (var b = 0u; b < 2u; b = b + 1u) {
             let j = 2u * w_half + b; // byte of the word: tile columns 4j..4j+3
             let t = trits_of_byte(next_w.word, j) * next_w.scale;
@@ -253,7 +273,7 @@ fn gemm_ternary(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_
         accumulate(lid, &acc);
         workgroupBarrier();
     }
-    write_outputs(first_row, first_token, lid, &acc);
+    write_outputs(first_row, first_token, lid, &acc, wg.z);
 }
 
 @compute @workgroup_size(256)
@@ -267,7 +287,8 @@ fn gemm_dense(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_in
     let w_row = lid / 2u;
     let w_col = 8u * (lid % 2u);
     var acc: array<vec4<f32>, 16>;
-    for (var k0 = 0u; k0 < p.cols; k0 = k0 + TILE_COLS) {
+    let k_end = min(p.cols, (wg.z + 1u) * p.k_tiles * TILE_COLS);
+    for (var k0 = wg.z * p.k_tiles * TILE_COLS; k0 < k_end; k0 = k0 + TILE_COLS) {
         let row = first_row + w_row;
         for (var c = w_col; c < w_col + 8u; c = c + 1u) {
             var v = 0.0;
@@ -290,5 +311,35 @@ fn gemm_dense(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_in
         accumulate(lid, &acc);
         workgroupBarrier();
     }
-    write_outputs(first_row, first_token, lid, &acc);
+    write_outputs(first_row, first_token, lid, &acc, wg.z);
+}
+
+// SPLIT_K's second pass: Y[t, y_offset + r] = (RESIDUAL ? Y : 0) + (BIAS ? bias : 0)
+// + the K parts' partial sums for (t, r), added in part order.
+@compute @workgroup_size(256)
+fn gemm_sum_parts(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) num_wg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let i = (wg.x + wg.y * num_wg.x) * 256u + lid; // token * rows + row
+    let token = i / p.rows;
+    let row = i % p.rows;
+    if (token >= step.tokens) {
+        return;
+    }
+    let k_parts = ((p.cols + TILE_COLS - 1u) / TILE_COLS + p.k_tiles - 1u) / p.k_tiles;
+    var sum = 0.0;
+    for (var part = 0u; part < k_parts; part = part + 1u) {
+        sum = sum + parts[part * p.part_stride + i];
+    }
+    let r = p.row_offset + row;
+    if ((p.flags & BIAS) != 0u) {
+        sum = sum + bias[r];
+    }
+    let at = token * p.y_stride + p.y_offset + r;
+    if ((p.flags & RESIDUAL) != 0u) {
+        sum = sum + y[at];
+    }
+    y[at] = sum;
 }

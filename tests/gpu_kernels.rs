@@ -31,6 +31,8 @@ struct Gpu {
     kernels: Kernels,
     dummy: wgpu::Buffer,
     step: wgpu::Buffer,
+    /// Scratch for split GEMMs (4 MiB).
+    gemm_parts: wgpu::Buffer,
 }
 
 /// The device twice: with the optional features it has (subgroup reductions),
@@ -54,7 +56,8 @@ impl Gpu {
         let dummy = ctx.buffer("dummy", 16, wgpu::BufferUsages::STORAGE);
         let usage = wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST;
         let step = ctx.buffer_init("step", bytemuck::cast_slice(&[0u32, 1, 0, 0]), usage);
-        Gpu { ctx, kernels, dummy, step }
+        let gemm_parts = ctx.buffer("gemm parts", 4 << 20, wgpu::BufferUsages::STORAGE);
+        Gpu { ctx, kernels, dummy, step, gemm_parts }
     }
 
     /// Builders for one token per step (decode).
@@ -71,6 +74,20 @@ impl Gpu {
             step: &self.step,
             tokens,
             inline_norm_stats: None,
+            gemm_parts: None,
+        }
+    }
+
+    /// Builders for `tokens` tokens per step whose GEMMs may be split along K.
+    fn split_ops(&mut self, tokens: usize) -> tritium::engine::ops::Ops<'_> {
+        tritium::engine::ops::Ops {
+            ctx: &self.ctx,
+            kernels: &mut self.kernels,
+            dummy: &self.dummy,
+            step: &self.step,
+            tokens,
+            inline_norm_stats: None,
+            gemm_parts: Some(&self.gemm_parts),
         }
     }
 
@@ -306,6 +323,7 @@ fn gemm_matches_the_cpu_for_every_token_of_a_step() {
     for mut gpu in gpus() {
         let mut rng = Rng::new(7);
         let mut tokens_per_thread = std::collections::BTreeSet::new();
+        let mut k_parts = std::collections::BTreeSet::new();
         let eps = 1e-6;
         // (rows, cols, split bytes, tokens recorded for, tokens in the step): partial
         // row and token tiles, several tiles of each, split matrices, and a step
@@ -317,12 +335,20 @@ fn gemm_matches_the_cpu_for_every_token_of_a_step() {
             (300, 64, 1 << 20, 130, 130),
             // Tall: 8 tokens per thread (ops::GEMM_TALL_ROWS), two token tiles, the second partial.
             (16400, 64, 1 << 20, 140, 131),
+            // Long rows: split into 8 K parts, the last one shorter (260 tiles).
+            (70, 4160, 1 << 20, 9, 7),
         ] {
             for (k, dtype) in [DType::F32, DType::F16, DType::BF16].into_iter().enumerate() {
                 let mut source = MemorySource::default();
                 let (m, w) = if (k == 1 && max_binding > 4096) || rows == 300 {
                     // Dense, with columns not a multiple of the 16-column tile.
-                    let cols = if rows == 300 { 36 } else { cols };
+                    let cols = if rows == 300 {
+                        36
+                    } else if rows == 70 {
+                        4100
+                    } else {
+                        cols
+                    };
                     dense_matrix(&mut rng, &mut source, rows, cols, dtype.clone())
                 } else {
                     packed_matrix(&mut rng, &mut source, rows, cols, dtype.clone())
@@ -346,21 +372,30 @@ fn gemm_matches_the_cpu_for_every_token_of_a_step() {
                         want[t * rows + r] += v + bias[r];
                     }
                 }
-                let (xb, n1b, n2b) = (gpu.f32s(&x), gpu.f32s(&n1), gpu.f32s(&n2));
-                let (biasb, yb, stats) = (gpu.f32s(&bias), gpu.f32s(&residual), gpu.f32s(&vec![0.0; 2 * graph_tokens]));
-                let mut ops = gpu.batch_ops(graph_tokens);
-                let mut d: Vec<_> =
-                    block_on(ops.norm_stats(&xb, cols, Some(&n1b), eps, &stats)).unwrap().into_iter().collect();
-                let norms = tritium::engine::ops::InputNorms { stats: &stats, norm1: Some(&n1b), norm2: Some(&n2b) };
-                d.extend(block_on(ops.linear(&gm, &xb, norms, Some(&biasb), true, Out::all(&yb, rows))).unwrap());
-                gpu.set_step(0, tokens as u32);
-                gpu.run(&d);
-                gpu.set_step(0, 1);
-                let got = gpu.read(&yb, graph_tokens * rows);
-                assert_close(&format!("gemm {} x {tokens} tokens", m.name), &got, &want, 1e-4);
+                // Whole, and split along K where the matrix is long and small enough.
+                for split in [false, true] {
+                    let (xb, n1b, n2b) = (gpu.f32s(&x), gpu.f32s(&n1), gpu.f32s(&n2));
+                    let (biasb, yb) = (gpu.f32s(&bias), gpu.f32s(&residual));
+                    let stats = gpu.f32s(&vec![0.0; 2 * graph_tokens]);
+                    let mut ops = if split { gpu.split_ops(graph_tokens) } else { gpu.batch_ops(graph_tokens) };
+                    let mut d: Vec<_> =
+                        block_on(ops.norm_stats(&xb, cols, Some(&n1b), eps, &stats)).unwrap().into_iter().collect();
+                    let norms =
+                        tritium::engine::ops::InputNorms { stats: &stats, norm1: Some(&n1b), norm2: Some(&n2b) };
+                    d.extend(block_on(ops.linear(&gm, &xb, norms, Some(&biasb), true, Out::all(&yb, rows))).unwrap());
+                    let split_here = d.iter().any(|d| d.label.starts_with("gemm parts"));
+                    assert!(split || !split_here, "no scratch, no split");
+                    k_parts.insert(if split_here { "split" } else { "whole" });
+                    gpu.set_step(0, tokens as u32);
+                    gpu.run(&d);
+                    gpu.set_step(0, 1);
+                    let got = gpu.read(&yb, graph_tokens * rows);
+                    assert_close(&format!("gemm {} x {tokens} tokens (split {split})", m.name), &got, &want, 1e-4);
+                }
             }
         }
         assert_eq!(tokens_per_thread.into_iter().collect::<Vec<_>>(), [4, 8], "both GEMM tiles are tested");
+        assert_eq!(k_parts.into_iter().collect::<Vec<_>>(), ["split", "whole"], "split and whole GEMMs are tested");
     }
 }
 

@@ -58,6 +58,7 @@ pub struct Activations {
     pub gate_up: wgpu::Buffer,       // [2 * intermediate]: gate, then up
     pub mlp: wgpu::Buffer,           // [intermediate]: SwiGLU output (unused where the down GEMV applies it)
     pub attn_partials: wgpu::Buffer, // decode attention's per-split results (ops::attention_partial_floats)
+    pub gemm_parts: wgpu::Buffer,    // prefill: the K parts of split GEMMs (ops::gemm_k_parts)
     pub logits: wgpu::Buffer,        // [vocab + ops::ARGMAX_SCRATCH_FLOATS] (decode): logits, then argmax scratch
     pub token: wgpu::Buffer,         // [tokens] u32: the step's tokens in; decode: the argmax out
     /// `[2]` inverse RMS values for each place a norm is fused into a GEMV.

@@ -47,6 +47,8 @@ pub struct MemoryPlan {
     pub ctx: usize,
     /// Prompt tokens per prefill step.
     pub ubatch: usize,
+    /// Floats of the prefill step's scratch for split GEMMs (ops::gemm_k_parts).
+    pub gemm_parts: usize,
 }
 
 impl MemoryPlan {
@@ -109,7 +111,10 @@ impl MemoryPlan {
             + 2 * f32s(c.vocab_size)
             + f32s(ops::ARGMAX_SCRATCH_FLOATS)
             + f32s(ctx * c.head_dim());
-        Ok(MemoryPlan { weight_bytes, kv_cache_bytes: kv_per_position * ctx as u64, scratch_bytes, ctx, ubatch })
+        let gemm_parts = if ubatch > 1 { ops::gemm_parts_floats(max_binding) } else { 1 };
+        let scratch_bytes = scratch_bytes + f32s(gemm_parts);
+        let kv_cache_bytes = kv_per_position * ctx as u64;
+        Ok(MemoryPlan { weight_bytes, kv_cache_bytes, scratch_bytes, ctx, ubatch, gemm_parts })
     }
 }
 
@@ -152,6 +157,7 @@ fn activations(ctx: &GpuContext, c: &Config, tokens: usize, plan: &MemoryPlan, r
         gate_up: storage(ctx, "gate and up", tokens * 2 * c.intermediate_size),
         mlp: storage(ctx, "mlp", tokens * c.intermediate_size),
         attn_partials: storage(ctx, "attention partials", partials),
+        gemm_parts: storage(ctx, "gemm parts", if decode { 1 } else { plan.gemm_parts }),
         logits: storage(ctx, "logits", if decode { c.vocab_size + ops::ARGMAX_SCRATCH_FLOATS } else { 1 }),
         token: storage(ctx, "token", tokens),
         stats_attn: stats("stats attn"),
@@ -227,8 +233,15 @@ impl Engine {
         let dummy = storage(ctx, "absent", 4);
         let mut kernels = Kernels::new(ctx);
         let inline = ops::inline_norm_stats(c).then_some(c.rms_norm_eps as f32);
-        let mut ops =
-            Ops { ctx, kernels: &mut kernels, dummy: &dummy, step: &step_params, tokens: 1, inline_norm_stats: inline };
+        let mut ops = Ops {
+            ctx,
+            kernels: &mut kernels,
+            dummy: &dummy,
+            step: &step_params,
+            tokens: 1,
+            inline_norm_stats: inline,
+            gemm_parts: None,
+        };
         let graph = decode_graph(&mut ops, c, plan.ctx, &weights, &act).await?;
         let mut ops = Ops {
             ctx,
@@ -237,6 +250,7 @@ impl Engine {
             step: &prefill_step,
             tokens: plan.ubatch,
             inline_norm_stats: None,
+            gemm_parts: Some(&prefill_act.gemm_parts),
         };
         let prefill_graph = layers_graph(&mut ops, c, plan.ctx, &weights, &prefill_act).await?;
         use wgpu::BufferUsages as U;

@@ -51,6 +51,7 @@ const NORM2: u32 = 2;
 const BIAS: u32 = 4;
 const RESIDUAL: u32 = 8;
 const INLINE_STATS: u32 = 16;
+const SPLIT_K: u32 = 16; // gemm.wgsl's flag (the GEMV's 16 is INLINE_STATS)
 const SWIGLU: u32 = 32;
 
 /// Workgroups of argmax's first pass (at most 256: one thread each in the second, argmax.wgsl).
@@ -150,6 +151,9 @@ pub struct Ops<'a> {
     /// `Some(eps)`: one-token GEMVs compute their norm statistics themselves
     /// (gemv.wgsl's INLINE_STATS), so [`Ops::norm_stats`] records nothing.
     pub inline_norm_stats: Option<f32>,
+    /// Scratch for the K parts of GEMMs split along their columns
+    /// ([`gemm_k_parts`]); `None`: GEMMs are never split.
+    pub gemm_parts: Option<&'a wgpu::Buffer>,
 }
 
 /// Whether a model's decode step should compute norm statistics inside its
@@ -166,6 +170,30 @@ const GEMM_TILE_ROWS: u32 = 128;
 /// instead of 4: on an H100 that made the 32B shape's gate and up projections
 /// 20 % faster (7B: 10 %) and every shorter matrix slower (BENCHMARKS.md).
 pub const GEMM_TALL_ROWS: usize = 16384;
+
+/// GEMM workgroups below which a matrix is split along its columns: about two
+/// per SM on a large GPU (an H100 has 132 SMs and holds two GEMM workgroups
+/// in each), so that no SM idles through most of a pass.
+pub const GEMM_MIN_WORKGROUPS: u32 = 512;
+
+/// Most K parts of a split GEMM, and the fewest 16-column tiles each takes.
+const GEMM_MAX_K_PARTS: u32 = 8;
+const GEMM_MIN_K_TILES: u32 = 32;
+
+/// Floats of the scratch a prefill graph keeps for split GEMMs (32 MiB, or one
+/// storage binding if that is less).
+pub fn gemm_parts_floats(max_binding: u64) -> usize {
+    ((32u64 << 20).min(max_binding) / 4) as usize
+}
+
+/// (K parts, 16-column tiles per part) for a GEMM of `workgroups` workgroups
+/// over `tiles` column tiles, with room for `room` parts in the scratch.
+pub fn gemm_k_parts(workgroups: u32, tiles: u32, room: u32) -> (u32, u32) {
+    let wanted = GEMM_MIN_WORKGROUPS.div_ceil(workgroups.max(1));
+    let parts = wanted.min(GEMM_MAX_K_PARTS).min(tiles / GEMM_MIN_K_TILES).min(room).max(1);
+    let k_tiles = tiles.div_ceil(parts);
+    (tiles.div_ceil(k_tiles), k_tiles)
+}
 
 /// Tokens per GEMM thread for `m` (gemm.wgsl's TOKENS_PER_THREAD).
 pub fn gemm_tokens_per_thread(m: &GpuMatrix) -> u32 {
@@ -360,26 +388,40 @@ impl Ops<'_> {
         let shape = [("TOKENS_PER_THREAD", tokens_per_thread)];
         let pipeline = self.matrix_pipeline(m, Kernel::GemmTernary, Kernel::GemmDense, &shape).await?;
         let token_tiles = (self.tokens as u32).div_ceil(16 * tokens_per_thread);
+        let tiles = m.cols.div_ceil(16) as u32;
         let mut out = Vec::new();
         for chunk in &m.chunks {
+            let row_tiles = (chunk.rows as u32).div_ceil(GEMM_TILE_ROWS);
+            let part_stride = self.tokens * chunk.rows;
+            let room = self.gemm_parts.map_or(1, |b| (b.size() / 4) as usize / part_stride) as u32;
+            let (k_parts, k_tiles) = gemm_k_parts(row_tiles * token_tiles, tiles, room);
+            let flags = inputs.flags | if k_parts > 1 { SPLIT_K } else { 0 };
             let params = self.uniform(
                 &m.name,
                 &[
                     chunk.rows as u32,
                     m.cols as u32,
                     chunk.first_row as u32,
-                    inputs.flags,
+                    flags,
                     y.width as u32,
                     y.offset as u32,
-                    0,
-                    0,
+                    k_tiles,
+                    part_stride as u32,
                 ],
             );
             let mut bindings = self.chunk_bindings(chunk, 1, &params, &inputs, &y);
             bindings.push((9, self.step));
+            bindings.push((10, self.gemm_parts.unwrap_or(self.dummy)));
             let label = format!("gemm {} rows {}..", m.name, chunk.first_row);
-            let row_tiles = (chunk.rows as u32).div_ceil(GEMM_TILE_ROWS);
-            out.push(Dispatch::new(self.ctx, label, pipeline.clone(), &bindings, [row_tiles, token_tiles, 1]));
+            out.push(Dispatch::new(self.ctx, label, pipeline.clone(), &bindings, [row_tiles, token_tiles, k_parts]));
+            if k_parts > 1 {
+                let sum = self.kernels.pipeline(Kernel::GemmSumParts, &[]).await?;
+                let parts = self.gemm_parts.expect("split only with scratch");
+                let bindings =
+                    [(0, &params), (7, inputs.bias.unwrap_or(self.dummy)), (8, y.buffer), (9, self.step), (10, parts)];
+                let label = format!("gemm parts {} rows {}..", m.name, chunk.first_row);
+                out.push(Dispatch::new(self.ctx, label, sum, &bindings, grid((part_stride as u32).div_ceil(256))));
+            }
         }
         Ok(out)
     }
