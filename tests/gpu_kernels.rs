@@ -67,19 +67,15 @@ impl Gpu {
 
     /// Builders for up to `tokens` tokens per step (prefill).
     fn batch_ops(&mut self, tokens: usize) -> tritium::engine::ops::Ops<'_> {
-        tritium::engine::ops::Ops {
-            ctx: &self.ctx,
-            kernels: &mut self.kernels,
-            dummy: &self.dummy,
-            step: &self.step,
-            tokens,
-            inline_norm_stats: None,
-            gemm_parts: None,
-        }
+        self.ops_with(tokens, false)
     }
 
     /// Builders for `tokens` tokens per step whose GEMMs may be split along K.
     fn split_ops(&mut self, tokens: usize) -> tritium::engine::ops::Ops<'_> {
+        self.ops_with(tokens, true)
+    }
+
+    fn ops_with(&mut self, tokens: usize, split: bool) -> tritium::engine::ops::Ops<'_> {
         tritium::engine::ops::Ops {
             ctx: &self.ctx,
             kernels: &mut self.kernels,
@@ -87,7 +83,7 @@ impl Gpu {
             step: &self.step,
             tokens,
             inline_norm_stats: None,
-            gemm_parts: Some(&self.gemm_parts),
+            gemm_parts: split.then_some(&self.gemm_parts),
         }
     }
 
