@@ -11,6 +11,10 @@ const DTYPE_F32: u32 = 0u;
 const DTYPE_F16: u32 = 1u;
 const DTYPE_BF16: u32 = 2u;
 
+// A packed word of zero trits (each byte 40: every digit 1), staged for rows
+// past the end of a matrix so that they add nothing.
+const ZERO_TRITS_WORD: u32 = 0x28282828u;
+
 // Index of the word holding element `i` of a tensor of type `dtype`.
 fn word_of(i: u32, dtype: u32) -> u32 {
     if (dtype == DTYPE_F32) {

@@ -219,7 +219,7 @@ struct WeightWord {
 
 fn fetch_word(row: u32, w: u32) -> WeightWord {
     if (row >= p.rows) {
-        return WeightWord(0x28282828u, 0.0); // byte 40: every trit 0
+        return WeightWord(ZERO_TRITS_WORD, 0.0);
     }
     let s = row * (p.cols / GROUP_SIZE) + (w * 16u) / GROUP_SIZE;
     let scale = float_in_word(scales[word_of(s, SCALE_DTYPE)], s, SCALE_DTYPE);

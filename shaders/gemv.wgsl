@@ -210,18 +210,19 @@ fn prefix_dot(word: u32, xt: mat4x4<f32>) -> f32 {
 // Packed word `w` of `row`; past the last row, a word of zero trits.
 fn narrow_word(row: u32, w: u32) -> u32 {
     if (row >= p.rows) {
-        return 0x28282828u; // byte 40: every digit 1, every trit 0
+        return ZERO_TRITS_WORD;
     }
     return weights[row * (p.cols / 16u) + w];
 }
 
-// The scale of `row` for word `w` (zero past the last row). GROUP_SIZE is a
-// multiple of 16, so one word never straddles two groups.
-fn narrow_scale(row: u32, w: u32) -> f32 {
+// The scale of `row` for the group holding column `col` (zero past the last
+// row). Both ternary GEMVs read whole groups' worth of a row at a time (16 or
+// 64 columns, GROUP_SIZE a multiple of it), so a step needs one scale.
+fn row_scale(row: u32, col: u32) -> f32 {
     if (row >= p.rows) {
         return 0.0;
     }
-    let s = row * (p.cols / GROUP_SIZE) + (w * 16u) / GROUP_SIZE;
+    let s = row * (p.cols / GROUP_SIZE) + col / GROUP_SIZE;
     return float_in_word(scales[word_of(s, SCALE_DTYPE)], s, SCALE_DTYPE);
 }
 
@@ -232,18 +233,18 @@ struct TeamWords {
 }
 
 fn team_words(first_row: u32, w: u32) -> TeamWords {
-    var t = TeamWords(vec4<u32>(0x28282828u), vec4<f32>(0.0));
+    var t = TeamWords(vec4<u32>(ZERO_TRITS_WORD), vec4<f32>(0.0));
     t.words.x = narrow_word(first_row, w);
-    t.scales.x = narrow_scale(first_row, w);
+    t.scales.x = row_scale(first_row, 16u * w);
     if (ROWS_PER_TEAM >= 2u) {
         t.words.y = narrow_word(first_row + 1u, w);
-        t.scales.y = narrow_scale(first_row + 1u, w);
+        t.scales.y = row_scale(first_row + 1u, 16u * w);
     }
     if (ROWS_PER_TEAM >= 4u) {
         t.words.z = narrow_word(first_row + 2u, w);
-        t.scales.z = narrow_scale(first_row + 2u, w);
+        t.scales.z = row_scale(first_row + 2u, 16u * w);
         t.words.w = narrow_word(first_row + 3u, w);
-        t.scales.w = narrow_scale(first_row + 3u, w);
+        t.scales.w = row_scale(first_row + 3u, 16u * w);
     }
     return t;
 }
@@ -319,18 +320,9 @@ fn gemv_dense(
 // Packed words 4g..4g+3 of `row`; past the last row, words of zero trits.
 fn wide_words(row: u32, g: u32) -> vec4<u32> {
     if (row >= p.rows) {
-        return vec4<u32>(0x28282828u); // byte 40: every digit 1, every trit 0
+        return vec4<u32>(ZERO_TRITS_WORD);
     }
     return weights_wide[row * (p.cols / 64u) + g];
-}
-
-// The scale of `row` for columns 64g..64g+63 (zero past the last row).
-fn wide_scale(row: u32, g: u32) -> f32 {
-    if (row >= p.rows) {
-        return 0.0;
-    }
-    let s = row * (p.cols / GROUP_SIZE) + (g * 64u) / GROUP_SIZE;
-    return float_in_word(scales[word_of(s, SCALE_DTYPE)], s, SCALE_DTYPE);
 }
 
 // Unscaled sums over word `w` (16 inputs) for up to four rows whose words for it
@@ -361,9 +353,9 @@ fn gemv_ternary_wide(
     var acc = vec4<f32>(0.0);
     for (var g = lid % LANES; g < p.cols / 64u; g = g + LANES) {
         let r0 = wide_words(first_row, g);
-        var r1 = vec4<u32>(0x28282828u);
-        var r2 = vec4<u32>(0x28282828u);
-        var r3 = vec4<u32>(0x28282828u);
+        var r1 = vec4<u32>(ZERO_TRITS_WORD);
+        var r2 = vec4<u32>(ZERO_TRITS_WORD);
+        var r3 = vec4<u32>(ZERO_TRITS_WORD);
         if (ROWS_PER_TEAM >= 2u) {
             r1 = wide_words(first_row + 1u, g);
         }
@@ -375,13 +367,13 @@ fn gemv_ternary_wide(
             + word_sums(vec4<u32>(r0.y, r1.y, r2.y, r3.y), 4u * g + 1u)
             + word_sums(vec4<u32>(r0.z, r1.z, r2.z, r3.z), 4u * g + 2u)
             + word_sums(vec4<u32>(r0.w, r1.w, r2.w, r3.w), 4u * g + 3u);
-        acc.x = acc.x + sums.x * wide_scale(first_row, g);
+        acc.x = acc.x + sums.x * row_scale(first_row, 64u * g);
         if (ROWS_PER_TEAM >= 2u) {
-            acc.y = acc.y + sums.y * wide_scale(first_row + 1u, g);
+            acc.y = acc.y + sums.y * row_scale(first_row + 1u, 64u * g);
         }
         if (ROWS_PER_TEAM >= 4u) {
-            acc.z = acc.z + sums.z * wide_scale(first_row + 2u, g);
-            acc.w = acc.w + sums.w * wide_scale(first_row + 3u, g);
+            acc.z = acc.z + sums.z * row_scale(first_row + 2u, 64u * g);
+            acc.w = acc.w + sums.w * row_scale(first_row + 3u, 64u * g);
         }
     }
     finish_rows(first_row, lid, acc);
