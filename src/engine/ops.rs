@@ -167,14 +167,15 @@ pub fn inline_norm_stats(c: &crate::model::Config) -> bool {
 const GEMM_TILE_ROWS: u32 = 128;
 
 /// Matrices with at least this many rows get GEMM tiles of 8 tokens per thread
-/// instead of 4: on an H100 that made the 32B shape's gate and up projections
-/// 20 % faster (7B: 10 %) and every shorter matrix slower (BENCHMARKS.md).
-pub const GEMM_TALL_ROWS: usize = 16384;
+/// instead of 4. Before split-K, only the 32B shape's gate and up projections
+/// (7B: 10 %) gained by it; with split-K restoring the parallelism the larger
+/// tiles cost, 4096 rows measured best (BENCHMARKS.md).
+pub const GEMM_TALL_ROWS: usize = 4096;
 
-/// GEMM workgroups below which a matrix is split along its columns: about two
-/// per SM on a large GPU (an H100 has 132 SMs and holds two GEMM workgroups
-/// in each), so that no SM idles through most of a pass.
-pub const GEMM_MIN_WORKGROUPS: u32 = 512;
+/// GEMM workgroups below which a matrix is split along its columns: about
+/// eight per SM on a large GPU (an H100 has 132 SMs), so that no SM idles
+/// through most of a pass. 1024 beat 512 and 256 on an H100 (BENCHMARKS.md).
+pub const GEMM_MIN_WORKGROUPS: u32 = 1024;
 
 /// Most K parts of a split GEMM, and the fewest 16-column tiles each takes.
 const GEMM_MAX_K_PARTS: u32 = 8;
