@@ -167,9 +167,10 @@ pub fn inline_norm_stats(c: &crate::model::Config) -> bool {
 const GEMM_TILE_ROWS: u32 = 128;
 
 /// Matrices with at least this many rows get GEMM tiles of 8 tokens per thread
-/// instead of 4. Before split-K, only the 32B shape's gate and up projections
-/// (7B: 10 %) gained by it; with split-K restoring the parallelism the larger
-/// tiles cost, 4096 rows measured best (BENCHMARKS.md).
+/// instead of 4. Before split-K only the tallest matrices gained by them (on an
+/// H100 the 32B shape's gate and up projections 20 %, 7B's 10 %); now that
+/// split-K restores the parallelism the larger tiles cost, 4096 rows measured
+/// best (BENCHMARKS.md).
 pub const GEMM_TALL_ROWS: usize = 4096;
 
 /// GEMM workgroups below which a matrix is split along its columns: about
