@@ -12,7 +12,6 @@
 mod common;
 
 use std::io::{BufRead, BufReader};
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -35,30 +34,41 @@ fn run(cmd: &str, args: &[&str], display: &str) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// Starts Xvfb on the first free display number from 90.
-fn start_xvfb() -> (KillOnDrop, String) {
-    for n in 90..130 {
-        if Path::new(&format!("/tmp/.X11-unix/X{n}")).exists() || Path::new(&format!("/tmp/.X{n}-lock")).exists() {
-            continue;
-        }
-        let display = format!(":{n}");
-        let child = Command::new("Xvfb")
-            .args([display.as_str(), "-screen", "0", "1280x800x24", "-nolisten", "tcp"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start Xvfb");
-        let xvfb = KillOnDrop(child);
+/// A running Xvfb, stopped with SIGTERM when dropped so that it removes its
+/// lock file and socket (a killed server leaves them behind).
+struct Xvfb(std::process::Child);
+
+impl Drop for Xvfb {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").args(["-TERM", &self.0.id().to_string()]).status();
         let started = Instant::now();
-        while started.elapsed() < Duration::from_secs(20) {
-            if Path::new(&format!("/tmp/.X11-unix/X{n}")).exists() {
-                return (xvfb, display);
+        while started.elapsed() < Duration::from_secs(5) {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
             }
-            std::thread::sleep(Duration::from_millis(100));
+            std::thread::sleep(Duration::from_millis(50));
         }
-        panic!("Xvfb did not start on {display}");
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
-    panic!("no free X display number");
+}
+
+/// Starts Xvfb on a display number it picks itself (`-displayfd`): it skips
+/// displays held by a live server, clears stale locks, and writes the number
+/// once it accepts connections.
+fn start_xvfb() -> (Xvfb, String) {
+    let mut child = Command::new("Xvfb")
+        .args(["-displayfd", "1", "-screen", "0", "1280x800x24", "-nolisten", "tcp"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start Xvfb");
+    let stdout = child.stdout.take().expect("Xvfb's stdout");
+    let xvfb = Xvfb(child);
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line).expect("read Xvfb's display number");
+    let n: u32 = line.trim().parse().unwrap_or_else(|_| panic!("Xvfb did not report a display number ({line:?})"));
+    (xvfb, format!(":{n}"))
 }
 
 /// Waits until the window prints a line containing one of `needles`; returns that line.
