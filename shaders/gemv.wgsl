@@ -199,11 +199,9 @@ fn write_row(row: u32, sum: f32) {
     y[p.y_offset + r] = out;
 }
 
-// A packed word's 16 inputs (byte i holds inputs 16w + 4i .. 16w + 4i + 3),
-// arranged by digit position (x[j][i] = in[16w + 4i + j]), then combined as
-// base3_prefixes (decode.wgsl) needs: column j of `xt` multiplies column j of
-// the prefixes for each of the word's four bytes; `sum` is the inputs' sum.
-// Formed once per word and shared by the team's rows.
+// A packed word's 16 inputs arranged by digit position: xt[j][i] is input
+// 16w + 4i + j, the one weight j of byte i multiplies (digit_bytes, decode.wgsl);
+// `sum` is the inputs' sum. Formed once per word and shared by the team's rows.
 struct WordInputs {
     xt: mat4x4<f32>,
     sum: f32,
@@ -214,15 +212,17 @@ fn word_inputs(w: u32) -> WordInputs {
     let v1 = input4_at(4u * w + 1u);
     let v2 = input4_at(4u * w + 2u);
     let v3 = input4_at(4u * w + 3u);
-    let x = transpose(mat4x4<f32>(v0, v1, v2, v3));
-    let xt = mat4x4<f32>(x[0], x[1] - 3.0 * x[0], x[2] - 3.0 * x[1], x[3] - 3.0 * x[2]);
+    let xt = transpose(mat4x4<f32>(v0, v1, v2, v3));
     return WordInputs(xt, dot(v0 + v1 + v2 + v3, vec4<f32>(1.0)));
 }
 
 // sum of digit * input over a word's 16 weights (digits: trit + 1).
-fn prefix_dot(word: u32, xt: mat4x4<f32>) -> f32 {
-    let b = base3_prefixes(word);
-    return dot(b[0], xt[0]) + dot(b[1], xt[1]) + dot(b[2], xt[2]) + dot(b[3], xt[3]);
+fn digit_dot(word: u32, xt: mat4x4<f32>) -> f32 {
+    var sum = 0.0;
+    for (var j = 0u; j < 4u; j = j + 1u) {
+        sum = sum + dot(vec4<f32>(unpack4xU8(digit_bytes(word, j))), xt[j]);
+    }
+    return sum;
 }
 
 // Packed word `w` of `row`; past the last row, a word of zero trits.
@@ -349,13 +349,13 @@ fn wide_words(row: u32, g: u32) -> vec4<u32> {
 fn word_sums(words: vec4<u32>, w: u32) -> vec4<f32> {
     let inputs = word_inputs(w);
     var sums = vec4<f32>(0.0);
-    sums.x = prefix_dot(words.x, inputs.xt) - inputs.sum;
+    sums.x = digit_dot(words.x, inputs.xt) - inputs.sum;
     if (ROWS_PER_TEAM >= 2u) {
-        sums.y = prefix_dot(words.y, inputs.xt) - inputs.sum;
+        sums.y = digit_dot(words.y, inputs.xt) - inputs.sum;
     }
     if (ROWS_PER_TEAM >= 4u) {
-        sums.z = prefix_dot(words.z, inputs.xt) - inputs.sum;
-        sums.w = prefix_dot(words.w, inputs.xt) - inputs.sum;
+        sums.z = digit_dot(words.z, inputs.xt) - inputs.sum;
+        sums.w = digit_dot(words.w, inputs.xt) - inputs.sum;
     }
     return sums;
 }

@@ -10,6 +10,12 @@
 //!
 //! The dequantized weight is `w[r, c] = t[r, c] * scales[r, c / group]`.
 //!
+//! On the GPU each packed byte is re-encoded as it is uploaded ([`to_gpu_codes`]):
+//! the same four trits in the same byte, as 2-bit digits,
+//! `code = (t0+1) | (t1+1) << 2 | (t2+1) << 4 | (t3+1) << 6`. Sizes and offsets
+//! do not change, and a kernel gets digit `j` of every byte of a 32-bit word
+//! with one shift and one mask, where base 3 needs divisions.
+//!
 //! Quantization follows the BitNet b1.58 model card with the precisions that make
 //! independent tools agree bit for bit: the group's sum of `|w|` accumulates in
 //! f64, is divided by the group size and rounded to f32; a group whose mean is zero
@@ -64,6 +70,29 @@ pub fn unpack_row(packed: &[u8], trits: &mut [i8]) -> Result<(), InvalidByte> {
         out.copy_from_slice(&four);
     }
     Ok(())
+}
+
+/// The GPU code of a valid packed byte (see the module documentation).
+pub const fn gpu_code(byte: u8) -> u8 {
+    (byte % 3) | ((byte / 3 % 3) << 2) | ((byte / 9 % 3) << 4) | ((byte / 27) << 6)
+}
+
+/// [`gpu_code`] of every byte value (bytes above 80 are never looked up).
+const GPU_CODES: [u8; 256] = {
+    let mut table = [0u8; 256];
+    let mut b = 0;
+    while b <= MAX_PACKED_BYTE as usize {
+        table[b] = gpu_code(b as u8);
+        b += 1;
+    }
+    table
+};
+
+/// Re-encodes checked packed bytes ([`check_packed`]) as GPU codes, in place.
+pub fn to_gpu_codes(packed: &mut [u8]) {
+    for byte in packed {
+        *byte = GPU_CODES[*byte as usize];
+    }
 }
 
 /// Finds the first byte above 80, if any.
@@ -149,6 +178,20 @@ pub fn dot_packed_row(packed: &[u8], scales: &[f32], group: usize, x: &[f32]) ->
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn gpu_codes_hold_the_same_trits_two_bits_each() {
+        for byte in 0..=MAX_PACKED_BYTE {
+            let trits = unpack4(byte).unwrap();
+            let mut codes = [byte, byte];
+            to_gpu_codes(&mut codes);
+            for (j, t) in trits.iter().enumerate() {
+                assert_eq!(((codes[1] >> (2 * j)) & 3) as i8 - 1, *t, "byte {byte}, trit {j}");
+            }
+        }
+        // Four zero trits: the kernels' ZERO_TRITS_WORD is 0x55555555.
+        assert_eq!(gpu_code(pack4([0, 0, 0, 0])), 0x55);
+    }
 
     #[test]
     fn byte_layout_matches_the_model_card() {

@@ -169,7 +169,8 @@ impl<'a> Uploader<'a> {
     }
 
     /// Copies `len` bytes of tensor `name` from `offset` into `buffer` at byte
-    /// `at` (a multiple of 4); packed tensors are checked for bytes above 80 on the way.
+    /// `at` (a multiple of 4); packed tensors are checked for bytes above 80 on the
+    /// way and re-encoded as the kernels read them (`ternary::to_gpu_codes`).
     async fn fill(
         &mut self,
         buffer: &wgpu::Buffer,
@@ -190,6 +191,7 @@ impl<'a> Uploader<'a> {
                     name: name.to_string(),
                     source: ternary::InvalidByte { offset: (offset + done) as usize + e.offset, value: e.value },
                 })?;
+                ternary::to_gpu_codes(&mut self.piece[..n]);
             }
             self.ctx.queue.write_buffer(buffer, at + done, &self.piece);
             done += n as u64;
