@@ -31,39 +31,43 @@ fn gpu_logits_and_greedy_ids_match_transformers() {
         let out = tempfile::tempdir().unwrap();
         let npy = out.path().join("logits.npy");
         let ids = ids_arg(&exp.prompt_ids);
-        // Both kernel paths: with the device's optional features (subgroups
-        // included), and forced portable. The default path (no subgroups) runs
-        // the portable path's kernels; generate below runs it as it is.
-        for portable in [false, true] {
+        // Every kernel path: with the device's optional features (subgroups
+        // included), forced portable, and (these models being small enough for
+        // the f32 GEMV by default) with the fixed-point GEMV. The default path
+        // (no subgroups) runs the portable path's kernels.
+        for path in [["--subgroups", "--gemv=float"], ["--portable", "--gemv=float"], ["--subgroups", "--gemv=fixed"]] {
             let mut args =
                 vec!["score", "--model", dir.to_str().unwrap(), "--ids", &ids, "--out", npy.to_str().unwrap()];
-            args.push(if portable { "--portable" } else { "--subgroups" });
+            args.extend(path);
             tritium_ok(&args);
             let (shape, ours) = read_npy(&npy);
             let (_, theirs) = read_npy(&dir.join("logits.npy"));
             let diff = max_abs_diff(&ours, &theirs);
-            assert!(diff <= 2e-3 * exp.max_abs_logit, "{name} (portable {portable}): max |logit difference| {diff}");
+            assert!(diff <= 2e-3 * exp.max_abs_logit, "{name} ({path:?}): max |logit difference| {diff}");
             for (pos, (a, b)) in ours.chunks(shape[1]).zip(theirs.chunks(shape[1])).enumerate() {
                 let (a, b) = (tritium::sampling::argmax(a), tritium::sampling::argmax(b));
-                assert_eq!(a, b, "{name} (portable {portable}): argmax at {pos}");
+                assert_eq!(a, b, "{name} ({path:?}): argmax at {pos}");
             }
         }
         let max_tokens = exp.max_new_tokens.to_string();
-        let run = tritium_ok(&[
-            "generate",
-            "--model",
-            dir.to_str().unwrap(),
-            "--ids",
-            &ids,
-            "--max-tokens",
-            &max_tokens,
-            "--temperature",
-            "0",
-            "--backend",
-            "gpu",
-            "--print-ids",
-        ]);
-        assert_eq!(run.stdout.lines().last().unwrap(), ids_arg(&exp.greedy_ids), "{name}: greedy ids");
+        for gemv in ["--gemv=auto", "--gemv=fixed"] {
+            let run = tritium_ok(&[
+                "generate",
+                "--model",
+                dir.to_str().unwrap(),
+                "--ids",
+                &ids,
+                "--max-tokens",
+                &max_tokens,
+                "--temperature",
+                "0",
+                "--backend",
+                "gpu",
+                "--print-ids",
+                gemv,
+            ]);
+            assert_eq!(run.stdout.lines().last().unwrap(), ids_arg(&exp.greedy_ids), "{name} ({gemv}): greedy ids");
+        }
     }
 }
 

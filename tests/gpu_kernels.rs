@@ -33,6 +33,9 @@ struct Gpu {
     step: wgpu::Buffer,
     /// Scratch for split GEMMs (4 MiB).
     gemm_parts: wgpu::Buffer,
+    /// Scratch for fixed-point GEMV inputs of up to 16384 values.
+    fixed_planes: wgpu::Buffer,
+    fixed_info: wgpu::Buffer,
 }
 
 /// The device twice: with the optional features it has (subgroup reductions),
@@ -57,7 +60,10 @@ impl Gpu {
         let usage = wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST;
         let step = ctx.buffer_init("step", bytemuck::cast_slice(&[0u32, 1, 0, 0]), usage);
         let gemm_parts = ctx.buffer("gemm parts", 4 << 20, wgpu::BufferUsages::STORAGE);
-        Gpu { ctx, kernels, dummy, step, gemm_parts }
+        let (planes, info) = tritium::engine::ops::FixedInput::bytes(16384);
+        let fixed_planes = ctx.buffer("fixed planes", planes, wgpu::BufferUsages::STORAGE);
+        let fixed_info = ctx.buffer("fixed info", info, wgpu::BufferUsages::STORAGE);
+        Gpu { ctx, kernels, dummy, step, gemm_parts, fixed_planes, fixed_info }
     }
 
     /// Builders for one token per step (decode).
@@ -84,6 +90,24 @@ impl Gpu {
             tokens,
             inline_norm_stats: None,
             gemm_parts: split.then_some(&self.gemm_parts),
+            fixed_input: None,
+            eps: 1e-6,
+        }
+    }
+
+    /// Builders for one token per step whose packed GEMVs run on fixed-point inputs.
+    fn fixed_ops(&mut self, eps: f32) -> tritium::engine::ops::Ops<'_> {
+        let fixed = tritium::engine::ops::FixedInput { planes: &self.fixed_planes, info: &self.fixed_info };
+        tritium::engine::ops::Ops {
+            ctx: &self.ctx,
+            kernels: &mut self.kernels,
+            dummy: &self.dummy,
+            step: &self.step,
+            tokens: 1,
+            inline_norm_stats: None,
+            gemm_parts: None,
+            fixed_input: Some(fixed),
+            eps,
         }
     }
 
@@ -222,13 +246,13 @@ fn gemv_of_swiglu_inputs_matches_the_cpu() {
             let want: Vec<f32> = matvec(&w, cols, &input).iter().zip(&residual).map(|(a, r)| a + r).collect();
             let (gub, yb) = (gpu.f32s(&gate_up), gpu.f32s(&residual));
             let mut ops = gpu.inline_ops(1e-6);
-            assert!(ops.swiglu_in_linear());
+            assert!(ops.swiglu_in_linear(&gm));
             let d = block_on(ops.linear_of_swiglu(&gm, &gub, None, true, Out::all(&yb, rows))).unwrap();
             gpu.run(&d);
             assert_close(&format!("gemv of swiglu {}", m.name), &gpu.read(&yb, rows), &want, 1e-4);
+            // Prefill keeps the separate SwiGLU pass.
+            assert!(!gpu.batch_ops(4).swiglu_in_linear(&gm));
         }
-        // Prefill keeps the separate SwiGLU pass.
-        assert!(!gpu.batch_ops(4).swiglu_in_linear());
     }
 }
 
@@ -311,6 +335,82 @@ fn gemv_matches_the_cpu_for_packed_and_dense_weights_split_or_whole() {
         }
         assert_eq!(team_sizes.into_iter().collect::<Vec<_>>(), [1, 2, 4], "every rows-per-team choice is tested");
         assert_eq!(kernels.into_iter().collect::<Vec<_>>(), [false, true], "both ternary GEMVs are tested");
+    }
+}
+
+/// The fixed-point GEMV (fixed_point.wgsl, then gemv_fixed.wgsl) against the
+/// CPU's f32 product: its integer sums are exact and its inputs as fine as
+/// f32's rounding, so it is held to ten times the f32 GEMV's tolerance.
+#[test]
+fn fixed_point_gemv_matches_the_cpu() {
+    for mut gpu in gpus() {
+        let mut rng = Rng::new(12);
+        let eps = 1e-6;
+        let mut lanes = std::collections::BTreeSet::new();
+        // (rows, cols, split bytes): every team width from 4 to 256 threads
+        // (ops::fixed_gemv_lanes), rows not a multiple of a workgroup's, split matrices.
+        for (rows, cols, max_binding) in [
+            (1, 64, 1 << 20),
+            (37, 384, 1 << 20),
+            (203, 768, 4608),
+            (130, 1536, 1 << 20),
+            (19, 3072, 1 << 20),
+            (37, 6144, 1 << 20),
+            (9, 12352, 3088 * 2),
+        ] {
+            for dtype in [DType::F32, DType::F16, DType::BF16] {
+                let mut source = MemorySource::default();
+                let (m, w) = packed_matrix(&mut rng, &mut source, rows, cols, dtype.clone());
+                let gm = gpu.matrix(&m, &source, max_binding);
+                assert!(max_binding > 1 << 19 || gm.chunks.len() > 1, "the test means to split {}", m.name);
+                lanes.insert(tritium::engine::ops::fixed_gemv_lanes((cols / 16) as u32));
+                // Inputs of very different sizes, so that each word's scale matters.
+                let x: Vec<f32> =
+                    random(&mut rng, cols).iter().enumerate().map(|(i, v)| v * (1 + i % 7) as f32).collect();
+                let (n1, n2) = (random(&mut rng, cols), random(&mut rng, cols));
+                let (bias, residual) = (random(&mut rng, rows), random(&mut rng, rows));
+                let unused = gpu.f32s(&[f32::NAN, f32::NAN]);
+
+                // Plain product, into rows 3.. of a wider output (as k after q).
+                let (xb, y) = (gpu.f32s(&x), gpu.f32s(&vec![0.0; rows + 5]));
+                let mut ops = gpu.fixed_ops(eps);
+                assert!(ops.fixed_gemv(&gm) && ops.computes_norm_stats(&gm));
+                let none = tritium::engine::ops::InputNorms { stats: &unused, norm1: None, norm2: None };
+                let out = Out { buffer: &y, offset: 3, width: rows + 5 };
+                let d = block_on(ops.linear(&gm, &xb, none, None, false, out)).unwrap();
+                gpu.run(&d);
+                let mut want = vec![0.0; rows + 5];
+                want[3..3 + rows].copy_from_slice(&matvec(&w, cols, &x));
+                assert_close(&format!("fixed gemv {}", m.name), &gpu.read(&y, rows + 5), &want, 1e-5);
+
+                // Both norms (statistics computed by the conversion), bias and residual.
+                let mut h = vec![0.0; cols];
+                reference::rmsnorm(&mut h, &x, &n1, eps);
+                let mut input = vec![0.0; cols];
+                reference::rmsnorm(&mut input, &h, &n2, eps);
+                let want: Vec<f32> =
+                    matvec(&w, cols, &input).iter().zip(&bias).zip(&residual).map(|((a, b), r)| a + b + r).collect();
+                let (n1b, n2b, biasb, yb) = (gpu.f32s(&n1), gpu.f32s(&n2), gpu.f32s(&bias), gpu.f32s(&residual));
+                let norms = tritium::engine::ops::InputNorms { stats: &unused, norm1: Some(&n1b), norm2: Some(&n2b) };
+                let mut ops = gpu.fixed_ops(eps);
+                let d = block_on(ops.linear(&gm, &xb, norms, Some(&biasb), true, Out::all(&yb, rows))).unwrap();
+                gpu.run(&d);
+                assert_close(&format!("fused fixed gemv {}", m.name), &gpu.read(&yb, rows), &want, 1e-5);
+
+                // SwiGLU of gate and up values as the input.
+                let gate_up: Vec<f32> = random(&mut rng, 2 * cols).iter().map(|v| 4.0 * v).collect();
+                let input: Vec<f32> =
+                    gate_up[..cols].iter().zip(&gate_up[cols..]).map(|(g, u)| reference::silu(*g) * u).collect();
+                let want: Vec<f32> = matvec(&w, cols, &input).iter().zip(&residual).map(|(a, r)| a + r).collect();
+                let (gub, yb) = (gpu.f32s(&gate_up), gpu.f32s(&residual));
+                let mut ops = gpu.fixed_ops(eps);
+                assert!(ops.swiglu_in_linear(&gm));
+                let d = block_on(ops.linear_of_swiglu(&gm, &gub, None, true, Out::all(&yb, rows))).unwrap();
+                gpu.run(&d);
+                assert_close(&format!("fixed gemv of swiglu {}", m.name), &gpu.read(&yb, rows), &want, 1e-5);
+            }
+        }
+        assert_eq!(lanes.into_iter().collect::<Vec<_>>(), [4, 8, 16, 32, 64, 128, 256], "every team width");
     }
 }
 

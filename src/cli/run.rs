@@ -10,7 +10,7 @@ use clap::{Args, ValueEnum};
 use super::progress::bytes_bar;
 use crate::backend;
 use crate::engine::{Engine, EngineOptions};
-use crate::gpu::{AdapterChoice, DeviceOptions, GpuContext};
+use crate::gpu::{AdapterChoice, DeviceOptions, GemvPath, GpuContext};
 use crate::model::Model;
 use crate::reference::Reference;
 use crate::sampling::{Sampler, SamplingParams};
@@ -77,6 +77,20 @@ pub struct DeviceArgs {
     /// with `tritium bench`).
     #[arg(long)]
     pub subgroups: bool,
+    /// The decode step's product of packed weights: `fixed` turns each input into
+    /// 24-bit block fixed point and multiplies with integer dot products (as
+    /// exact as f32, faster on large models); `float` multiplies in f32; `auto`
+    /// picks fixed for models with a hidden size of 1024 or more.
+    #[arg(long, value_enum, default_value_t = GemvArg::Auto)]
+    pub gemv: GemvArg,
+}
+
+/// `--gemv` values.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GemvArg {
+    Auto,
+    Fixed,
+    Float,
 }
 
 #[derive(Args, Debug)]
@@ -197,7 +211,12 @@ impl DeviceArgs {
     /// The device request these arguments describe.
     pub fn options(&self) -> DeviceOptions {
         let adapter = self.adapter.as_deref().map(AdapterChoice::parse).unwrap_or_default();
-        DeviceOptions { adapter, portable: self.portable, subgroups: self.subgroups }
+        let gemv = match self.gemv {
+            GemvArg::Auto => GemvPath::Auto,
+            GemvArg::Fixed => GemvPath::Fixed,
+            GemvArg::Float => GemvPath::Float,
+        };
+        DeviceOptions { adapter, portable: self.portable, subgroups: self.subgroups, gemv }
     }
 }
 

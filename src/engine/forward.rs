@@ -69,6 +69,9 @@ pub struct Activations {
     pub stats_final: wgpu::Buffer,
     /// `[ctx, head_dim/2]` (cos, sin) pairs.
     pub rope_table: wgpu::Buffer,
+    /// Decode: the GEMVs' input in block fixed point (ops::FixedInput), for the widest input.
+    pub fixed_planes: wgpu::Buffer,
+    pub fixed_info: wgpu::Buffer,
 }
 
 /// Records the decode step: the token's embedding, every layer, final norm, LM
@@ -83,7 +86,9 @@ pub async fn decode_graph(
     let mut graph = layers_graph(ops, c, ctx_len, w, a).await?;
     // Final norm fused into the LM head, then greedy choice on the GPU.
     let eps = c.rms_norm_eps as f32;
-    graph.extend(ops.norm_stats(&a.x, c.hidden_size, None, eps, &a.stats_final).await?);
+    if !ops.computes_norm_stats(w.lm_head()) {
+        graph.extend(ops.norm_stats(&a.x, c.hidden_size, None, eps, &a.stats_final).await?);
+    }
     let norms = InputNorms { stats: &a.stats_final, norm1: Some(&w.norm), norm2: None };
     graph.extend(ops.linear(w.lm_head(), &a.x, norms, None, false, Out::all(&a.logits, c.vocab_size)).await?);
     graph.extend(ops.argmax(c.vocab_size, &a.logits, &a.token).await?);
@@ -115,9 +120,10 @@ pub async fn layers_graph(
         // Attention block. One statistics pass over x serves input_layernorm and
         // any per-linear norms of q/k/v (they all normalize the same h).
         let qkv_norms = layer.qkv.iter().any(|(_, l)| l.norm.is_some());
-        graph.extend(
-            ops.norm_stats(&a.x, hidden, qkv_norms.then_some(&layer.input_layernorm), eps, &a.stats_attn).await?,
-        );
+        if !layer.qkv.iter().all(|(_, l)| ops.computes_norm_stats(&l.weight)) {
+            let w = qkv_norms.then_some(&layer.input_layernorm);
+            graph.extend(ops.norm_stats(&a.x, hidden, w, eps, &a.stats_attn).await?);
+        }
         for (offset, proj) in &layer.qkv {
             let norms =
                 InputNorms { stats: &a.stats_attn, norm1: Some(&layer.input_layernorm), norm2: proj.norm.as_ref() };
@@ -133,7 +139,7 @@ pub async fn layers_graph(
 
         // Output projection (with its optional norm) added to the residual stream.
         let o = &layer.o_proj;
-        if o.norm.is_some() {
+        if o.norm.is_some() && !ops.computes_norm_stats(&o.weight) {
             graph.extend(ops.norm_stats(&a.attn, heads * head_dim, None, eps, &a.stats_o).await?);
         }
         let norms = InputNorms { stats: &a.stats_o, norm1: o.norm.as_ref(), norm2: None };
@@ -141,10 +147,10 @@ pub async fn layers_graph(
 
         // MLP block: post-attention norm fused into gate and up, SwiGLU, down + residual.
         let mlp_norms = layer.gate_up.iter().any(|(_, l)| l.norm.is_some());
-        graph.extend(
-            ops.norm_stats(&a.x, hidden, mlp_norms.then_some(&layer.post_attention_layernorm), eps, &a.stats_mlp)
-                .await?,
-        );
+        if !layer.gate_up.iter().all(|(_, l)| ops.computes_norm_stats(&l.weight)) {
+            let w = mlp_norms.then_some(&layer.post_attention_layernorm);
+            graph.extend(ops.norm_stats(&a.x, hidden, w, eps, &a.stats_mlp).await?);
+        }
         for (offset, proj) in &layer.gate_up {
             let norms = InputNorms {
                 stats: &a.stats_mlp,
@@ -156,12 +162,13 @@ pub async fn layers_graph(
         }
         let d = &layer.down_proj;
         let x_out = Out::all(&a.x, hidden);
-        if ops.swiglu_in_linear() && d.norm.is_none() {
-            // Small models' decode: the down GEMV applies SwiGLU as it reads.
+        if ops.swiglu_in_linear(&d.weight) && d.norm.is_none() {
+            // Small models' decode, and fixed-point GEMVs: SwiGLU is applied as
+            // the down projection reads (or converts) its input.
             graph.extend(ops.linear_of_swiglu(&d.weight, &a.gate_up, d.bias.as_ref(), true, x_out).await?);
         } else {
             graph.push(ops.swiglu(inter, &a.gate_up, &a.mlp).await?);
-            if d.norm.is_some() {
+            if d.norm.is_some() && !ops.computes_norm_stats(&d.weight) {
                 graph.extend(ops.norm_stats(&a.mlp, inter, None, eps, &a.stats_down).await?);
             }
             let norms = InputNorms { stats: &a.stats_down, norm1: d.norm.as_ref(), norm2: None };

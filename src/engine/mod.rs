@@ -112,7 +112,9 @@ impl MemoryPlan {
             + f32s(ops::ARGMAX_SCRATCH_FLOATS)
             + f32s(ctx * c.head_dim());
         let gemm_parts = if ubatch > 1 { ops::gemm_parts_floats(max_binding) } else { 1 };
-        let scratch_bytes = scratch_bytes + f32s(gemm_parts);
+        // The decode step's fixed-point GEMV input (allocated whichever GEMV runs).
+        let (planes, info) = ops::FixedInput::bytes(widest as usize / 4);
+        let scratch_bytes = scratch_bytes + f32s(gemm_parts) + planes + info;
         let kv_cache_bytes = kv_per_position * ctx as u64;
         Ok(MemoryPlan { weight_bytes, kv_cache_bytes, scratch_bytes, ctx, ubatch, gemm_parts })
     }
@@ -134,6 +136,8 @@ pub struct Engine {
     token_readback: wgpu::Buffer,
     logits_readback: wgpu::Buffer,
     logits: Vec<f32>,
+    /// Whether the decode step's packed products run on fixed-point inputs (gemv_fixed.wgsl).
+    fixed_gemv: bool,
     _weights: GpuWeights,
 }
 
@@ -148,6 +152,8 @@ fn activations(ctx: &GpuContext, c: &Config, tokens: usize, plan: &MemoryPlan, r
     let q_dim = c.num_attention_heads * c.head_dim();
     let decode = tokens == 1;
     let stats = |label| storage(ctx, label, 2 * tokens);
+    use wgpu::BufferUsages as U;
+    let fixed = ops::FixedInput::bytes(c.hidden_size.max(q_dim).max(c.intermediate_size));
     let partials =
         if decode { ops::attention_partial_floats(c.num_attention_heads, c.head_dim(), plan.ctx) } else { 1 };
     Activations {
@@ -166,6 +172,8 @@ fn activations(ctx: &GpuContext, c: &Config, tokens: usize, plan: &MemoryPlan, r
         stats_down: stats("stats down"),
         stats_final: stats("stats final"),
         rope_table: rope.clone(),
+        fixed_planes: ctx.buffer("fixed-point planes", if decode { fixed.0 } else { 4 }, U::STORAGE),
+        fixed_info: ctx.buffer("fixed-point word information", if decode { fixed.1 } else { 4 }, U::STORAGE),
     }
 }
 
@@ -233,6 +241,7 @@ impl Engine {
         let dummy = storage(ctx, "absent", 4);
         let mut kernels = Kernels::new(ctx);
         let inline = ops::inline_norm_stats(c).then_some(c.rms_norm_eps as f32);
+        let fixed_gemv = ops::fixed_gemv_wanted(ctx.caps.gemv, c);
         let mut ops = Ops {
             ctx,
             kernels: &mut kernels,
@@ -241,6 +250,8 @@ impl Engine {
             tokens: 1,
             inline_norm_stats: inline,
             gemm_parts: None,
+            fixed_input: fixed_gemv.then_some(ops::FixedInput { planes: &act.fixed_planes, info: &act.fixed_info }),
+            eps: c.rms_norm_eps as f32,
         };
         let graph = decode_graph(&mut ops, c, plan.ctx, &weights, &act).await?;
         let mut ops = Ops {
@@ -251,6 +262,8 @@ impl Engine {
             tokens: plan.ubatch,
             inline_norm_stats: None,
             gemm_parts: Some(&prefill_act.gemm_parts),
+            fixed_input: None,
+            eps: c.rms_norm_eps as f32,
         };
         let prefill_graph = layers_graph(&mut ops, c, plan.ctx, &weights, &prefill_act).await?;
         use wgpu::BufferUsages as U;
@@ -271,12 +284,23 @@ impl Engine {
             token_readback,
             logits_readback,
             logits: vec![0.0; c.vocab_size],
+            fixed_gemv,
             _weights: weights,
         })
     }
 
     pub fn memory_plan(&self) -> &MemoryPlan {
         &self.plan
+    }
+
+    /// The decode step's GEMV for packed weights: "fixed" (24-bit fixed-point
+    /// inputs, integer dot products) or "float" (f32).
+    pub fn decode_gemv(&self) -> &'static str {
+        if self.fixed_gemv {
+            "fixed"
+        } else {
+            "float"
+        }
     }
 
     pub fn gpu(&self) -> &GpuContext {

@@ -21,6 +21,10 @@ pub struct GpuCaps {
     pub subgroup_min_size: u32,
     /// GPU timestamps between dispatches (`bench --profile`).
     pub timestamps: bool,
+    /// The decode GEMV asked for: never `Fixed` or `Auto` where the shader
+    /// language lacks `dot4I8Packed` (the `packed_4x8_integer_dot_product`
+    /// language feature), which the fixed-point GEMV needs.
+    pub gemv: GemvPath,
 }
 
 /// One adapter as `tritium adapters` lists it.
@@ -59,6 +63,19 @@ impl AdapterChoice {
     }
 }
 
+/// Which kernel a decode step uses for the products of packed matrices.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum GemvPath {
+    /// The fixed-point GEMV for models where it measured faster (hidden size
+    /// of 1024 or more), where the shader language has its integer dot product.
+    #[default]
+    Auto,
+    /// The fixed-point GEMV (gemv_fixed.wgsl) for every model.
+    Fixed,
+    /// The f32 GEMV (gemv.wgsl) for every model.
+    Float,
+}
+
 /// Options of the device request.
 #[derive(Debug, Clone, Default)]
 pub struct DeviceOptions {
@@ -69,6 +86,7 @@ pub struct DeviceOptions {
     /// default: on an NVIDIA H100 the reductions through workgroup memory
     /// measured faster (0.5B decode 812 against 785 tokens/s, BENCHMARKS.md).
     pub subgroups: bool,
+    pub gemv: GemvPath,
 }
 
 /// The device, its queue and what it can do. Cheap to clone.
@@ -187,6 +205,19 @@ impl GpuContext {
         if available.contains(timestamps) {
             features |= timestamps;
         }
+        let packed_dot =
+            instance.wgsl_language_features().contains(wgpu::WgslLanguageFeatures::Packed4x8IntegerDotProduct);
+        let gemv = match options.gemv {
+            GemvPath::Fixed if !packed_dot => {
+                return Err(GpuError::Device(
+                    "--gemv fixed needs WGSL's packed_4x8_integer_dot_product, which this platform lacks; \
+                     use --gemv float"
+                        .into(),
+                ))
+            }
+            GemvPath::Auto if !packed_dot => GemvPath::Float,
+            path => path,
+        };
         // Ask for everything the adapter allows: buffer and binding sizes matter most.
         let limits = adapter.limits();
         let (device, queue) = adapter
@@ -220,6 +251,7 @@ impl GpuContext {
             subgroups: features.contains(wgpu::Features::SUBGROUP),
             subgroup_min_size: adapter.get_info().subgroup_min_size,
             timestamps: features.contains(timestamps),
+            gemv,
         };
         Ok(GpuContext { instance, adapter, device, queue, info, caps, error })
     }

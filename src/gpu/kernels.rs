@@ -38,6 +38,8 @@ pub enum Kernel {
     GemvTernary,
     GemvTernaryWide,
     GemvDense,
+    GemvTernaryFixed,
+    ToFixedPoint,
     GemmTernary,
     GemmDense,
     GemmSumParts,
@@ -66,6 +68,12 @@ impl Kernel {
             Kernel::GemvTernary => ("gemv.wgsl", GEMV, "gemv_ternary", DECODE_REDUCE),
             Kernel::GemvTernaryWide => ("gemv.wgsl", GEMV, "gemv_ternary_wide", DECODE_REDUCE),
             Kernel::GemvDense => ("gemv.wgsl", GEMV, "gemv_dense", DECODE_REDUCE),
+            Kernel::GemvTernaryFixed => {
+                ("gemv_fixed.wgsl", include_str!("../../shaders/gemv_fixed.wgsl"), "gemv_ternary_fixed", DECODE_ONLY)
+            }
+            Kernel::ToFixedPoint => {
+                ("fixed_point.wgsl", include_str!("../../shaders/fixed_point.wgsl"), "to_fixed_point", REDUCE_ONLY)
+            }
             Kernel::GemmTernary => ("gemm.wgsl", GEMM, "gemm_ternary", DECODE_ONLY),
             Kernel::GemmDense => ("gemm.wgsl", GEMM, "gemm_dense", DECODE_ONLY),
             Kernel::GemmSumParts => ("gemm.wgsl", GEMM, "gemm_sum_parts", DECODE_ONLY),

@@ -1,0 +1,163 @@
+// Ternary matrix-vector product over a block fixed-point input (fixed_point.wgsl):
+//
+//   y[y_offset + r] = (RESIDUAL ? y[y_offset + r] : 0) + (BIAS ? bias[r] : 0)
+//                     + sum_w scale(r, w) * in_scale[w] * sum_c trit[r, 16w + c] * A[16w + c]
+//
+// The inner sums are exact integer arithmetic: a packed word's digits (trit + 1)
+// at one position of its four bytes are one shift and mask away (digit_bytes,
+// decode.wgsl), and dot4I8Packed multiplies them with one digit byte of four
+// inputs at a time. A word of 16 weights costs four such extractions and twelve
+// 4-wide integer dot products (three digit planes), and the +1 of the digits is
+// taken off once per word with the word's sum of A. gemv.wgsl's float path
+// spends an int-to-float conversion on every weight instead.
+//
+// Dispatch: workgroups of 256 threads in teams of LANES threads; each team
+// computes four consecutive rows, each thread reading one packed word of each
+// row per step (neighbouring threads read neighbouring words) and the input's
+// word once for all four rows. Workgroups are laid out 2-D (x up to 65535):
+// index = wg.x + wg.y * num_wg.x; rows past the end are skipped.
+// Needs cols % 16 == 0 and GROUP_SIZE % 16 == 0.
+
+struct Params {
+    rows: u32,       // rows in this chunk
+    cols: u32,       // input length
+    row_offset: u32, // first row of this chunk in the matrix (and its bias)
+    flags: u32,      // BIAS | RESIDUAL
+    y_offset: u32,   // where the matrix's row 0 goes in y
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+}
+
+const BIAS: u32 = 4u;
+const RESIDUAL: u32 = 8u;
+
+override GROUP_SIZE: u32 = 64u; // weights per scale
+override SCALE_DTYPE: u32 = 0u; // DTYPE_* of the scales
+override LANES: u32 = 64u;      // threads per row team: a power of two dividing 256
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> weights: array<u32>;      // [rows, cols / 16] packed
+@group(0) @binding(2) var<storage, read> scales: array<u32>;       // [rows, cols / GROUP_SIZE]
+@group(0) @binding(3) var<storage, read> planes: array<vec4<u32>>; // [3, cols / 16] (fixed_point.wgsl)
+@group(0) @binding(4) var<storage, read> info: array<vec2<u32>>;   // [cols / 16] scale, sum of A
+@group(0) @binding(7) var<storage, read> bias: array<f32>;         // [all rows of the matrix]
+@group(0) @binding(8) var<storage, read_write> y: array<f32>;      // [y_offset + all rows, ...]
+
+const WG: u32 = 256u;
+const ROWS_PER_TEAM: u32 = 4u;
+
+// Each row's per-thread sums, padded to LANES + 1 so that the threads adding
+// up different rows read different banks.
+var<workgroup> partial: array<f32, 1280>; // [(WG / LANES) * ROWS_PER_TEAM rows, LANES + 1]
+
+// sum_c digit * A over the 16 weights of `word`; the input word's digit planes
+// are `a0` (lowest), `a1`, `a2`. Below 2^28 in size: no overflow.
+fn word_dot(word: u32, a0: vec4<u32>, a1: vec4<u32>, a2: vec4<u32>) -> i32 {
+    let d0 = digit_bytes(word, 0u);
+    let d1 = digit_bytes(word, 1u);
+    let d2 = digit_bytes(word, 2u);
+    let d3 = digit_bytes(word, 3u);
+    let low = dot4I8Packed(d0, a0.x) + dot4I8Packed(d1, a0.y) + dot4I8Packed(d2, a0.z) + dot4I8Packed(d3, a0.w);
+    let mid = dot4I8Packed(d0, a1.x) + dot4I8Packed(d1, a1.y) + dot4I8Packed(d2, a1.z) + dot4I8Packed(d3, a1.w);
+    let high = dot4I8Packed(d0, a2.x) + dot4I8Packed(d1, a2.y) + dot4I8Packed(d2, a2.z) + dot4I8Packed(d3, a2.w);
+    return (high * 256 + mid) * 256 + low;
+}
+
+// Packed word `w` of `row`, and the row's scale for it; past the last row, a
+// word of zero trits and scale 0.
+struct RowWord {
+    word: u32,
+    scale: f32,
+}
+
+fn row_word(row: u32, w: u32) -> RowWord {
+    if (row >= p.rows) {
+        return RowWord(ZERO_TRITS_WORD, 0.0);
+    }
+    let s = row * (p.cols / GROUP_SIZE) + (16u * w) / GROUP_SIZE;
+    return RowWord(weights[row * (p.cols / 16u) + w], float_in_word(scales[word_of(s, SCALE_DTYPE)], s, SCALE_DTYPE));
+}
+
+// Word `w` of the team's four rows, and their scales.
+struct TeamWords {
+    words: vec4<u32>,
+    scales: vec4<f32>,
+}
+
+fn team_words(first_row: u32, w: u32) -> TeamWords {
+    let r0 = row_word(first_row, w);
+    let r1 = row_word(first_row + 1u, w);
+    let r2 = row_word(first_row + 2u, w);
+    let r3 = row_word(first_row + 3u, w);
+    return TeamWords(vec4<u32>(r0.word, r1.word, r2.word, r3.word), vec4<f32>(r0.scale, r1.scale, r2.scale, r3.scale));
+}
+
+// Writes row `row` (of this chunk) of y: `sum` plus bias and residual as the flags say.
+fn write_row(row: u32, sum: f32) {
+    let r = p.row_offset + row;
+    var out = sum;
+    if ((p.flags & BIAS) != 0u) {
+        out = out + bias[r];
+    }
+    if ((p.flags & RESIDUAL) != 0u) {
+        out = out + y[p.y_offset + r];
+    }
+    y[p.y_offset + r] = out;
+}
+
+@compute @workgroup_size(256)
+fn gemv_ternary_fixed(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) num_wg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let words = p.cols / 16u;
+    let lane = lid % LANES;
+    let team = lid / LANES;
+    let block_rows = WG / LANES * ROWS_PER_TEAM;
+    let block_first_row = (wg.x + wg.y * num_wg.x) * block_rows;
+    let first_row = block_first_row + team * ROWS_PER_TEAM;
+    // The next step's weights are requested before this step's are used: the
+    // GEMV waits on memory more than it computes.
+    var w = lane;
+    var next = team_words(first_row, min(w, words - 1u));
+    var acc = vec4<f32>(0.0);
+    for (; w < words; w = w + LANES) {
+        let step = next;
+        if (w + LANES < words) {
+            next = team_words(first_row, w + LANES);
+        }
+        let a0 = planes[w];
+        let a1 = planes[words + w];
+        let a2 = planes[2u * words + w];
+        let word_info = info[w];
+        let ints = vec4<i32>(
+            word_dot(step.words.x, a0, a1, a2),
+            word_dot(step.words.y, a0, a1, a2),
+            word_dot(step.words.z, a0, a1, a2),
+            word_dot(step.words.w, a0, a1, a2),
+        ) - bitcast<i32>(word_info.y); // digits are trit + 1
+        acc = acc + vec4<f32>(ints) * (step.scales * bitcast<f32>(word_info.x));
+    }
+    // Thread k of the block adds up row k's LANES sums and writes it.
+    let stride = LANES + 1u;
+    for (var k = 0u; k < ROWS_PER_TEAM; k = k + 1u) {
+        partial[(team * ROWS_PER_TEAM + k) * stride + lane] = acc[k];
+    }
+    workgroupBarrier();
+    let row = block_first_row + lid;
+    if (lid < block_rows && row < p.rows) {
+        let at = lid * stride;
+        var four = vec4<f32>(0.0);
+        for (var i = 0u; i < LANES; i = i + 4u) {
+            four = four + vec4<f32>(
+                partial[at + i],
+                select(0.0, partial[at + i + 1u], i + 1u < LANES),
+                select(0.0, partial[at + i + 2u], i + 2u < LANES),
+                select(0.0, partial[at + i + 3u], i + 3u < LANES),
+            );
+        }
+        write_row(row, four.x + four.y + four.z + four.w);
+    }
+}
