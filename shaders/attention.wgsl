@@ -42,7 +42,7 @@ struct Params {
     scale: f32,  // 1 / sqrt(head_dim)
     splits: u32, // ceil(ctx / CHUNK)
     q_stride: u32, // vec4s from one token's q to the next's (q, k and v share a row)
-    _pad1: u32,
+    fixed: u32,    // attention_combine: 1 to write the output in block fixed point too
 }
 
 struct Step {
@@ -58,6 +58,10 @@ struct Step {
 @group(0) @binding(5) var<storage, read_write> partials: array<vec4<f32>>; // [heads, splits, head_dim / 4 + 1]
 @group(0) @binding(6) var<storage, read_write> out: array<vec4<f32>>;      // [tokens, heads, head_dim / 4]
 @group(0) @binding(7) var<storage, read> rope_table: array<vec2<f32>>;     // [ctx, head_dim / 2] (cos, sin)
+// attention_combine with `fixed`: the output as the o projection's fixed-point
+// input (fixed_word.wgsl), heads * head_dim / 16 words.
+@group(0) @binding(8) var<storage, read_write> fixed_planes: array<vec4<u32>>; // [3, words]
+@group(0) @binding(9) var<storage, read_write> fixed_info: array<vec2<u32>>;   // [words]
 
 const WG: u32 = 64u;
 const CHUNK: u32 = 64u; // positions per split: one per thread for the scores
@@ -231,6 +235,21 @@ fn attention_combine(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invoca
             acc = acc + exp(partials[record + quads].x - top) * partials[record + lid];
         }
         out[head * quads + lid] = acc / den;
+        slices[lid] = acc / den;
+    }
+    // The o projection's input in fixed point, one 16-value word per thread
+    // (head_dim % 16 == 0): one conversion dispatch fewer per layer.
+    workgroupBarrier();
+    if (p.fixed != 0u && lid < quads / 4u) {
+        let word = fixed_word(array<vec4<f32>, 4>(
+            slices[4u * lid], slices[4u * lid + 1u], slices[4u * lid + 2u], slices[4u * lid + 3u],
+        ));
+        let words = p.heads * quads / 4u;
+        let w = head * quads / 4u + lid;
+        fixed_planes[w] = word.planes[0];
+        fixed_planes[words + w] = word.planes[1];
+        fixed_planes[2u * words + w] = word.planes[2];
+        fixed_info[w] = word.info;
     }
 }
 

@@ -1,21 +1,6 @@
-// A GEMV input in block fixed point, for gemv_fixed.wgsl: the input (normalized
-// as gemv.wgsl's flags say, or SwiGLU of gate and up) is cut into words of 16
-// values, the inputs of one packed weight word, and each word is stored as a
-// scale and sixteen integers of 24 bits:
-//
-//   in[16w + c] ~= scale[w] * A[16w + c],   A = A2 * 65536 + A1 * 256 + A0
-//
-// with scale[w] = max |in| over the word / AMAX and the digits A2, A1, A0
-// signed bytes (-128..127). The error is at most half a step, max |in| * 6e-8
-// for the word: as fine as f32's own rounding of its largest value.
-//
-// Digit k of word w is one vec4<u32> at planes[k * words + w], so that GEMV
-// threads reading neighbouring words read neighbouring vec4s. Its component j
-// packs (pack4xI8) the digits of inputs 16w + j, 16w + 4 + j, 16w + 8 + j and
-// 16w + 12 + j: the inputs that digit j of each byte of a packed word
-// multiplies (digit_bytes, decode.wgsl). info[w] holds the scale's bits and
-// the sum of the word's A, which the GEMV takes off once per word because its
-// digits are trit + 1.
+// Converts a GEMV input to block fixed point (the format: fixed_word.wgsl) for
+// gemv_fixed.wgsl: the input, normalized as gemv.wgsl's flags say or SwiGLU of
+// gate and up, one 16-value word per thread.
 //
 // With NORM1 / NORM2 the inverse RMS values are computed here from x (as
 // norm.wgsl does), by every workgroup for itself: the vectors are short.
@@ -34,10 +19,6 @@ const NORM1: u32 = 1u;
 const NORM2: u32 = 2u;
 const SWIGLU: u32 = 32u;
 
-// The largest digit value |A2 * 65536 + A1 * 256 + A0| written: below 2^23 by
-// enough that A2 stays within -128..127 after the lower digits are balanced.
-const AMAX: f32 = 8323072.0;
-
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;     // [n / 4] (SWIGLU: gate then up, [2 n / 4])
 @group(0) @binding(2) var<storage, read> norm1: array<vec4<f32>>; // [n / 4]
@@ -46,7 +27,6 @@ const AMAX: f32 = 8323072.0;
 @group(0) @binding(5) var<storage, read_write> info: array<vec2<u32>>;   // [n / 16]: scale (f32 bits), sum of A (i32 bits)
 
 const WG: u32 = 256u;
-
 
 // Sum of squares of the quads i, i + WG, i + 2 WG, i + 3 WG of x (each scaled
 // by `inv_rms * norm1` with `weighted`): four loads in flight per thread.
@@ -102,16 +82,6 @@ fn input4_at(q: u32, inv_rms: vec2<f32>) -> vec4<f32> {
     return v;
 }
 
-// The three signed-byte digits of each of four integers below AMAX in size,
-// lowest first: v = d2 * 65536 + d1 * 256 + d0, each d in -128..127.
-fn digits(v: vec4<i32>) -> array<vec4<i32>, 3> {
-    let d0 = ((v + 128) & vec4<i32>(255)) - 128;
-    let rest = (v - d0) >> vec4<u32>(8u); // exact: v - d0 is a multiple of 256
-    let d1 = ((rest + 128) & vec4<i32>(255)) - 128;
-    let d2 = (rest - d1) >> vec4<u32>(8u);
-    return array<vec4<i32>, 3>(d0, d1, d2);
-}
-
 @compute @workgroup_size(256)
 fn to_fixed_point(
     @builtin(workgroup_id) wg: vec3<u32>,
@@ -129,24 +99,9 @@ fn to_fixed_point(
         input4_at(4u * w + 2u, inv_rms),
         input4_at(4u * w + 3u, inv_rms),
     );
-    let m4 = max(max(abs(v[0]), abs(v[1])), max(abs(v[2]), abs(v[3])));
-    let largest = max(max(m4.x, m4.y), max(m4.z, m4.w));
-    // A word of zeros gets scale 0 and zero digits.
-    let to_int = select(0.0, AMAX / largest, largest > 0.0);
-    // d[i][k]: digit k of inputs 16w + 4i .. 16w + 4i + 3.
-    var d: array<array<vec4<i32>, 3>, 4>;
-    var sum = vec4<i32>(0);
-    for (var i = 0u; i < 4u; i = i + 1u) {
-        let ints = vec4<i32>(clamp(round(v[i] * to_int), vec4<f32>(-AMAX), vec4<f32>(AMAX)));
-        sum = sum + ints;
-        d[i] = digits(ints);
-    }
-    for (var k = 0u; k < 3u; k = k + 1u) {
-        var plane: vec4<u32>;
-        for (var j = 0u; j < 4u; j = j + 1u) {
-            plane[j] = pack4xI8(vec4<i32>(d[0][k][j], d[1][k][j], d[2][k][j], d[3][k][j]));
-        }
-        planes[k * words + w] = plane;
-    }
-    info[w] = vec2<u32>(bitcast<u32>(largest / AMAX), bitcast<u32>(sum.x + sum.y + sum.z + sum.w));
+    let word = fixed_word(v);
+    planes[w] = word.planes[0];
+    planes[words + w] = word.planes[1];
+    planes[2u * words + w] = word.planes[2];
+    info[w] = word.info;
 }

@@ -61,8 +61,9 @@ impl Gpu {
         let step = ctx.buffer_init("step", bytemuck::cast_slice(&[0u32, 1, 0, 0]), usage);
         let gemm_parts = ctx.buffer("gemm parts", 4 << 20, wgpu::BufferUsages::STORAGE);
         let (planes, info) = tritium::engine::ops::FixedInput::bytes(16384);
-        let fixed_planes = ctx.buffer("fixed planes", planes, wgpu::BufferUsages::STORAGE);
-        let fixed_info = ctx.buffer("fixed info", info, wgpu::BufferUsages::STORAGE);
+        let usage = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC;
+        let fixed_planes = ctx.buffer("fixed planes", planes, usage);
+        let fixed_info = ctx.buffer("fixed info", info, usage);
         Gpu { ctx, kernels, dummy, step, gemm_parts, fixed_planes, fixed_info }
     }
 
@@ -143,6 +144,27 @@ impl Gpu {
     fn read(&self, buffer: &wgpu::Buffer, n: usize) -> Vec<f32> {
         let bytes = block_on(self.ctx.read_buffer(buffer, (n * 4) as u64)).unwrap();
         bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
+    }
+
+    /// The first `n` values held in the fixed-point input scratch, decoded as
+    /// fixed_word.wgsl lays them out.
+    fn read_fixed_point(&self, n: usize) -> Vec<f32> {
+        let words = n / 16;
+        let u32s =
+            |b: Vec<u8>| -> Vec<u32> { b.chunks_exact(4).map(|c| u32::from_le_bytes(c.try_into().unwrap())).collect() };
+        let planes = u32s(block_on(self.ctx.read_buffer(&self.fixed_planes, (3 * words * 16) as u64)).unwrap());
+        let info = u32s(block_on(self.ctx.read_buffer(&self.fixed_info, (words * 8) as u64)).unwrap());
+        let mut values = vec![0.0; n];
+        for w in 0..words {
+            let scale = f32::from_bits(info[2 * w]);
+            for (c, value) in values[16 * w..16 * (w + 1)].iter_mut().enumerate() {
+                // Input 16w + 4i + j is byte i of component j of each digit plane.
+                let (i, j) = (c / 4, c % 4);
+                let digit = |k: usize| (planes[(k * words + w) * 4 + j] >> (8 * i)) as u8 as i8 as i32;
+                *value = scale * (digit(2) * 65536 + digit(1) * 256 + digit(0)) as f32;
+            }
+        }
+        values
     }
 
     /// Uploads `m` from `source`, split into bindings of at most `max_binding` bytes.
@@ -663,12 +685,20 @@ fn attention_matches_the_cpu_loop() {
             let (qkvb, tb, kb, vb) = (gpu.f32s(&qkv), gpu.f32s(&table), gpu.f32s(&k_cache), gpu.f32s(&v_cache));
             let partials = gpu.f32s(&vec![0.0; tritium::engine::ops::attention_partial_floats(heads, head_dim, ctx)]);
             let out = gpu.f32s(&vec![0.0; heads * head_dim]);
-            let mut ops = gpu.ops();
-            let d = block_on(ops.attention(heads, kv_heads, head_dim, ctx, &qkvb, &tb, (&kb, &vb), &partials, &out))
-                .unwrap();
+            // Most cases also leave the output in block fixed point (heads of
+            // whole 16-value words), one does not: both forms are tested.
+            let fixed = heads % 2 == 0;
+            let mut ops = if fixed { gpu.fixed_ops(1e-6) } else { gpu.ops() };
+            let d =
+                block_on(ops.attention(heads, kv_heads, head_dim, ctx, &qkvb, &tb, (&kb, &vb), &partials, &out, fixed))
+                    .unwrap();
             gpu.set_pos(pos as u32);
             gpu.run(&d);
             assert_close(&format!("attention heads={heads} pos={pos}"), &gpu.read(&out, heads * head_dim), &want, 1e-5);
+            if fixed {
+                let got = gpu.read_fixed_point(heads * head_dim);
+                assert_close(&format!("attention heads={heads} pos={pos} in fixed point"), &got, &want, 1e-5);
+            }
             assert_close("decode: k cache", &gpu.read(&kb, ctx * kv), &k_want, 1e-5);
             assert_close("decode: v cache", &gpu.read(&vb, ctx * kv), &v_want, 0.0);
 
@@ -680,8 +710,9 @@ fn attention_matches_the_cpu_loop() {
             let (qkvb, kb, vb) = (gpu.f32s(&qkv), gpu.f32s(&k_cache), gpu.f32s(&v_cache));
             let out = gpu.f32s(&vec![0.0; (tokens + 2) * heads * head_dim]);
             let mut ops = gpu.batch_ops(tokens + 2);
-            let d = block_on(ops.attention(heads, kv_heads, head_dim, ctx, &qkvb, &tb, (&kb, &vb), &partials, &out))
-                .unwrap();
+            let d =
+                block_on(ops.attention(heads, kv_heads, head_dim, ctx, &qkvb, &tb, (&kb, &vb), &partials, &out, false))
+                    .unwrap();
             gpu.set_step(first as u32, tokens as u32);
             gpu.run(&d);
             gpu.set_step(0, 1);

@@ -133,17 +133,26 @@ pub async fn layers_graph(
 
         // RoPE on q and k, k and v into the cache at the step's positions, and
         // causal grouped-query attention over the cache.
+        // A fixed-point o projection gets its input converted by attention itself.
+        let o = &layer.o_proj;
+        let o_fixed = ops.attention_feeds_fixed(&o.weight, o.norm.is_some(), head_dim);
         let cache = (&layer.k_cache, &layer.v_cache);
         let (table, partials) = (&a.rope_table, &a.attn_partials);
-        graph.extend(ops.attention(heads, kv_heads, head_dim, ctx_len, &a.qkv, table, cache, partials, &a.attn).await?);
+        graph.extend(
+            ops.attention(heads, kv_heads, head_dim, ctx_len, &a.qkv, table, cache, partials, &a.attn, o_fixed).await?,
+        );
 
         // Output projection (with its optional norm) added to the residual stream.
-        let o = &layer.o_proj;
-        if o.norm.is_some() && !ops.computes_norm_stats(&o.weight) {
-            graph.extend(ops.norm_stats(&a.attn, heads * head_dim, None, eps, &a.stats_o).await?);
+        let x_out = Out::all(&a.x, hidden);
+        if o_fixed {
+            graph.extend(ops.linear_of_fixed(&o.weight, o.bias.as_ref(), true, x_out).await?);
+        } else {
+            if o.norm.is_some() && !ops.computes_norm_stats(&o.weight) {
+                graph.extend(ops.norm_stats(&a.attn, heads * head_dim, None, eps, &a.stats_o).await?);
+            }
+            let norms = InputNorms { stats: &a.stats_o, norm1: o.norm.as_ref(), norm2: None };
+            graph.extend(ops.linear(&o.weight, &a.attn, norms, o.bias.as_ref(), true, x_out).await?);
         }
-        let norms = InputNorms { stats: &a.stats_o, norm1: o.norm.as_ref(), norm2: None };
-        graph.extend(ops.linear(&o.weight, &a.attn, norms, o.bias.as_ref(), true, Out::all(&a.x, hidden)).await?);
 
         // MLP block: post-attention norm fused into gate and up, SwiGLU, down + residual.
         let mlp_norms = layer.gate_up.iter().any(|(_, l)| l.norm.is_some());
@@ -161,7 +170,6 @@ pub async fn layers_graph(
             graph.extend(ops.linear(&proj.weight, &a.x, norms, proj.bias.as_ref(), false, out).await?);
         }
         let d = &layer.down_proj;
-        let x_out = Out::all(&a.x, hidden);
         if ops.swiglu_in_linear(&d.weight) && d.norm.is_none() {
             // Small models' decode, and fixed-point GEMVs: SwiGLU is applied as
             // the down projection reads (or converts) its input.

@@ -24,6 +24,7 @@ pub struct InputNorms<'a> {
 
 /// Where a projection writes: rows `offset..offset + rows` of each token's
 /// `width` values in `buffer` (q, k and v share one activation).
+#[derive(Clone, Copy)]
 pub struct Out<'a> {
     pub buffer: &'a wgpu::Buffer,
     pub offset: usize,
@@ -447,7 +448,7 @@ impl Ops<'_> {
 
     /// [`Ops::gemv`] of a packed matrix over its input in block fixed point:
     /// one dispatch turns the (normalized) input into `fixed`
-    /// (fixed_point.wgsl), then one per row chunk of `W` (gemv_fixed.wgsl).
+    /// (fixed_point.wgsl), then [`Ops::gemv_over_fixed`].
     async fn gemv_fixed(
         &mut self,
         m: &GpuMatrix,
@@ -473,12 +474,27 @@ impl Ops<'_> {
         let words = (m.cols / 16) as u32;
         let label = format!("to fixed point {}", m.name);
         let mut out = vec![Dispatch::new(self.ctx, label, to_fixed, &bindings, grid(words.div_ceil(256)))];
+        out.extend(self.gemv_over_fixed(m, fixed, inputs.bias, inputs.flags & RESIDUAL != 0, y).await?);
+        Ok(out)
+    }
 
+    /// `y (+)= W · in (+ bias)` for one token, the input already in `fixed`
+    /// (gemv_fixed.wgsl): one dispatch per row chunk of `W`.
+    async fn gemv_over_fixed(
+        &mut self,
+        m: &GpuMatrix,
+        fixed: FixedInput<'_>,
+        bias: Option<&wgpu::Buffer>,
+        residual: bool,
+        y: Out<'_>,
+    ) -> Result<Vec<Dispatch>, GpuError> {
+        let words = (m.cols / 16) as u32;
         let lanes = fixed_gemv_lanes(words);
         let pipeline =
             self.matrix_pipeline(m, Kernel::GemvTernaryFixed, Kernel::GemvDense, &[("LANES", lanes)]).await?;
         let block_rows = 256 / lanes * 4;
-        let flags = inputs.flags & (BIAS | RESIDUAL);
+        let flags = bias.map_or(0, |_| BIAS) | if residual { RESIDUAL } else { 0 };
+        let mut out = Vec::new();
         for chunk in &m.chunks {
             let params = self.uniform(
                 &m.name,
@@ -489,7 +505,7 @@ impl Ops<'_> {
                 (1, &chunk.weights),
                 (3, fixed.planes),
                 (4, fixed.info),
-                (7, inputs.bias.unwrap_or(self.dummy)),
+                (7, bias.unwrap_or(self.dummy)),
                 (8, y.buffer),
             ];
             if let Some(scales) = &chunk.scales {
@@ -500,6 +516,28 @@ impl Ops<'_> {
             out.push(Dispatch::new(self.ctx, label, pipeline.clone(), &bindings, grid(workgroups)));
         }
         Ok(out)
+    }
+
+    /// Whether [`Ops::attention`] can leave its output as `m`'s fixed-point
+    /// input, for [`Ops::linear_of_fixed`]: `m` runs as a fixed-point GEMV
+    /// without a norm of its own, and heads are whole words.
+    pub fn attention_feeds_fixed(&self, m: &GpuMatrix, has_norm: bool, head_dim: usize) -> bool {
+        !has_norm && self.fixed_gemv(m) && head_dim.is_multiple_of(16)
+    }
+
+    /// `y (+)= W · in (+ bias)` for one token, over the fixed-point input that
+    /// [`Ops::attention`] left (where [`Ops::attention_feeds_fixed`]).
+    pub async fn linear_of_fixed(
+        &mut self,
+        m: &GpuMatrix,
+        bias: Option<&wgpu::Buffer>,
+        residual: bool,
+        y: Out<'_>,
+    ) -> Result<Vec<Dispatch>, GpuError> {
+        match self.fixed_input {
+            Some(fixed) if self.fixed_gemv(m) => self.gemv_over_fixed(m, fixed, bias, residual, y).await,
+            _ => Err(GpuError::Limits(format!("{}: no fixed-point GEMV for this matrix", m.name))),
+        }
     }
 
     /// The batched form of [`Ops::gemv`] (gemm.wgsl), one dispatch per row chunk of `W`.
@@ -621,7 +659,9 @@ impl Ops<'_> {
     /// Decoding splits the context in [`ATTENTION_CHUNK`]-position pieces, whose
     /// first dispatch also does RoPE and the append, and combines them: two
     /// dispatches. Prefill runs RoPE and the append, then one workgroup per head
-    /// and token: two dispatches, no scratch (`partials` unused).
+    /// and token: two dispatches, no scratch (`partials` unused). With
+    /// `fixed_out` (decoding, where [`Ops::attention_feeds_fixed`]) the combine
+    /// also leaves the output in the fixed-point input scratch.
     #[allow(clippy::too_many_arguments)]
     pub async fn attention(
         &mut self,
@@ -634,14 +674,29 @@ impl Ops<'_> {
         cache: (&wgpu::Buffer, &wgpu::Buffer),
         partials: &wgpu::Buffer,
         out: &wgpu::Buffer,
+        fixed_out: bool,
     ) -> Result<Vec<Dispatch>, GpuError> {
         let scale = 1.0 / (head_dim as f32).sqrt();
+        let fixed = match (fixed_out, self.fixed_input) {
+            (false, _) => None,
+            (true, Some(fixed)) if self.tokens == 1 && head_dim.is_multiple_of(16) => Some(fixed),
+            _ => return Err(GpuError::Limits("attention: no fixed-point output for this step or head size".into())),
+        };
         let splits = attention_splits(ctx_len) as u32;
         // q is the first part of each token's q, k and v.
         let q_stride = ((heads + 2 * kv_heads) * head_dim / 4) as u32;
         let params = self.uniform(
             "attention",
-            &[heads as u32, kv_heads as u32, head_dim as u32, ctx_len as u32, scale.to_bits(), splits, q_stride, 0],
+            &[
+                heads as u32,
+                kv_heads as u32,
+                head_dim as u32,
+                ctx_len as u32,
+                scale.to_bits(),
+                splits,
+                q_stride,
+                fixed.is_some() as u32,
+            ],
         );
         if self.tokens > 1 {
             let rope = self.rope(heads, kv_heads, head_dim, qkv, rope_table, cache).await?;
@@ -655,7 +710,8 @@ impl Ops<'_> {
         // Each entry point binds only what it uses.
         let partial_bindings =
             [(0, &params), (1, self.step), (2, qkv), (3, cache.0), (4, cache.1), (5, partials), (7, rope_table)];
-        let combine_bindings = [(0, &params), (1, self.step), (5, partials), (6, out)];
+        let (planes, info) = fixed.map_or((self.dummy, self.dummy), |f| (f.planes, f.info));
+        let combine_bindings = [(0, &params), (1, self.step), (5, partials), (6, out), (8, planes), (9, info)];
         Ok(vec![
             Dispatch::new(self.ctx, "attention partial", partial, &partial_bindings, [heads as u32, splits, 1]),
             Dispatch::new(self.ctx, "attention combine", combine, &combine_bindings, [heads as u32, 1, 1]),

@@ -21,16 +21,21 @@ const REDUCE: &str = include_str!("../../shaders/reduce.wgsl");
 const REDUCE_SUBGROUP: &str = include_str!("../../shaders/reduce_subgroup.wgsl");
 const REDUCE_PORTABLE: &str = include_str!("../../shaders/reduce_portable.wgsl");
 
+/// Block fixed-point helpers prepended to the kernels that write GEMV inputs in it.
+const FIXED_WORD: &str = include_str!("../../shaders/fixed_word.wgsl");
+
 /// What a kernel's source needs prepended.
 struct Needs {
     decode: bool,
     reduce: bool,
+    fixed_word: bool,
 }
 
-const DECODE_REDUCE: Needs = Needs { decode: true, reduce: true };
-const DECODE_ONLY: Needs = Needs { decode: true, reduce: false };
-const REDUCE_ONLY: Needs = Needs { decode: false, reduce: true };
-const NOTHING: Needs = Needs { decode: false, reduce: false };
+const DECODE_REDUCE: Needs = Needs { decode: true, reduce: true, fixed_word: false };
+const DECODE_ONLY: Needs = Needs { decode: true, reduce: false, fixed_word: false };
+const REDUCE_ONLY: Needs = Needs { decode: false, reduce: true, fixed_word: false };
+const REDUCE_FIXED_WORD: Needs = Needs { decode: false, reduce: true, fixed_word: true };
+const NOTHING: Needs = Needs { decode: false, reduce: false, fixed_word: false };
 
 /// A kernel: its source file and entry point.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -71,9 +76,12 @@ impl Kernel {
             Kernel::GemvTernaryFixed => {
                 ("gemv_fixed.wgsl", include_str!("../../shaders/gemv_fixed.wgsl"), "gemv_ternary_fixed", DECODE_ONLY)
             }
-            Kernel::ToFixedPoint => {
-                ("fixed_point.wgsl", include_str!("../../shaders/fixed_point.wgsl"), "to_fixed_point", REDUCE_ONLY)
-            }
+            Kernel::ToFixedPoint => (
+                "fixed_point.wgsl",
+                include_str!("../../shaders/fixed_point.wgsl"),
+                "to_fixed_point",
+                REDUCE_FIXED_WORD,
+            ),
             Kernel::GemmTernary => ("gemm.wgsl", GEMM, "gemm_ternary", DECODE_ONLY),
             Kernel::GemmDense => ("gemm.wgsl", GEMM, "gemm_dense", DECODE_ONLY),
             Kernel::GemmSumParts => ("gemm.wgsl", GEMM, "gemm_sum_parts", DECODE_ONLY),
@@ -81,9 +89,9 @@ impl Kernel {
             Kernel::EmbedDense => ("embed.wgsl", EMBED, "embed_dense", DECODE_ONLY),
             Kernel::NormStats => ("norm.wgsl", include_str!("../../shaders/norm.wgsl"), "norm_stats", REDUCE_ONLY),
             Kernel::Rope => ("rope.wgsl", include_str!("../../shaders/rope.wgsl"), "rope", NOTHING),
-            Kernel::AttentionPartial => ("attention.wgsl", ATTENTION, "attention_partial", REDUCE_ONLY),
-            Kernel::AttentionCombine => ("attention.wgsl", ATTENTION, "attention_combine", REDUCE_ONLY),
-            Kernel::AttentionCausal => ("attention.wgsl", ATTENTION, "attention_causal", REDUCE_ONLY),
+            Kernel::AttentionPartial => ("attention.wgsl", ATTENTION, "attention_partial", REDUCE_FIXED_WORD),
+            Kernel::AttentionCombine => ("attention.wgsl", ATTENTION, "attention_combine", REDUCE_FIXED_WORD),
+            Kernel::AttentionCausal => ("attention.wgsl", ATTENTION, "attention_causal", REDUCE_FIXED_WORD),
             Kernel::Swiglu => ("swiglu.wgsl", include_str!("../../shaders/swiglu.wgsl"), "swiglu", NOTHING),
             Kernel::ArgmaxParts => ("argmax.wgsl", ARGMAX, "argmax_parts", NOTHING),
             Kernel::Argmax => ("argmax.wgsl", ARGMAX, "argmax", NOTHING),
@@ -130,6 +138,9 @@ impl Kernels {
             }
             if needs.decode {
                 text.push_str(DECODE);
+            }
+            if needs.fixed_word {
+                text.push_str(FIXED_WORD);
             }
             text.push_str(source);
             let desc =

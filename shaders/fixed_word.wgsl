@@ -1,0 +1,64 @@
+// Block fixed point for GEMV inputs, shared by the kernels that write it
+// (fixed_point.wgsl, attention.wgsl's combine); gemv_fixed.wgsl reads it. The
+// engine prepends this file to their source.
+//
+// An input is cut into words of 16 values, the inputs of one packed weight
+// word, and each word is stored as a scale and sixteen integers of 24 bits:
+//
+//   in[16w + c] ~= scale[w] * A[16w + c],   A = A2 * 65536 + A1 * 256 + A0
+//
+// with scale[w] = max |in| over the word / AMAX and the digits A2, A1, A0
+// signed bytes (-128..127). The error is at most half a step, max |in| * 6e-8
+// for the word: as fine as f32's own rounding of its largest value.
+//
+// Digit k of word w is one vec4<u32> at planes[k * words + w], so that GEMV
+// threads reading neighbouring words read neighbouring vec4s. Its component j
+// packs (pack4xI8) the digits of inputs 16w + j, 16w + 4 + j, 16w + 8 + j and
+// 16w + 12 + j: the inputs that digit j of each byte of a packed word
+// multiplies (digit_bytes, decode.wgsl). info[w] holds the scale's bits and
+// the sum of the word's A, which the GEMV takes off once per word because its
+// digits are trit + 1.
+
+// The largest digit value |A2 * 65536 + A1 * 256 + A0| written: below 2^23 by
+// enough that A2 stays within -128..127 after the lower digits are balanced.
+const AMAX: f32 = 8323072.0;
+
+// The three signed-byte digits of each of four integers below AMAX in size,
+// lowest first: v = d2 * 65536 + d1 * 256 + d0, each d in -128..127.
+fn digits(v: vec4<i32>) -> array<vec4<i32>, 3> {
+    let d0 = ((v + 128) & vec4<i32>(255)) - 128;
+    let rest = (v - d0) >> vec4<u32>(8u); // exact: v - d0 is a multiple of 256
+    let d1 = ((rest + 128) & vec4<i32>(255)) - 128;
+    let d2 = (rest - d1) >> vec4<u32>(8u);
+    return array<vec4<i32>, 3>(d0, d1, d2);
+}
+
+// One word in block fixed point: its three digit planes and its info.
+struct FixedWord {
+    planes: array<vec4<u32>, 3>,
+    info: vec2<u32>,
+}
+
+// The fixed-point form of the 16 values v[i][j] = in[16w + 4i + j].
+fn fixed_word(v: array<vec4<f32>, 4>) -> FixedWord {
+    let m4 = max(max(abs(v[0]), abs(v[1])), max(abs(v[2]), abs(v[3])));
+    let largest = max(max(m4.x, m4.y), max(m4.z, m4.w));
+    // A word of zeros gets scale 0 and zero digits.
+    let to_int = select(0.0, AMAX / largest, largest > 0.0);
+    // d[i][k]: digit k of inputs 16w + 4i .. 16w + 4i + 3.
+    var d: array<array<vec4<i32>, 3>, 4>;
+    var sum = vec4<i32>(0);
+    for (var i = 0u; i < 4u; i = i + 1u) {
+        let ints = vec4<i32>(clamp(round(v[i] * to_int), vec4<f32>(-AMAX), vec4<f32>(AMAX)));
+        sum = sum + ints;
+        d[i] = digits(ints);
+    }
+    var word: FixedWord;
+    for (var k = 0u; k < 3u; k = k + 1u) {
+        for (var j = 0u; j < 4u; j = j + 1u) {
+            word.planes[k][j] = pack4xI8(vec4<i32>(d[0][k][j], d[1][k][j], d[2][k][j], d[3][k][j]));
+        }
+    }
+    word.info = vec2<u32>(bitcast<u32>(largest / AMAX), bitcast<u32>(sum.x + sum.y + sum.z + sum.w));
+    return word;
+}
