@@ -1,7 +1,11 @@
 // Ternary matrix-vector product over a block fixed-point input (fixed_point.wgsl):
 //
 //   y[y_offset + r] = (RESIDUAL ? y[y_offset + r] : 0) + (BIAS ? bias[r] : 0)
-//                     + sum_w scale(r, w) * in_scale[w] * sum_c trit[r, 16w + c] * A[16w + c]
+//                     + norm * sum_w scale(r, w) * in_scale[w] * sum_c trit[r, 16w + c] * A[16w + c]
+//
+// where `norm` is 1, or with NORM1 / NORM2 the product of the input's inverse
+// RMS values, which fixed_point.wgsl leaves out of the input and which this
+// kernel computes from the sums of squares it wrote.
 //
 // The inner sums are exact integer arithmetic: a packed word's digits (trit + 1)
 // at one position of its four bytes are one shift and mask away (digit_bytes,
@@ -22,13 +26,15 @@ struct Params {
     rows: u32,       // rows in this chunk
     cols: u32,       // input length
     row_offset: u32, // first row of this chunk in the matrix (and its bias)
-    flags: u32,      // BIAS | RESIDUAL
+    flags: u32,      // NORM1 | NORM2 | BIAS | RESIDUAL
     y_offset: u32,   // where the matrix's row 0 goes in y
-    _pad0: u32,
+    eps: f32,        // RMSNorm epsilon (NORM1, NORM2)
     _pad1: u32,
     _pad2: u32,
 }
 
+const NORM1: u32 = 1u;
+const NORM2: u32 = 2u;
 const BIAS: u32 = 4u;
 const RESIDUAL: u32 = 8u;
 
@@ -40,7 +46,7 @@ override LANES: u32 = 64u;      // threads per row team: a power of two dividing
 @group(0) @binding(1) var<storage, read> weights: array<u32>;      // [rows, cols / 16] packed
 @group(0) @binding(2) var<storage, read> scales: array<u32>;       // [rows, cols / GROUP_SIZE]
 @group(0) @binding(3) var<storage, read> planes: array<vec4<u32>>; // [3, cols / 16] (fixed_point.wgsl)
-@group(0) @binding(4) var<storage, read> info: array<vec2<u32>>;   // [cols / 16] scale, sum of A
+@group(0) @binding(4) var<storage, read> info: array<vec2<u32>>;   // [cols / 16] scale, sum of A; then sums of squares
 @group(0) @binding(7) var<storage, read> bias: array<f32>;         // [all rows of the matrix]
 @group(0) @binding(8) var<storage, read_write> y: array<f32>;      // [y_offset + all rows, ...]
 
@@ -93,10 +99,31 @@ fn team_words(first_row: u32, w: u32) -> TeamWords {
     return TeamWords(vec4<u32>(r0.word, r1.word, r2.word, r3.word), vec4<f32>(r0.scale, r1.scale, r2.scale, r3.scale));
 }
 
-// Writes row `row` (of this chunk) of y: `sum` plus bias and residual as the flags say.
+// The factor the input's norms leave to this kernel: 1 / rms(x), times the
+// per-linear norm's 1 / rms(x / rms(x) * norm1) with NORM2 (as norm.wgsl
+// computes them), from the conversion workgroups' sums of squares.
+fn norm_factor() -> f32 {
+    if ((p.flags & NORM1) == 0u) {
+        return 1.0;
+    }
+    let words = p.cols / 16u;
+    var sums = vec2<f32>(0.0);
+    for (var k = 0u; k < (words + 255u) / 256u; k = k + 1u) {
+        sums = sums + bitcast<vec2<f32>>(info[words + k]);
+    }
+    let n = f32(p.cols);
+    let inv_rms = inverseSqrt(sums.x / n + p.eps);
+    if ((p.flags & NORM2) == 0u) {
+        return inv_rms;
+    }
+    return inv_rms * inverseSqrt(inv_rms * inv_rms * sums.y / n + p.eps);
+}
+
+// Writes row `row` (of this chunk) of y: `sum` times the norm factor, plus
+// bias and residual as the flags say.
 fn write_row(row: u32, sum: f32) {
     let r = p.row_offset + row;
-    var out = sum;
+    var out = sum * norm_factor();
     if ((p.flags & BIAS) != 0u) {
         out = out + bias[r];
     }

@@ -188,8 +188,9 @@ pub fn fixed_gemv_lanes(words: u32) -> u32 {
     (1 << most.ilog2()).min(256)
 }
 
-/// A GEMV input in block fixed point (fixed_point.wgsl): three digit planes of
-/// `[n / 16]` vec4<u32> each, and `[n / 16]` (scale, sum) pairs.
+/// A GEMV input in block fixed point (fixed_word.wgsl): three digit planes of
+/// `[n / 16]` vec4<u32> each, and `[n / 16]` (scale, sum) pairs followed by
+/// fixed_point.wgsl's sums of squares, one pair per workgroup.
 #[derive(Clone, Copy)]
 pub struct FixedInput<'a> {
     pub planes: &'a wgpu::Buffer,
@@ -199,7 +200,8 @@ pub struct FixedInput<'a> {
 impl FixedInput<'_> {
     /// Bytes of digit planes and of word information for an input of `n` values.
     pub fn bytes(n: usize) -> (u64, u64) {
-        (3 * n as u64, n as u64 / 2)
+        let words = n as u64 / 16;
+        (3 * n as u64, 8 * (words + words.div_ceil(256)))
     }
 }
 
@@ -462,7 +464,7 @@ impl Ops<'_> {
         }
         let to_fixed = self.kernels.pipeline(Kernel::ToFixedPoint, &[]).await?;
         let input_flags = inputs.flags & (NORM1 | NORM2 | SWIGLU);
-        let params = self.uniform("to_fixed_point", &[m.cols as u32, input_flags, self.eps.to_bits(), 0]);
+        let params = self.uniform("to_fixed_point", &[m.cols as u32, input_flags, 0, 0]);
         let bindings = [
             (0, &params),
             (1, inputs.x),
@@ -474,18 +476,20 @@ impl Ops<'_> {
         let words = (m.cols / 16) as u32;
         let label = format!("to fixed point {}", m.name);
         let mut out = vec![Dispatch::new(self.ctx, label, to_fixed, &bindings, grid(words.div_ceil(256)))];
-        out.extend(self.gemv_over_fixed(m, fixed, inputs.bias, inputs.flags & RESIDUAL != 0, y).await?);
+        let flags = inputs.flags & (NORM1 | NORM2 | BIAS | RESIDUAL);
+        out.extend(self.gemv_over_fixed(m, fixed, inputs.bias, flags, y).await?);
         Ok(out)
     }
 
     /// `y (+)= W · in (+ bias)` for one token, the input already in `fixed`
-    /// (gemv_fixed.wgsl): one dispatch per row chunk of `W`.
+    /// (gemv_fixed.wgsl; `flags`: its NORM1, NORM2, BIAS and RESIDUAL): one
+    /// dispatch per row chunk of `W`.
     async fn gemv_over_fixed(
         &mut self,
         m: &GpuMatrix,
         fixed: FixedInput<'_>,
         bias: Option<&wgpu::Buffer>,
-        residual: bool,
+        flags: u32,
         y: Out<'_>,
     ) -> Result<Vec<Dispatch>, GpuError> {
         let words = (m.cols / 16) as u32;
@@ -493,12 +497,20 @@ impl Ops<'_> {
         let pipeline =
             self.matrix_pipeline(m, Kernel::GemvTernaryFixed, Kernel::GemvDense, &[("LANES", lanes)]).await?;
         let block_rows = 256 / lanes * 4;
-        let flags = bias.map_or(0, |_| BIAS) | if residual { RESIDUAL } else { 0 };
         let mut out = Vec::new();
         for chunk in &m.chunks {
             let params = self.uniform(
                 &m.name,
-                &[chunk.rows as u32, m.cols as u32, chunk.first_row as u32, flags, y.offset as u32, 0, 0, 0],
+                &[
+                    chunk.rows as u32,
+                    m.cols as u32,
+                    chunk.first_row as u32,
+                    flags,
+                    y.offset as u32,
+                    self.eps.to_bits(),
+                    0,
+                    0,
+                ],
             );
             let mut bindings = vec![
                 (0, &params),
@@ -535,7 +547,10 @@ impl Ops<'_> {
         y: Out<'_>,
     ) -> Result<Vec<Dispatch>, GpuError> {
         match self.fixed_input {
-            Some(fixed) if self.fixed_gemv(m) => self.gemv_over_fixed(m, fixed, bias, residual, y).await,
+            Some(fixed) if self.fixed_gemv(m) => {
+                let flags = bias.map_or(0, |_| BIAS) | if residual { RESIDUAL } else { 0 };
+                self.gemv_over_fixed(m, fixed, bias, flags, y).await
+            }
             _ => Err(GpuError::Limits(format!("{}: no fixed-point GEMV for this matrix", m.name))),
         }
     }
