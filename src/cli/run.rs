@@ -80,7 +80,8 @@ pub struct DeviceArgs {
     /// The decode step's product of packed weights: `fixed` turns each input into
     /// 24-bit block fixed point and multiplies with integer dot products (as
     /// exact as f32, faster on large models); `float` multiplies in f32; `auto`
-    /// picks fixed for models with a hidden size of 1024 or more.
+    /// picks fixed for models with a hidden size of 1024 or more, and for every
+    /// model on a CPU-emulated adapter.
     #[arg(long, value_enum, default_value_t = GemvArg::Auto)]
     pub gemv: GemvArg,
 }

@@ -67,7 +67,8 @@ impl AdapterChoice {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum GemvPath {
     /// The fixed-point GEMV for models where it measured faster (hidden size
-    /// of 1024 or more), where the shader language has its integer dot product.
+    /// of 1024 or more, any size on a CPU-emulated adapter), where the shader
+    /// language has its integer dot product.
     #[default]
     Auto,
     /// The fixed-point GEMV (gemv_fixed.wgsl) for every model.
