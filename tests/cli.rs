@@ -85,22 +85,49 @@ fn help_teaches() {
 
 #[test]
 fn bench_measures_prompt_and_generation_and_profiles_each_dispatch() {
-    let run =
-        tritium_ok(&["bench", "--synthetic", "tiny", "-p", "70", "-n", "4", "-r", "1", "--ubatch", "32", "--profile"]);
+    let bench = |gemv: &str| {
+        tritium_ok(&[
+            "bench",
+            "--synthetic",
+            "tiny",
+            "-p",
+            "70",
+            "-n",
+            "4",
+            "-r",
+            "1",
+            "--ubatch",
+            "32",
+            "--profile",
+            gemv,
+        ])
+    };
+    let run = bench("--gemv=float");
     let out = &run.stdout;
     assert!(out.contains("| pp70 ") && out.contains("| tg4 "), "{out}");
     assert!(out.contains("32-token prefill steps"), "{out}");
     // The tiny shape: 2 layers, q/k/v and gate/up each stacked into one
     // projection (no per-linear norms), an untied LM head in one binding, and
-    // small enough that its decode GEMVs compute their norm statistics
+    // small enough that its f32 decode GEMVs compute their norm statistics
     // themselves and their down GEMVs apply SwiGLU. A decode step is the
     // embedding, 6 dispatches a layer (qkv, two for RoPE and attention, o,
     // gate/up, down), the head and two for the argmax.
-    assert!(out.contains("decode step: 16 dispatches"), "{out}");
+    assert!(out.contains("decode GEMV float") && out.contains("decode step: 16 dispatches"), "{out}");
     // A prefill step has no head, two norm dispatches a layer, and one for
     // causal attention: the embedding and 9 a layer.
     assert!(out.contains("prefill step: 19 dispatches"), "{out}");
     for kind in ["gemv model.layers.N.self_attn.qkv_proj", "gemm model.layers.N.mlp.gate_up_proj"] {
+        let line = out.lines().find(|l| l.contains(kind)).unwrap_or_else(|| panic!("no {kind} in {out}"));
+        assert!(line.contains("|     2 |"), "one call per layer: {line}");
+    }
+    // With the fixed-point GEMV each projection's input is converted first,
+    // except o's, which attention converts: 9 dispatches a layer, and the
+    // head's conversion.
+    let run = bench("--gemv=fixed");
+    let out = &run.stdout;
+    assert!(out.contains("decode GEMV fixed") && out.contains("decode step: 23 dispatches"), "{out}");
+    assert!(out.contains("prefill step: 19 dispatches"), "{out}");
+    for kind in ["to fixed point model.layers.N.self_attn.qkv_proj", "to fixed point model.layers.N.mlp.down_proj"] {
         let line = out.lines().find(|l| l.contains(kind)).unwrap_or_else(|| panic!("no {kind} in {out}"));
         assert!(line.contains("|     2 |"), "one call per layer: {line}");
     }
