@@ -42,7 +42,7 @@ struct Params {
     scale: f32,  // 1 / sqrt(head_dim)
     splits: u32, // ceil(ctx / CHUNK)
     q_stride: u32, // vec4s from one token's q to the next's (q, k and v share a row)
-    fixed: u32,    // attention_combine: 1 to write the output in block fixed point too
+    _pad1: u32,
 }
 
 struct Step {
@@ -58,8 +58,8 @@ struct Step {
 @group(0) @binding(5) var<storage, read_write> partials: array<vec4<f32>>; // [heads, splits, head_dim / 4 + 1]
 @group(0) @binding(6) var<storage, read_write> out: array<vec4<f32>>;      // [tokens, heads, head_dim / 4]
 @group(0) @binding(7) var<storage, read> rope_table: array<vec2<f32>>;     // [ctx, head_dim / 2] (cos, sin)
-// attention_combine with `fixed`: the output as the o projection's fixed-point
-// input (fixed_word.wgsl), heads * head_dim / 16 words.
+// attention_combine_fixed: the output as the o projection's fixed-point input
+// (fixed_word.wgsl), heads * head_dim / 16 words.
 @group(0) @binding(8) var<storage, read_write> fixed_planes: array<vec4<u32>>; // [3, words]
 @group(0) @binding(9) var<storage, read_write> fixed_info: array<vec2<u32>>;   // [words]
 
@@ -210,9 +210,8 @@ fn attention_partial(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invoca
     }
 }
 
-@compute @workgroup_size(64)
-fn attention_combine(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let head = wg.x;
+// Combines head `head`'s splits into `out`, and leaves its quads in `slices`.
+fn combine_head(head: u32, lid: u32) {
     let used = (step.pos + CHUNK) / CHUNK; // splits holding positions 0..pos
     let quads = p.head_dim / 4u;
     let base = head * p.splits * (quads + 1u);
@@ -237,10 +236,24 @@ fn attention_combine(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invoca
         out[head * quads + lid] = acc / den;
         slices[lid] = acc / den;
     }
-    // The o projection's input in fixed point, one 16-value word per thread
-    // (head_dim % 16 == 0): one conversion dispatch fewer per layer.
+}
+
+@compute @workgroup_size(64)
+fn attention_combine(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    combine_head(wg.x, lid);
+}
+
+// attention_combine that also writes the head's output as the o projection's
+// fixed-point input, one 16-value word per thread (head_dim % 16 == 0): one
+// conversion dispatch fewer per layer. Its own entry point, so that the plain
+// combine binds no fixed-point buffers.
+@compute @workgroup_size(64)
+fn attention_combine_fixed(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let head = wg.x;
+    combine_head(head, lid);
     workgroupBarrier();
-    if (p.fixed != 0u && lid < quads / 4u) {
+    let quads = p.head_dim / 4u;
+    if (lid < quads / 4u) {
         let word = fixed_word(array<vec4<f32>, 4>(
             slices[4u * lid], slices[4u * lid + 1u], slices[4u * lid + 2u], slices[4u * lid + 3u],
         ));

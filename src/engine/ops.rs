@@ -704,16 +704,7 @@ impl Ops<'_> {
         let q_stride = ((heads + 2 * kv_heads) * head_dim / 4) as u32;
         let params = self.uniform(
             "attention",
-            &[
-                heads as u32,
-                kv_heads as u32,
-                head_dim as u32,
-                ctx_len as u32,
-                scale.to_bits(),
-                splits,
-                q_stride,
-                fixed.is_some() as u32,
-            ],
+            &[heads as u32, kv_heads as u32, head_dim as u32, ctx_len as u32, scale.to_bits(), splits, q_stride, 0],
         );
         if self.tokens > 1 {
             let rope = self.rope(heads, kv_heads, head_dim, qkv, rope_table, cache).await?;
@@ -723,12 +714,17 @@ impl Ops<'_> {
             return Ok(vec![rope, Dispatch::new(self.ctx, "attention causal", causal, &bindings, grid)]);
         }
         let partial = self.kernels.pipeline(Kernel::AttentionPartial, &[]).await?;
-        let combine = self.kernels.pipeline(Kernel::AttentionCombine, &[]).await?;
+        let combine = match fixed {
+            Some(_) => self.kernels.pipeline(Kernel::AttentionCombineFixed, &[]).await?,
+            None => self.kernels.pipeline(Kernel::AttentionCombine, &[]).await?,
+        };
         // Each entry point binds only what it uses.
         let partial_bindings =
             [(0, &params), (1, self.step), (2, qkv), (3, cache.0), (4, cache.1), (5, partials), (7, rope_table)];
-        let (planes, info) = fixed.map_or((self.dummy, self.dummy), |f| (f.planes, f.info));
-        let combine_bindings = [(0, &params), (1, self.step), (5, partials), (6, out), (8, planes), (9, info)];
+        let mut combine_bindings = vec![(0, &params), (1, self.step), (5, partials), (6, out)];
+        if let Some(fixed) = fixed {
+            combine_bindings.extend([(8, fixed.planes), (9, fixed.info)]);
+        }
         Ok(vec![
             Dispatch::new(self.ctx, "attention partial", partial, &partial_bindings, [heads as u32, splits, 1]),
             Dispatch::new(self.ctx, "attention combine", combine, &combine_bindings, [heads as u32, 1, 1]),

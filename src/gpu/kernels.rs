@@ -54,6 +54,7 @@ pub enum Kernel {
     Rope,
     AttentionPartial,
     AttentionCombine,
+    AttentionCombineFixed,
     AttentionCausal,
     Swiglu,
     ArgmaxParts,
@@ -91,6 +92,9 @@ impl Kernel {
             Kernel::Rope => ("rope.wgsl", include_str!("../../shaders/rope.wgsl"), "rope", NOTHING),
             Kernel::AttentionPartial => ("attention.wgsl", ATTENTION, "attention_partial", REDUCE_FIXED_WORD),
             Kernel::AttentionCombine => ("attention.wgsl", ATTENTION, "attention_combine", REDUCE_FIXED_WORD),
+            Kernel::AttentionCombineFixed => {
+                ("attention.wgsl", ATTENTION, "attention_combine_fixed", REDUCE_FIXED_WORD)
+            }
             Kernel::AttentionCausal => ("attention.wgsl", ATTENTION, "attention_causal", REDUCE_FIXED_WORD),
             Kernel::Swiglu => ("swiglu.wgsl", include_str!("../../shaders/swiglu.wgsl"), "swiglu", NOTHING),
             Kernel::ArgmaxParts => ("argmax.wgsl", ARGMAX, "argmax_parts", NOTHING),
