@@ -247,6 +247,37 @@ fn matvec(w: &[f32], cols: usize, x: &[f32]) -> Vec<f32> {
     w.chunks(cols).map(|row| row.iter().zip(x).map(|(a, b)| a * b).sum()).collect()
 }
 
+/// What the GEMV tests expect on the CPU: `W x` into rows 3.. of an output 5
+/// rows longer, and `W rmsnorm(rmsnorm(x, n1), n2) + bias + residual`.
+struct Products {
+    plain: Vec<f32>,
+    fused: Vec<f32>,
+}
+
+impl Products {
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        w: &[f32],
+        cols: usize,
+        x: &[f32],
+        n1: &[f32],
+        n2: &[f32],
+        bias: &[f32],
+        residual: &[f32],
+        eps: f32,
+    ) -> Self {
+        let rows = bias.len();
+        let mut plain = vec![0.0; rows + 5];
+        plain[3..3 + rows].copy_from_slice(&matvec(w, cols, x));
+        let mut h = vec![0.0; cols];
+        reference::rmsnorm(&mut h, x, n1, eps);
+        let mut input = vec![0.0; cols];
+        reference::rmsnorm(&mut input, &h, n2, eps);
+        let fused = matvec(w, cols, &input).iter().zip(bias).zip(residual).map(|((a, b), r)| a + b + r).collect();
+        Products { plain, fused }
+    }
+}
+
 /// Small models' decode folds SwiGLU into the down GEMV: the product of its
 /// inputs computed inside (both ternary GEMVs and the dense one) against the CPU.
 #[test]
@@ -326,17 +357,11 @@ fn gemv_matches_the_cpu_for_packed_and_dense_weights_split_or_whole() {
                 let out = Out { buffer: &y, offset: 3, width: rows + 5 };
                 let d = block_on(gpu.ops().linear(&gm, &xb, none, None, false, out)).unwrap();
                 gpu.run(&d);
-                let mut want = vec![0.0; rows + 5];
-                want[3..3 + rows].copy_from_slice(&matvec(&w, cols, &x));
-                assert_close(&format!("gemv {}", m.name), &gpu.read(&y, rows + 5), &want, 1e-4);
+                let want = Products::new(&w, cols, &x, &n1, &n2, &bias, &residual, eps);
+                assert_close(&format!("gemv {}", m.name), &gpu.read(&y, rows + 5), &want.plain, 1e-4);
 
                 // Both fused norms, bias and residual.
-                let mut h = vec![0.0; cols];
-                reference::rmsnorm(&mut h, &x, &n1, eps);
-                let mut input = vec![0.0; cols];
-                reference::rmsnorm(&mut input, &h, &n2, eps);
-                let want: Vec<f32> =
-                    matvec(&w, cols, &input).iter().zip(&bias).zip(&residual).map(|((a, b), r)| a + b + r).collect();
+                let want = want.fused;
                 let (n1b, n2b, biasb, yb) = (gpu.f32s(&n1), gpu.f32s(&n2), gpu.f32s(&bias), gpu.f32s(&residual));
                 let mut d: Vec<_> =
                     block_on(gpu.ops().norm_stats(&xb, cols, Some(&n1b), eps, &stats)).unwrap().into_iter().collect();
@@ -401,17 +426,11 @@ fn fixed_point_gemv_matches_the_cpu() {
                 let out = Out { buffer: &y, offset: 3, width: rows + 5 };
                 let d = block_on(ops.linear(&gm, &xb, none, None, false, out)).unwrap();
                 gpu.run(&d);
-                let mut want = vec![0.0; rows + 5];
-                want[3..3 + rows].copy_from_slice(&matvec(&w, cols, &x));
-                assert_close(&format!("fixed gemv {}", m.name), &gpu.read(&y, rows + 5), &want, 1e-5);
+                let want = Products::new(&w, cols, &x, &n1, &n2, &bias, &residual, eps);
+                assert_close(&format!("fixed gemv {}", m.name), &gpu.read(&y, rows + 5), &want.plain, 1e-5);
 
                 // Both norms (statistics computed by the conversion), bias and residual.
-                let mut h = vec![0.0; cols];
-                reference::rmsnorm(&mut h, &x, &n1, eps);
-                let mut input = vec![0.0; cols];
-                reference::rmsnorm(&mut input, &h, &n2, eps);
-                let want: Vec<f32> =
-                    matvec(&w, cols, &input).iter().zip(&bias).zip(&residual).map(|((a, b), r)| a + b + r).collect();
+                let want = want.fused;
                 let (n1b, n2b, biasb, yb) = (gpu.f32s(&n1), gpu.f32s(&n2), gpu.f32s(&bias), gpu.f32s(&residual));
                 let norms = tritium::engine::ops::InputNorms { stats: &unused, norm1: Some(&n1b), norm2: Some(&n2b) };
                 let mut ops = gpu.fixed_ops(eps);

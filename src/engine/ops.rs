@@ -386,6 +386,13 @@ impl Ops<'_> {
         }
     }
 
+    /// The parameters of a GEMV over one row chunk of `m` (gemv.wgsl's and
+    /// gemv_fixed.wgsl's `Params`).
+    fn gemv_params(&self, m: &GpuMatrix, chunk: &MatrixChunk, flags: u32, y_offset: usize, eps: f32) -> wgpu::Buffer {
+        let values = [chunk.rows, m.cols, chunk.first_row, flags as usize, y_offset, eps.to_bits() as usize, 0, 0];
+        self.uniform(&m.name, &values.map(|v| v as u32))
+    }
+
     /// The bindings every GEMV and GEMM dispatch takes for one row chunk, with
     /// the chunk's weights at binding `weights_at`.
     fn chunk_bindings<'b>(
@@ -429,19 +436,7 @@ impl Ops<'_> {
         };
         let mut out = Vec::new();
         for chunk in &m.chunks {
-            let params = self.uniform(
-                &m.name,
-                &[
-                    chunk.rows as u32,
-                    m.cols as u32,
-                    chunk.first_row as u32,
-                    flags,
-                    y.offset as u32,
-                    eps.to_bits(),
-                    0,
-                    0,
-                ],
-            );
+            let params = self.gemv_params(m, chunk, flags, y.offset, eps);
             let bindings = self.chunk_bindings(chunk, if wide { 9 } else { 1 }, &params, &inputs, &y);
             let label = format!("gemv {} rows {}..", m.name, chunk.first_row);
             let workgroups = (chunk.rows as u32).div_ceil(team.rows_per_workgroup());
@@ -501,19 +496,7 @@ impl Ops<'_> {
         let block_rows = 256 / lanes * 4;
         let mut out = Vec::new();
         for chunk in &m.chunks {
-            let params = self.uniform(
-                &m.name,
-                &[
-                    chunk.rows as u32,
-                    m.cols as u32,
-                    chunk.first_row as u32,
-                    flags,
-                    y.offset as u32,
-                    self.eps.to_bits(),
-                    0,
-                    0,
-                ],
-            );
+            let params = self.gemv_params(m, chunk, flags, y.offset, self.eps);
             let mut bindings = vec![
                 (0, &params),
                 (1, &chunk.weights),
