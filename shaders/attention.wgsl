@@ -6,7 +6,7 @@
 //   s[t] = q_h . k_cache[t, g] / sqrt(head_dim);   w = softmax(s);
 //   out_h = sum_t w[t] * v_cache[t, g]
 //
-// `attention_partial`: workgroup (h, j) takes positions j*CHUNK .. j*CHUNK+CHUNK-1
+// `attention_partial`: workgroup (h, j) takes positions j*SPLIT .. j*SPLIT+SPLIT-1
 // (those <= pos): their scores' maximum m_j, the sum l_j of exp(s - m_j), and the
 // unnormalized o_j = sum exp(s - m_j) v. `attention_combine`: workgroup h rescales
 // the splits to the overall maximum M and writes
@@ -23,7 +23,7 @@
 // Layout: partials [heads, splits, quads + 1] vec4: quads = head_dim / 4 vec4s of
 // o_j, then (m_j, l_j, 0, 0). Needs head_dim % 4 == 0 and head_dim <= 256.
 // Dispatch: partial [heads, splits] and combine [heads] workgroups of 64 threads;
-// splits = ceil(ctx / CHUNK), and splits past the current position return at once.
+// splits = ceil(ctx / SPLIT), and splits past the current position return at once.
 //
 // `attention_causal` serves prefill: a chunk of step.tokens query positions
 // (step.pos, step.pos + 1, ...), q read from rows of q_stride vec4s (each
@@ -40,7 +40,7 @@ struct Params {
     head_dim: u32,
     ctx: u32,
     scale: f32,  // 1 / sqrt(head_dim)
-    splits: u32, // ceil(ctx / CHUNK)
+    splits: u32, // ceil(ctx / SPLIT)
     q_stride: u32, // vec4s from one token's q to the next's (q, k and v share a row)
     _pad1: u32,
 }
@@ -64,7 +64,8 @@ struct Step {
 @group(0) @binding(9) var<storage, read_write> fixed_info: array<vec2<u32>>;   // [words]
 
 const WG: u32 = 64u;
-const CHUNK: u32 = 64u; // positions per split: one per thread for the scores
+const CHUNK: u32 = 64u; // attention_causal: positions per piece, one per thread for the scores
+const SPLIT: u32 = 32u; // decode: positions per split, one per thread of the first SPLIT for the scores
 var<workgroup> weights: array<f32, 64>;
 var<workgroup> slices: array<vec4<f32>, 64>;
 var<workgroup> q_head: array<vec4<f32>, 64>; // this workgroup's query [head_dim / 4]
@@ -124,11 +125,11 @@ fn attention_partial(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invoca
     let head = wg.x;
     let split = wg.y;
     let pos = step.pos;
-    let first = split * CHUNK;
+    let first = split * SPLIT;
     if (first > pos) {
         return; // the whole workgroup: this split is past the current position
     }
-    let last = min(first + CHUNK, pos + 1u);
+    let last = min(first + SPLIT, pos + 1u);
     let holds_pos = last == pos + 1u;
     let quads = p.head_dim / 4u;
     let kv_stride = p.kv_heads * quads;
@@ -164,9 +165,9 @@ fn attention_partial(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invoca
     // Score of position first + lid (pos's own k from workgroup memory).
     let t = first + lid;
     var s = -3.0e38;
-    if (t < pos) {
+    if (lid < SPLIT && t < pos) {
         s = qk_dot(t * kv_stride + kv_offset, quads) * p.scale;
-    } else if (t == pos) {
+    } else if (lid < SPLIT && t == pos) {
         var sum = 0.0;
         for (var d = 0u; d < quads; d = d + 1u) {
             sum = sum + dot(q_head[d], k_new[d]);
@@ -212,7 +213,7 @@ fn attention_partial(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invoca
 
 // Combines head `head`'s splits into `out`, and leaves its quads in `slices`.
 fn combine_head(head: u32, lid: u32) {
-    let used = (step.pos + CHUNK) / CHUNK; // splits holding positions 0..pos
+    let used = (step.pos + SPLIT) / SPLIT; // splits holding positions 0..pos
     let quads = p.head_dim / 4u;
     let base = head * p.splits * (quads + 1u);
 

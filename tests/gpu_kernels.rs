@@ -651,7 +651,7 @@ fn rope_table(head_dim: usize, ctx: usize) -> (Vec<f32>, Vec<f32>) {
 fn attention_matches_the_cpu_loop() {
     for mut gpu in gpus() {
         let mut rng = Rng::new(5);
-        // Contexts of one split and of several (64 positions each), the last one partly used.
+        // Contexts of one split and of several (ops::ATTENTION_CHUNK positions each), the last one partly used.
         for (heads, kv_heads, head_dim, ctx, pos) in [
             (4, 2, 32, 50, 37usize),
             (3, 3, 64, 130, 129),

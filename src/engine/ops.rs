@@ -62,8 +62,11 @@ const _: () = assert!(ARGMAX_PARTS <= 256);
 /// first-pass workgroup's best value and index.
 pub const ARGMAX_SCRATCH_FLOATS: usize = 2 * ARGMAX_PARTS;
 
-/// Context positions per attention workgroup (`CHUNK` in attention.wgsl).
-pub const ATTENTION_CHUNK: usize = 64;
+/// Context positions per decode attention workgroup (`SPLIT` in
+/// attention.wgsl). 32 rather than 64 doubles the workgroups at long contexts:
+/// H100 tg128 after pp512 (A/B twice), 32B 118.8 -> 120.1 t/s, 7B 386.4 ->
+/// 389.5, 0.5B 830.9 -> 849.6; 16 was slower (32B 113.6).
+pub const ATTENTION_CHUNK: usize = 32;
 
 /// Workgroups attention splits a context of `ctx` positions into.
 pub fn attention_splits(ctx: usize) -> usize {
