@@ -7,7 +7,11 @@
 //! `reduce_subgroup.wgsl` (with `--subgroups`) or `reduce_portable.wgsl`
 //! (workgroup reductions; the default, which measured faster on an H100).
 //! Arithmetic stays f32 on every path (F16/BF16 data is widened on load), so the
-//! paths differ in speed, not in results beyond float summation order.
+//! paths differ in speed, not in results beyond float summation order. The one
+//! exception is the decode GEMV's choice (`--gemv`): gemv_fixed.wgsl multiplies
+//! in integers, over inputs converted to 24-bit fixed point (fixed_word.wgsl),
+//! which rounds them about as finely as f32 does. Helper files other kernels need
+//! (decode.wgsl, reduce.wgsl, fixed_word.wgsl) are prepended to their source too.
 //! Pipelines are compiled once per variant and cached.
 
 use std::collections::HashMap;
