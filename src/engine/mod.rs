@@ -90,7 +90,7 @@ impl MemoryPlan {
         }
         let q_dim = c.num_attention_heads * c.head_dim();
         // The widest activation row decides how many tokens one binding holds.
-        let widest = f32s(c.hidden_size.max(q_dim).max(c.intermediate_size));
+        let widest = f32s(widest_row(c));
         let most_tokens = (max_binding / widest).max(1) as usize;
         let ubatch = match requested_ubatch {
             Some(0) => return Err(GpuError::Limits("the prefill step (--ubatch) must be at least 1 token".into())),
@@ -113,7 +113,7 @@ impl MemoryPlan {
             + f32s(ctx * c.head_dim());
         let gemm_parts = if ubatch > 1 { ops::gemm_parts_floats(max_binding) } else { 1 };
         // The decode step's fixed-point GEMV input (allocated whichever GEMV runs).
-        let (planes, info) = ops::FixedInput::bytes(widest as usize / 4);
+        let (planes, info) = ops::FixedInput::bytes(widest_row(c));
         let scratch_bytes = scratch_bytes + f32s(gemm_parts) + planes + info;
         let kv_cache_bytes = kv_per_position * ctx as u64;
         Ok(MemoryPlan { weight_bytes, kv_cache_bytes, scratch_bytes, ctx, ubatch, gemm_parts })
@@ -141,6 +141,11 @@ pub struct Engine {
     _weights: GpuWeights,
 }
 
+/// Values in the widest activation row (and GEMV input): hidden, q or intermediate.
+fn widest_row(c: &Config) -> usize {
+    c.hidden_size.max(c.num_attention_heads * c.head_dim()).max(c.intermediate_size)
+}
+
 fn storage(ctx: &GpuContext, label: &str, floats: usize) -> wgpu::Buffer {
     use wgpu::BufferUsages as U;
     ctx.buffer(label, (floats * 4) as u64, U::STORAGE | U::COPY_SRC | U::COPY_DST)
@@ -153,7 +158,7 @@ fn activations(ctx: &GpuContext, c: &Config, tokens: usize, plan: &MemoryPlan, r
     let decode = tokens == 1;
     let stats = |label| storage(ctx, label, 2 * tokens);
     use wgpu::BufferUsages as U;
-    let fixed = ops::FixedInput::bytes(c.hidden_size.max(q_dim).max(c.intermediate_size));
+    let fixed = ops::FixedInput::bytes(widest_row(c));
     let partials =
         if decode { ops::attention_partial_floats(c.num_attention_heads, c.head_dim(), plan.ctx) } else { 1 };
     Activations {

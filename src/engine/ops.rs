@@ -322,12 +322,19 @@ impl Ops<'_> {
     /// of the whole (short) input, and fixed-point GEMVs, whose input conversion
     /// applies them. That saves the SwiGLU dispatch.
     pub fn swiglu_in_linear(&self, m: &GpuMatrix) -> bool {
-        self.tokens == 1 && (self.inline_norm_stats.is_some() || self.fixed_gemv(m))
+        self.prepares_own_input(m)
     }
 
     /// Whether one-token products with `m` compute their input's norm
     /// statistics themselves, so that [`Ops::norm_stats`] is not needed for them.
     pub fn computes_norm_stats(&self, m: &GpuMatrix) -> bool {
+        self.prepares_own_input(m)
+    }
+
+    /// Whether a one-token product with `m` reads its raw input and prepares it
+    /// itself (norms and SwiGLU): the f32 GEMV with inline statistics, or the
+    /// fixed-point conversion.
+    fn prepares_own_input(&self, m: &GpuMatrix) -> bool {
         self.tokens == 1 && (self.inline_norm_stats.is_some() || self.fixed_gemv(m))
     }
 
@@ -458,10 +465,6 @@ impl Ops<'_> {
         inputs: LinearInputs<'_>,
         y: Out<'_>,
     ) -> Result<Vec<Dispatch>, GpuError> {
-        let (plane_bytes, info_bytes) = FixedInput::bytes(m.cols);
-        if fixed.planes.size() < plane_bytes || fixed.info.size() < info_bytes {
-            return Err(GpuError::Limits(format!("{}: the fixed-point input scratch is too small", m.name)));
-        }
         let to_fixed = self.kernels.pipeline(Kernel::ToFixedPoint, &[]).await?;
         let input_flags = inputs.flags & (NORM1 | NORM2 | SWIGLU);
         let params = self.uniform("to_fixed_point", &[m.cols as u32, input_flags, 0, 0]);
@@ -492,6 +495,11 @@ impl Ops<'_> {
         flags: u32,
         y: Out<'_>,
     ) -> Result<Vec<Dispatch>, GpuError> {
+        // Checked here, where every fixed-point product passes, whoever wrote the input.
+        let (plane_bytes, info_bytes) = FixedInput::bytes(m.cols);
+        if fixed.planes.size() < plane_bytes || fixed.info.size() < info_bytes {
+            return Err(GpuError::Limits(format!("{}: the fixed-point input scratch is too small", m.name)));
+        }
         let words = (m.cols / 16) as u32;
         let lanes = fixed_gemv_lanes(words);
         let pipeline =
