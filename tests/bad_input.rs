@@ -158,6 +158,11 @@ fn bad_command_line_values() {
     );
     tritium_fails(&["generate", "--model", m, "--ids", "1", "--top-p", "0"], &["top-p"]);
     tritium_fails(&["generate", "--model", m, "--ids", "1", "--max-tokens", "0"], &["--max-tokens"]);
+    // The portable path uses no optional feature, cooperative matrices included.
+    tritium_fails(
+        &["generate", "--model", m, "--ids", "1", "--max-tokens", "2", "--portable", "--gemm", "coop"],
+        &["--gemm coop needs cooperative matrices", "--portable", "use --gemm float"],
+    );
     tritium_fails(
         &["generate", "--model", "/nonexistent/model", "--ids", "1"],
         &["/nonexistent/model is not a folder"],

@@ -120,6 +120,45 @@ fn batched_prefill_matches_transformers() {
     }
 }
 
+/// The batched prefill with its GEMMs on cooperative matrices (tensor cores),
+/// against transformers. Software Vulkan has none, so this runs where a GPU
+/// has them: `cargo test --release --test gpu_engine -- --ignored coop`.
+#[test]
+#[ignore = "needs a GPU with cooperative matrices (f16 16x16x16, f32 accumulation); run with --ignored there"]
+fn coop_prefill_matches_transformers_on_a_gpu_with_cooperative_matrices() {
+    let options = DeviceOptions { gemm: tritium::gpu::GemmPath::Coop, ..Default::default() };
+    let ctx = pollster::block_on(GpuContext::new(&options)).expect("a GPU with cooperative matrices");
+    for name in FIXTURES {
+        let dir = fixture(name);
+        let model = Model::open(&dir).unwrap();
+        let exp = expected(&dir);
+        let (_, theirs) = read_npy(&dir.join("logits.npy"));
+        let vocab = model.config().vocab_size;
+        let prompt = &exp.prompt_ids;
+        for ubatch in [512, 3] {
+            let options = EngineOptions { ctx: Some(prompt.len()), ubatch: Some(ubatch), ..Default::default() };
+            let mut engine = pollster::block_on(Engine::load(
+                &ctx,
+                model.config(),
+                &model.layout,
+                &model.checkpoint,
+                &options,
+                &mut |_, _| {},
+            ))
+            .unwrap();
+            assert_eq!(engine.prefill_gemm(), "coop", "{name}: the prefill GEMMs run on cooperative matrices");
+            for k in [prompt.len() - 1, prompt.len() / 2] {
+                let ours = logits_after_prefill(&mut engine, prompt, k);
+                let row = &theirs[k * vocab..(k + 1) * vocab];
+                let diff = max_abs_diff(&ours, row);
+                let what = format!("{name}, ubatch {ubatch}, position {k}");
+                assert!(diff <= 2e-3 * exp.max_abs_logit, "{what}: max |logit difference| {diff}");
+                assert_eq!(tritium::sampling::argmax(&ours), tritium::sampling::argmax(row), "{what}: argmax");
+            }
+        }
+    }
+}
+
 #[test]
 fn every_tensor_split_across_small_bindings_gives_the_same_model() {
     let ctx = gpu();

@@ -36,6 +36,9 @@ struct Gpu {
     /// Scratch for fixed-point GEMV inputs of up to 16384 values.
     fixed_planes: wgpu::Buffer,
     fixed_info: wgpu::Buffer,
+    /// Scratch for f16-pair GEMM inputs of up to 128 tokens of 16384 values.
+    coop_pairs: wgpu::Buffer,
+    coop_unscale: wgpu::Buffer,
 }
 
 /// The device twice: with the optional features it has (subgroup reductions),
@@ -49,12 +52,12 @@ fn gpus() -> Vec<Gpu> {
 
 impl Gpu {
     fn new(portable: bool) -> Self {
-        let ctx = pollster::block_on(GpuContext::new(&DeviceOptions {
-            portable,
-            subgroups: !portable,
-            ..Default::default()
-        }))
-        .expect("a GPU adapter (on a machine without one, install mesa-vulkan-drivers)");
+        Self::with_options(DeviceOptions { portable, subgroups: !portable, ..Default::default() })
+    }
+
+    fn with_options(options: DeviceOptions) -> Self {
+        let ctx = pollster::block_on(GpuContext::new(&options))
+            .expect("a GPU adapter (on a machine without one, install mesa-vulkan-drivers)");
         let kernels = Kernels::new(&ctx);
         let dummy = ctx.buffer("dummy", 16, wgpu::BufferUsages::STORAGE);
         let usage = wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST;
@@ -64,7 +67,9 @@ impl Gpu {
         let usage = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC;
         let fixed_planes = ctx.buffer("fixed planes", planes, usage);
         let fixed_info = ctx.buffer("fixed info", info, usage);
-        Gpu { ctx, kernels, dummy, step, gemm_parts, fixed_planes, fixed_info }
+        let coop_pairs = ctx.buffer("f16 pairs", tritium::engine::ops::CoopInput::bytes(128, 16384), usage);
+        let coop_unscale = ctx.buffer("f16 pair unscale", 4 * 256, usage);
+        Gpu { ctx, kernels, dummy, step, gemm_parts, fixed_planes, fixed_info, coop_pairs, coop_unscale }
     }
 
     /// Builders for one token per step (decode).
@@ -92,6 +97,7 @@ impl Gpu {
             inline_norm_stats: None,
             gemm_parts: split.then_some(&self.gemm_parts),
             fixed_input: None,
+            coop_input: None,
             eps: 1e-6,
         }
     }
@@ -108,8 +114,46 @@ impl Gpu {
             inline_norm_stats: None,
             gemm_parts: None,
             fixed_input: Some(fixed),
+            coop_input: None,
             eps,
         }
+    }
+
+    /// Builders for `tokens` tokens per step whose packed GEMMs run on
+    /// cooperative matrices, split along K where `split`.
+    fn coop_ops(&mut self, tokens: usize, split: bool) -> tritium::engine::ops::Ops<'_> {
+        let coop = tritium::engine::ops::CoopInput { pairs: &self.coop_pairs, unscale: &self.coop_unscale };
+        tritium::engine::ops::Ops {
+            ctx: &self.ctx,
+            kernels: &mut self.kernels,
+            dummy: &self.dummy,
+            step: &self.step,
+            tokens,
+            inline_norm_stats: None,
+            gemm_parts: split.then_some(&self.gemm_parts),
+            fixed_input: None,
+            coop_input: Some(coop),
+            eps: 1e-6,
+        }
+    }
+
+    /// The f16 pairs of `tokens` rows of `n` values left in the pair scratch
+    /// by a graph of `graph_tokens`, as (hi + lo) * unscale, and the largest |hi| of each row.
+    fn read_f16_pairs(&self, graph_tokens: usize, tokens: usize, n: usize) -> (Vec<f32>, Vec<f32>) {
+        let padded = tritium::engine::ops::CoopInput::padded_tokens(graph_tokens);
+        let bytes = block_on(self.ctx.read_buffer(&self.coop_pairs, (4 * padded * n) as u64)).unwrap();
+        let halves: Vec<f32> = bytes.chunks_exact(2).map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32()).collect();
+        let unscale = self.read(&self.coop_unscale, tokens);
+        let mut values = vec![0.0; tokens * n];
+        let mut largest = vec![0.0f32; tokens];
+        for t in 0..tokens {
+            for c in 0..n {
+                let (hi, lo) = (halves[t * n + c], halves[padded * n + t * n + c]);
+                values[t * n + c] = (hi + lo) * unscale[t];
+                largest[t] = largest[t].max(hi.abs());
+            }
+        }
+        (values, largest)
     }
 
     /// Builders for one token per step whose GEMVs compute norm statistics themselves.
@@ -534,6 +578,177 @@ fn gemm_matches_the_cpu_for_every_token_of_a_step() {
         assert_eq!(tokens_per_thread.into_iter().collect::<Vec<_>>(), [4, 8], "both GEMM tiles are tested");
         assert_eq!(k_parts.into_iter().collect::<Vec<_>>(), ["split", "whole"], "split and whole GEMMs are tested");
     }
+}
+
+/// The tensor-core GEMM's input conversion (it needs no optional feature, so
+/// it runs here on both paths): each token's normalized or SwiGLU'd input,
+/// scaled by a power of two and split into two f16 halves, holds the input to
+/// 2^-21 of the row's largest value, whatever its magnitude.
+#[test]
+fn f16_pairs_hold_each_token_s_input_to_21_bits() {
+    use tritium::engine::ops::InputNorms;
+    for mut gpu in gpus() {
+        let mut rng = Rng::new(21);
+        let eps = 1e-6;
+        let (graph_tokens, tokens, n) = (70, 67, 1000);
+        // Rows of very different magnitudes (one far beyond f16's range, one
+        // tiny, one all zeros), and values spread within each row.
+        let magnitude = |t: usize| [1.0, 3e6, 1e-5, 0.0, 250.0][t % 5];
+        let x: Vec<f32> = (0..graph_tokens * n)
+            .map(|i| (rng.next_f32() * 2.0 - 1.0) * magnitude(i / n) * (1 + i % 9) as f32)
+            .collect();
+        let (n1, n2) = (random(&mut rng, n), random(&mut rng, n));
+        // `slack`: what f32 arithmetic before the split (norms, SiLU) may round differently from the CPU.
+        let check = |gpu: &Gpu, what: &str, want: &[f32], slack: f32| {
+            let (got, largest) = gpu.read_f16_pairs(graph_tokens, tokens, n);
+            for t in 0..tokens {
+                let row = &want[t * n..(t + 1) * n];
+                let top = row.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+                for (c, (g, w)) in got[t * n..(t + 1) * n].iter().zip(row).enumerate() {
+                    let tol = top * (2f32.powi(-21) + slack);
+                    assert!((g - w).abs() <= tol, "{what}: token {t}, value {c} is {g}, expected {w}");
+                }
+                let scaled = largest[t];
+                assert!(top == 0.0 || (16384.0..=32768.0).contains(&scaled), "{what}: token {t} scaled to {scaled}");
+            }
+        };
+
+        // Both norms, as a block norm and a per-linear norm.
+        let (xb, n1b, n2b) = (gpu.f32s(&x), gpu.f32s(&n1), gpu.f32s(&n2));
+        let stats = gpu.f32s(&vec![0.0; 2 * graph_tokens]);
+        let mut ops = gpu.coop_ops(graph_tokens, false);
+        let mut d: Vec<_> = block_on(ops.norm_stats(&xb, n, Some(&n1b), eps, &stats)).unwrap().into_iter().collect();
+        let norms = InputNorms { stats: &stats, norm1: Some(&n1b), norm2: Some(&n2b) };
+        d.push(block_on(ops.f16_pairs(n, &xb, &norms, false)).unwrap());
+        gpu.set_step(0, tokens as u32);
+        gpu.run(&d);
+        let mut want = vec![0.0; tokens * n];
+        for t in 0..tokens {
+            let mut h = vec![0.0; n];
+            reference::rmsnorm(&mut h, &x[t * n..(t + 1) * n], &n1, eps);
+            reference::rmsnorm(&mut want[t * n..(t + 1) * n], &h, &n2, eps);
+        }
+        check(&gpu, "normalized", &want, 1e-6);
+
+        // Plain inputs, and SwiGLU of gate and up values.
+        let unused = gpu.f32s(&[f32::NAN, f32::NAN]);
+        let none = InputNorms { stats: &unused, norm1: None, norm2: None };
+        let mut ops = gpu.coop_ops(graph_tokens, false);
+        let d = block_on(ops.f16_pairs(n, &xb, &none, false)).unwrap();
+        gpu.run(&[d]);
+        check(&gpu, "plain", &x[..tokens * n], 0.0);
+        let gate_up: Vec<f32> = random(&mut rng, graph_tokens * 2 * n).iter().map(|v| 4.0 * v).collect();
+        let want: Vec<f32> = (0..tokens * n)
+            .map(|i| {
+                let (t, c) = (i / n, i % n);
+                reference::silu(gate_up[t * 2 * n + c]) * gate_up[t * 2 * n + n + c]
+            })
+            .collect();
+        let gub = gpu.f32s(&gate_up);
+        let mut ops = gpu.coop_ops(graph_tokens, false);
+        let d = block_on(ops.f16_pairs(n, &gub, &none, true)).unwrap();
+        gpu.run(&[d]);
+        gpu.set_step(0, 1);
+        check(&gpu, "swiglu", &want, 1e-6);
+    }
+}
+
+/// The prefill GEMM on cooperative matrices (tensor cores) against the CPU:
+/// inputs and weights as f16 halves good to 21 bits, products accumulated in
+/// f32 by the units, held to the f32 GEMM's tolerance. (An H100's units
+/// truncate as they accumulate: on rows of 4160 values the error reached
+/// about 1e-5 of the largest output, BENCHMARKS.md.) Software Vulkan has no
+/// cooperative matrices, so this runs where a GPU has them: `cargo test
+/// --release --test gpu_kernels -- --ignored coop --nocapture` prints the
+/// largest error found.
+#[test]
+#[ignore = "needs a GPU with cooperative matrices (f16 16x16x16, f32 accumulation); run with --ignored there"]
+fn coop_gemm_matches_the_cpu_on_a_gpu_with_cooperative_matrices() {
+    use tritium::engine::ops::InputNorms;
+    let options = DeviceOptions { gemm: tritium::gpu::GemmPath::Coop, ..Default::default() };
+    let mut gpu = Gpu::with_options(options);
+    assert!(gpu.ctx.caps.coop_gemm);
+    let mut rng = Rng::new(17);
+    let eps = 1e-6;
+    let mut k_parts = std::collections::BTreeSet::new();
+    let mut worst = 0.0f32;
+    let mut check = |what: &str, got: &[f32], want: &[f32]| {
+        assert_close(what, got, want, 1e-4);
+        let scale = want.iter().fold(1e-6f32, |m, v| m.max(v.abs()));
+        worst = got.iter().zip(want).fold(worst, |m, (g, w)| m.max((g - w).abs() / scale));
+    };
+    // (rows, cols, split bytes, tokens recorded for, tokens in the step): as
+    // the f32 GEMM's test, with whole 32-column steps.
+    for (rows, cols, max_binding, graph_tokens, tokens) in [
+        (37, 320, 1 << 20, 5, 5),
+        (203, 1088, 4096, 130, 129),
+        (130, 192, 256 * 3, 3, 2),
+        (4100, 64, 1 << 20, 60, 57),
+        (70, 4160, 1 << 20, 9, 7),
+        (300, 16384, 1 << 22, 33, 33),
+    ] {
+        for dtype in [DType::F32, DType::F16, DType::BF16] {
+            let mut source = MemorySource::default();
+            let (m, w) = packed_matrix(&mut rng, &mut source, rows, cols, dtype.clone());
+            let gm = gpu.matrix(&m, &source, max_binding);
+            assert!(max_binding > 4096 || gm.chunks.len() > 1, "the test means to split {}", m.name);
+            let x: Vec<f32> =
+                random(&mut rng, graph_tokens * cols).iter().enumerate().map(|(i, v)| v * (1 + i % 7) as f32).collect();
+            let (n1, n2) = (random(&mut rng, cols), random(&mut rng, cols));
+            let bias = random(&mut rng, rows);
+            let residual = random(&mut rng, graph_tokens * rows);
+            let mut want = residual.clone();
+            for t in 0..tokens {
+                let mut h = vec![0.0; cols];
+                reference::rmsnorm(&mut h, &x[t * cols..(t + 1) * cols], &n1, eps);
+                let mut input = vec![0.0; cols];
+                reference::rmsnorm(&mut input, &h, &n2, eps);
+                for (r, v) in matvec(&w, cols, &input).iter().enumerate() {
+                    want[t * rows + r] += v + bias[r];
+                }
+            }
+            for split in [false, true] {
+                let (xb, n1b, n2b) = (gpu.f32s(&x), gpu.f32s(&n1), gpu.f32s(&n2));
+                let (biasb, yb) = (gpu.f32s(&bias), gpu.f32s(&residual));
+                let stats = gpu.f32s(&vec![0.0; 2 * graph_tokens]);
+                let mut ops = gpu.coop_ops(graph_tokens, split);
+                assert!(ops.coop_gemm(&gm) && ops.swiglu_in_linear(&gm));
+                let mut d: Vec<_> =
+                    block_on(ops.norm_stats(&xb, cols, Some(&n1b), eps, &stats)).unwrap().into_iter().collect();
+                let norms = InputNorms { stats: &stats, norm1: Some(&n1b), norm2: Some(&n2b) };
+                d.extend(block_on(ops.linear(&gm, &xb, norms, Some(&biasb), true, Out::all(&yb, rows))).unwrap());
+                assert!(d.iter().any(|d| d.label.starts_with("gemm coop")), "the cooperative-matrix GEMM ran");
+                k_parts.insert(if d.iter().any(|d| d.label.starts_with("gemm parts")) { "split" } else { "whole" });
+                gpu.set_step(0, tokens as u32);
+                gpu.run(&d);
+                gpu.set_step(0, 1);
+                let got = gpu.read(&yb, graph_tokens * rows);
+                check(&format!("coop gemm {} x {tokens} tokens (split {split})", m.name), &got, &want);
+            }
+
+            // SwiGLU of gate and up values as the input, no bias.
+            let gate_up: Vec<f32> = random(&mut rng, graph_tokens * 2 * cols).iter().map(|v| 4.0 * v).collect();
+            let mut want = residual.clone();
+            for t in 0..tokens {
+                let row = &gate_up[t * 2 * cols..(t + 1) * 2 * cols];
+                let input: Vec<f32> =
+                    row[..cols].iter().zip(&row[cols..]).map(|(g, u)| reference::silu(*g) * u).collect();
+                for (r, v) in matvec(&w, cols, &input).iter().enumerate() {
+                    want[t * rows + r] += v;
+                }
+            }
+            let (gub, yb) = (gpu.f32s(&gate_up), gpu.f32s(&residual));
+            let mut ops = gpu.coop_ops(graph_tokens, true);
+            let d = block_on(ops.linear_of_swiglu(&gm, &gub, None, true, Out::all(&yb, rows))).unwrap();
+            gpu.set_step(0, tokens as u32);
+            gpu.run(&d);
+            gpu.set_step(0, 1);
+            let got = gpu.read(&yb, graph_tokens * rows);
+            check(&format!("coop gemm of swiglu {}", m.name), &got, &want);
+        }
+    }
+    assert_eq!(k_parts.into_iter().collect::<Vec<_>>(), ["split", "whole"], "split and whole GEMMs are tested");
+    println!("cooperative-matrix GEMM: largest error {worst:.2e} of the largest output");
 }
 
 #[test]

@@ -18,6 +18,10 @@ pub fn run() -> Result<()> {
         println!("   driver       {}", a.driver);
         println!("   max binding  {}   max buffer {}", human(a.max_binding_bytes), human(a.max_buffer_bytes));
         println!("   shader-f16   {}   subgroups {}", a.shader_f16, a.subgroups);
+        println!(
+            "   tensor-core prefill (--gemm coop) {}",
+            if a.coop_gemm { "yes" } else { "no: no f16 16x16x16 cooperative matrices with f32 accumulation" }
+        );
     }
     println!("\nPick one with --adapter INDEX or --adapter NAME.");
     Ok(())

@@ -118,7 +118,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         if args.json {
             let gb_s = plan.weight_bytes as f64 * tg / 1e9;
             let line = serde_json::json!({
-                "model": name, "adapter": adapter, "backend": backend, "gemv": engine.decode_gemv(),
+                "model": name, "adapter": adapter, "backend": backend, "gemv": engine.decode_gemv(), "gemm": engine.prefill_gemm(),
                 "prompt_tokens": prompt_tokens, "gen_tokens": gen_tokens, "ubatch": plan.ubatch,
                 "prefill_tok_s": pp, "decode_tok_s": tg,
                 "weight_bytes": plan.weight_bytes, "decode_gb_s": gb_s,
@@ -144,7 +144,12 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let (tg, tg_sd) = mean_std(&decode);
     let gb_s = plan.weight_bytes as f64 * tg / 1e9;
     println!("model    {name}");
-    println!("adapter  {adapter} ({backend}); {}; decode GEMV {}", gpu.describe(), engine.decode_gemv());
+    println!(
+        "adapter  {adapter} ({backend}); {}; prefill GEMM {}, decode GEMV {}",
+        gpu.describe(),
+        engine.prefill_gemm(),
+        engine.decode_gemv()
+    );
     println!(
         "weights  {} on the GPU, {} in all with a {ctx}-token KV cache and {}-token prefill steps; loaded in {load_s:.2} s",
         human(plan.weight_bytes),

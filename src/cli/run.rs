@@ -10,7 +10,7 @@ use clap::{Args, ValueEnum};
 use super::progress::bytes_bar;
 use crate::backend;
 use crate::engine::{Engine, EngineOptions};
-use crate::gpu::{AdapterChoice, DeviceOptions, GemvPath, GpuContext};
+use crate::gpu::{AdapterChoice, DeviceOptions, GemmPath, GemvPath, GpuContext};
 use crate::model::Model;
 use crate::reference::Reference;
 use crate::sampling::{Sampler, SamplingParams};
@@ -84,6 +84,22 @@ pub struct DeviceArgs {
     /// model on a CPU-emulated adapter.
     #[arg(long, value_enum, default_value_t = GemvArg::Auto)]
     pub gemv: GemvArg,
+    /// The prefill step's product of packed weights: `coop` multiplies on the
+    /// GPU's cooperative-matrix units (tensor cores), with each input and weight
+    /// split into two f16 halves so that the result stays about as exact as f32;
+    /// `float` multiplies in f32; `auto` picks coop where the GPU has f16
+    /// 16x16x16 cooperative matrices with f32 accumulation (`tritium adapters`
+    /// shows it).
+    #[arg(long, value_enum, default_value_t = GemmArg::Auto)]
+    pub gemm: GemmArg,
+}
+
+/// `--gemm` values.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GemmArg {
+    Auto,
+    Coop,
+    Float,
 }
 
 /// `--gemv` values.
@@ -217,7 +233,12 @@ impl DeviceArgs {
             GemvArg::Fixed => GemvPath::Fixed,
             GemvArg::Float => GemvPath::Float,
         };
-        DeviceOptions { adapter, portable: self.portable, subgroups: self.subgroups, gemv }
+        let gemm = match self.gemm {
+            GemmArg::Auto => GemmPath::Auto,
+            GemmArg::Coop => GemmPath::Coop,
+            GemmArg::Float => GemmPath::Float,
+        };
+        DeviceOptions { adapter, portable: self.portable, subgroups: self.subgroups, gemv, gemm }
     }
 }
 

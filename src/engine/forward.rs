@@ -72,6 +72,10 @@ pub struct Activations {
     /// Decode: the GEMVs' input in block fixed point (ops::FixedInput), for the widest input.
     pub fixed_planes: wgpu::Buffer,
     pub fixed_info: wgpu::Buffer,
+    /// Prefill on cooperative matrices: the GEMMs' input as f16 pairs
+    /// (ops::CoopInput), for the widest input.
+    pub coop_pairs: wgpu::Buffer,
+    pub coop_unscale: wgpu::Buffer,
 }
 
 /// Records the decode step: the token's embedding, every layer, final norm, LM

@@ -49,6 +49,9 @@ pub struct MemoryPlan {
     pub ubatch: usize,
     /// Floats of the prefill step's scratch for split GEMMs (ops::gemm_k_parts).
     pub gemm_parts: usize,
+    /// Whether prefill multiplies packed matrices on cooperative matrices
+    /// (with the scratch of ops::CoopInput).
+    pub coop_gemm: bool,
 }
 
 impl MemoryPlan {
@@ -58,13 +61,15 @@ impl MemoryPlan {
 
     /// The plan for a context of `requested_ctx` and prefill steps of
     /// `requested_ubatch` tokens; `max_binding` bytes is the most one activation
-    /// buffer may take, which caps the default step size.
+    /// buffer may take, which caps the default step size. `coop_gemm`: the
+    /// device can run prefill's cooperative-matrix GEMM.
     pub fn new(
         layout: &Layout,
         c: &Config,
         requested_ctx: Option<usize>,
         requested_ubatch: Option<usize>,
         max_binding: u64,
+        coop_gemm: bool,
     ) -> Result<Self, GpuError> {
         let f32s = |n: usize| (n * 4) as u64;
         let kv_per_position = 2 * c.num_hidden_layers as u64 * f32s(c.kv_dim());
@@ -115,8 +120,12 @@ impl MemoryPlan {
         // The decode step's fixed-point GEMV input (allocated whichever GEMV runs).
         let (planes, info) = ops::FixedInput::bytes(widest_row(c));
         let scratch_bytes = scratch_bytes + f32s(gemm_parts) + planes + info;
+        // Prefill's GEMM input as f16 pairs, where it runs on cooperative matrices.
+        let pair_bytes = ops::CoopInput::bytes(ubatch, widest_row(c));
+        let coop_gemm = coop_gemm && ubatch > 1 && pair_bytes <= max_binding;
+        let scratch_bytes = scratch_bytes + if coop_gemm { pair_bytes + f32s(ubatch) } else { 0 };
         let kv_cache_bytes = kv_per_position * ctx as u64;
-        Ok(MemoryPlan { weight_bytes, kv_cache_bytes, scratch_bytes, ctx, ubatch, gemm_parts })
+        Ok(MemoryPlan { weight_bytes, kv_cache_bytes, scratch_bytes, ctx, ubatch, gemm_parts, coop_gemm })
     }
 }
 
@@ -161,6 +170,7 @@ fn activations(ctx: &GpuContext, c: &Config, tokens: usize, plan: &MemoryPlan, r
     let fixed = ops::FixedInput::bytes(widest_row(c));
     let partials =
         if decode { ops::attention_partial_floats(c.num_attention_heads, c.head_dim(), plan.ctx) } else { 1 };
+    let coop = !decode && plan.coop_gemm;
     Activations {
         x: storage(ctx, "x", tokens * c.hidden_size),
         qkv: storage(ctx, "qkv", tokens * (q_dim + 2 * c.kv_dim())),
@@ -179,6 +189,12 @@ fn activations(ctx: &GpuContext, c: &Config, tokens: usize, plan: &MemoryPlan, r
         rope_table: rope.clone(),
         fixed_planes: ctx.buffer("fixed-point planes", if decode { fixed.0 } else { 4 }, U::STORAGE),
         fixed_info: ctx.buffer("fixed-point word information", if decode { fixed.1 } else { 4 }, U::STORAGE),
+        coop_pairs: ctx.buffer(
+            "f16 pairs",
+            if coop { ops::CoopInput::bytes(tokens, widest_row(c)) } else { 4 },
+            U::STORAGE,
+        ),
+        coop_unscale: storage(ctx, "f16 pair unscale", if coop { tokens } else { 1 }),
     }
 }
 
@@ -209,7 +225,7 @@ impl Engine {
         let c = config;
         let limits = &ctx.caps.limits;
         let max_binding = limits.max_storage_buffer_binding_size.min(limits.max_buffer_size);
-        let plan = MemoryPlan::new(layout, c, options.ctx, options.ubatch, max_binding)?;
+        let plan = MemoryPlan::new(layout, c, options.ctx, options.ubatch, max_binding, ctx.caps.coop_gemm)?;
         let kv_layer_bytes = (plan.ctx * c.kv_dim() * 4) as u64;
         if kv_layer_bytes > max_binding {
             return Err(GpuError::Limits(format!(
@@ -257,6 +273,7 @@ impl Engine {
             inline_norm_stats: inline,
             gemm_parts: None,
             fixed_input: fixed_gemv.then_some(ops::FixedInput { planes: &act.fixed_planes, info: &act.fixed_info }),
+            coop_input: None,
             eps: c.rms_norm_eps as f32,
         };
         let graph = decode_graph(&mut ops, c, plan.ctx, &weights, &act).await?;
@@ -269,6 +286,9 @@ impl Engine {
             inline_norm_stats: None,
             gemm_parts: Some(&prefill_act.gemm_parts),
             fixed_input: None,
+            coop_input: plan
+                .coop_gemm
+                .then_some(ops::CoopInput { pairs: &prefill_act.coop_pairs, unscale: &prefill_act.coop_unscale }),
             eps: c.rms_norm_eps as f32,
         };
         let prefill_graph = layers_graph(&mut ops, c, plan.ctx, &weights, &prefill_act).await?;
@@ -297,6 +317,16 @@ impl Engine {
 
     pub fn memory_plan(&self) -> &MemoryPlan {
         &self.plan
+    }
+
+    /// The prefill step's GEMM for packed weights: "coop" (cooperative
+    /// matrices, f16 pairs) or "float" (f32).
+    pub fn prefill_gemm(&self) -> &'static str {
+        if self.plan.coop_gemm {
+            "coop"
+        } else {
+            "float"
+        }
     }
 
     /// The decode step's GEMV for packed weights: "fixed" (24-bit fixed-point

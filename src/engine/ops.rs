@@ -161,6 +161,9 @@ pub struct Ops<'a> {
     /// Scratch for a GEMV input in block fixed point: with it, one-token
     /// products of packed matrices run as [`Ops::gemv_fixed`].
     pub fixed_input: Option<FixedInput<'a>>,
+    /// Scratch for a GEMM input as f16 pairs: with it, multi-token products of
+    /// packed matrices run on cooperative matrices ([`Ops::gemm_coop`]).
+    pub coop_input: Option<CoopInput<'a>>,
     /// The model's RMSNorm epsilon (for kernels that compute norm statistics).
     pub eps: f32,
 }
@@ -207,6 +210,44 @@ impl FixedInput<'_> {
     pub fn bytes(n: usize) -> (u64, u64) {
         let words = n as u64 / 16;
         (3 * n as u64, 8 * (words + words.div_ceil(256)))
+    }
+}
+
+/// Tokens of one cooperative-matrix GEMM workgroup's tile (gemm_coop.wgsl).
+const COOP_TILE_TOKENS: usize = 128;
+/// Rows of one cooperative-matrix GEMM workgroup's tile (gemm_coop.wgsl).
+const COOP_TILE_ROWS: u32 = 128;
+
+/// A prefill GEMM's input as f16 pairs (f16_pairs.wgsl): hi, then lo values
+/// of `[padded tokens, n]` each, and each token's power-of-two unscale factor.
+#[derive(Clone, Copy)]
+pub struct CoopInput<'a> {
+    pub pairs: &'a wgpu::Buffer,
+    /// `[tokens]` f32.
+    pub unscale: &'a wgpu::Buffer,
+}
+
+impl CoopInput<'_> {
+    /// Token rows the pairs hold for a graph of `tokens` tokens: whole tiles of
+    /// gemm_coop.wgsl, which reads (and ignores) the rows past the step's tokens.
+    pub fn padded_tokens(tokens: usize) -> usize {
+        tokens.div_ceil(COOP_TILE_TOKENS) * COOP_TILE_TOKENS
+    }
+
+    /// Bytes of pairs for a graph of `tokens` tokens and inputs of up to `n` values.
+    pub fn bytes(tokens: usize, n: usize) -> u64 {
+        4 * (Self::padded_tokens(tokens) * n) as u64
+    }
+}
+
+/// The power of two E by which gemm_coop.wgsl multiplies a matrix's scales:
+/// the largest then lies in [2^14, 2^15), inside f16's range (largest 65504)
+/// with room for its low part. 0 where there is no finite nonzero scale.
+pub fn coop_scale_exp(largest_scale: f32) -> i32 {
+    if largest_scale > 0.0 && largest_scale.is_finite() {
+        (14 - largest_scale.log2().floor() as i32).clamp(-126, 126)
+    } else {
+        0
     }
 }
 
@@ -322,7 +363,7 @@ impl Ops<'_> {
     /// of the whole (short) input, and fixed-point GEMVs, whose input conversion
     /// applies them. That saves the SwiGLU dispatch.
     pub fn swiglu_in_linear(&self, m: &GpuMatrix) -> bool {
-        self.prepares_own_input(m)
+        self.prepares_own_input(m) || self.coop_gemm(m)
     }
 
     /// Whether one-token products with `m` compute their input's norm
@@ -336,6 +377,12 @@ impl Ops<'_> {
     /// fixed-point conversion.
     fn prepares_own_input(&self, m: &GpuMatrix) -> bool {
         self.tokens == 1 && (self.inline_norm_stats.is_some() || self.fixed_gemv(m))
+    }
+
+    /// Whether a multi-token product with `m` runs as [`Ops::gemm_coop`]: packed
+    /// rows of whole 32-column steps.
+    pub fn coop_gemm(&self, m: &GpuMatrix) -> bool {
+        self.tokens > 1 && self.coop_input.is_some() && m.is_packed() && m.cols.is_multiple_of(32)
     }
 
     /// Whether a one-token product with `m` runs as [`Ops::gemv_fixed`].
@@ -356,7 +403,7 @@ impl Ops<'_> {
         y: Out<'_>,
     ) -> Result<Vec<Dispatch>, GpuError> {
         if !self.swiglu_in_linear(m) {
-            return Err(GpuError::Limits(format!("{}: SwiGLU inside the GEMV is for small models' decode", m.name)));
+            return Err(GpuError::Limits(format!("{}: no product that applies SwiGLU itself for this matrix", m.name)));
         }
         let norms = InputNorms { stats: self.dummy, norm1: None, norm2: None };
         self.linear_with(m, gate_up, norms, bias, residual, y, SWIGLU).await
@@ -553,6 +600,9 @@ impl Ops<'_> {
 
     /// The batched form of [`Ops::gemv`] (gemm.wgsl), one dispatch per row chunk of `W`.
     async fn gemm(&mut self, m: &GpuMatrix, inputs: LinearInputs<'_>, y: Out<'_>) -> Result<Vec<Dispatch>, GpuError> {
+        if let (Some(coop), true) = (self.coop_input, self.coop_gemm(m)) {
+            return self.gemm_coop(m, coop, inputs, y).await;
+        }
         let tokens_per_thread = gemm_tokens_per_thread(m);
         let shape = [("TOKENS_PER_THREAD", tokens_per_thread)];
         let pipeline = self.matrix_pipeline(m, Kernel::GemmTernary, Kernel::GemmDense, &shape).await?;
@@ -584,12 +634,123 @@ impl Ops<'_> {
             let label = format!("gemm {} rows {}..", m.name, chunk.first_row);
             out.push(Dispatch::new(self.ctx, label, pipeline.clone(), &bindings, [row_tiles, token_tiles, k_parts]));
             if k_parts > 1 {
-                let sum = self.kernels.pipeline(Kernel::GemmSumParts, &[]).await?;
-                let parts = self.gemm_parts.expect("split only with scratch");
-                let bindings =
-                    [(0, &params), (7, inputs.bias.unwrap_or(self.dummy)), (8, y.buffer), (9, self.step), (10, parts)];
-                let label = format!("gemm parts {} rows {}..", m.name, chunk.first_row);
-                out.push(Dispatch::new(self.ctx, label, sum, &bindings, grid((part_stride as u32).div_ceil(256))));
+                out.push(self.gemm_sum_parts(m, chunk, &params, inputs.bias, &y).await?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Converts the step's `[tokens, n]` inputs into f16 pairs in the
+    /// `coop_input` scratch (f16_pairs.wgsl): `x` with the fused `norms`, or
+    /// with `swiglu` the SwiGLU of each token's gate and up values in `x`.
+    pub async fn f16_pairs(
+        &mut self,
+        n: usize,
+        x: &wgpu::Buffer,
+        norms: &InputNorms<'_>,
+        swiglu: bool,
+    ) -> Result<Dispatch, GpuError> {
+        let Some(coop) = self.coop_input else {
+            return Err(GpuError::Limits("f16 pairs need their scratch (coop_input)".into()));
+        };
+        if coop.pairs.size() < CoopInput::bytes(self.tokens, n) || coop.unscale.size() < 4 * self.tokens as u64 {
+            return Err(GpuError::Limits(format!("an input of {n} values: the f16 pair scratch is too small")));
+        }
+        let to_pairs = self.kernels.pipeline(Kernel::ToF16Pairs, &[]).await?;
+        let flags =
+            norms.norm1.map_or(0, |_| NORM1) | norms.norm2.map_or(0, |_| NORM2) | if swiglu { SWIGLU } else { 0 };
+        let lo_offset = (CoopInput::padded_tokens(self.tokens) * n) as u32;
+        let params = self.uniform("to_f16_pairs", &[n as u32, flags, lo_offset, 0]);
+        let bindings = [
+            (0, &params),
+            (1, self.step),
+            (2, x),
+            (3, norms.stats),
+            (4, norms.norm1.unwrap_or(self.dummy)),
+            (5, norms.norm2.unwrap_or(self.dummy)),
+            (6, coop.pairs),
+            (7, coop.unscale),
+        ];
+        Ok(Dispatch::new(self.ctx, "to f16 pairs", to_pairs, &bindings, [self.tokens as u32, 1, 1]))
+    }
+
+    /// gemm.wgsl's second pass of a GEMM split along K, for one row chunk:
+    /// adds the parts, bias and residual into `y` (`params`: the GEMM's).
+    async fn gemm_sum_parts(
+        &mut self,
+        m: &GpuMatrix,
+        chunk: &MatrixChunk,
+        params: &wgpu::Buffer,
+        bias: Option<&wgpu::Buffer>,
+        y: &Out<'_>,
+    ) -> Result<Dispatch, GpuError> {
+        let sum = self.kernels.pipeline(Kernel::GemmSumParts, &[]).await?;
+        let parts = self.gemm_parts.expect("split only with scratch");
+        let bindings = [(0, params), (7, bias.unwrap_or(self.dummy)), (8, y.buffer), (9, self.step), (10, parts)];
+        let label = format!("gemm parts {} rows {}..", m.name, chunk.first_row);
+        let floats = (self.tokens * chunk.rows) as u32;
+        Ok(Dispatch::new(self.ctx, label, sum, &bindings, grid(floats.div_ceil(256))))
+    }
+
+    /// [`Ops::gemm`] of a packed matrix on cooperative matrices: one dispatch
+    /// turns the (normalized, or SwiGLU'd) input into f16 pairs
+    /// (f16_pairs.wgsl), then one per row chunk of `W` multiplies
+    /// (gemm_coop.wgsl), each followed by the sum of its K parts where split.
+    async fn gemm_coop(
+        &mut self,
+        m: &GpuMatrix,
+        coop: CoopInput<'_>,
+        inputs: LinearInputs<'_>,
+        y: Out<'_>,
+    ) -> Result<Vec<Dispatch>, GpuError> {
+        let swiglu = inputs.flags & SWIGLU != 0;
+        let mut out = vec![self.f16_pairs(m.cols, inputs.x, &inputs.norms, swiglu).await?];
+        let lo_offset = (CoopInput::padded_tokens(self.tokens) * m.cols) as u32;
+        let pipeline = self.matrix_pipeline(m, Kernel::GemmTernaryCoop, Kernel::GemmDense, &[]).await?;
+        let scale_exp = coop_scale_exp(m.largest_scale);
+        let token_tiles = self.tokens.div_ceil(COOP_TILE_TOKENS) as u32;
+        let words = (m.cols / 16) as u32;
+        for chunk in &m.chunks {
+            let row_tiles = (chunk.rows as u32).div_ceil(COOP_TILE_ROWS);
+            let part_stride = self.tokens * chunk.rows;
+            let room = self.gemm_parts.map_or(1, |b| (b.size() / 4) as usize / part_stride) as u32;
+            // Each step of the kernel takes two words of a row, so parts hold whole pairs.
+            let (_, k_words) = gemm_k_parts(row_tiles * token_tiles, words, room);
+            let k_words = k_words.next_multiple_of(2);
+            let k_parts = words.div_ceil(k_words);
+            let flags = (inputs.flags & (BIAS | RESIDUAL)) | if k_parts > 1 { SPLIT_K } else { 0 };
+            let values = [
+                chunk.rows as u32,
+                m.cols as u32,
+                chunk.first_row as u32,
+                flags,
+                y.width as u32,
+                y.offset as u32,
+                k_words,
+                part_stride as u32,
+                lo_offset,
+                scale_exp as u32,
+                0,
+                0,
+            ];
+            let params = self.uniform(&m.name, &values);
+            let mut bindings = vec![
+                (0, &params),
+                (1, &chunk.weights),
+                (3, coop.pairs),
+                (4, coop.unscale),
+                (7, inputs.bias.unwrap_or(self.dummy)),
+                (8, y.buffer),
+                (9, self.step),
+                (10, self.gemm_parts.unwrap_or(self.dummy)),
+            ];
+            if let Some(scales) = &chunk.scales {
+                bindings.push((2, scales));
+            }
+            let label = format!("gemm coop {} rows {}..", m.name, chunk.first_row);
+            out.push(Dispatch::new(self.ctx, label, pipeline.clone(), &bindings, [row_tiles, token_tiles, k_parts]));
+            if k_parts > 1 {
+                out.push(self.gemm_sum_parts(m, chunk, &params, inputs.bias, &y).await?);
             }
         }
         Ok(out)

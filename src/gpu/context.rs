@@ -25,6 +25,9 @@ pub struct GpuCaps {
     /// language lacks `dot4I8Packed` (the `packed_4x8_integer_dot_product`
     /// language feature), which the fixed-point GEMV needs.
     pub gemv: GemvPath,
+    /// Prefill multiplies packed matrices on cooperative-matrix units
+    /// (gemm_coop.wgsl), where the adapter has them and `--gemm` allows it.
+    pub coop_gemm: bool,
 }
 
 /// One adapter as `tritium adapters` lists it.
@@ -39,6 +42,8 @@ pub struct AdapterSummary {
     pub max_buffer_bytes: u64,
     pub shader_f16: bool,
     pub subgroups: bool,
+    /// Whether prefill can run on cooperative matrices ([`coop_gemm_fits`]).
+    pub coop_gemm: bool,
 }
 
 /// Which adapter to use.
@@ -77,6 +82,33 @@ pub enum GemvPath {
     Float,
 }
 
+/// Which kernel a prefill step uses for the products of packed matrices.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum GemmPath {
+    /// Cooperative matrices (tensor cores) where the adapter has what
+    /// gemm_coop.wgsl needs ([`coop_gemm_fits`]), else the f32 GEMM.
+    #[default]
+    Auto,
+    /// The cooperative-matrix GEMM (gemm_coop.wgsl); an error where the adapter lacks it.
+    Coop,
+    /// The f32 GEMM (gemm.wgsl).
+    Float,
+}
+
+/// Whether `adapter` runs gemm_coop.wgsl: cooperative matrices of f16 16x16x16
+/// tiles with f32 accumulation, f16 in shaders, and subgroups of exactly 32
+/// invocations (the kernel gives each 32 threads their own tiles).
+pub fn coop_gemm_fits(adapter: &wgpu::Adapter) -> bool {
+    let info = adapter.get_info();
+    let needed = wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX | wgpu::Features::SHADER_F16;
+    let tiles = adapter.cooperative_matrix_properties().iter().any(|p| {
+        (p.m_size, p.n_size, p.k_size) == (16, 16, 16)
+            && p.ab_type == wgpu::CooperativeScalarType::F16
+            && p.cr_type == wgpu::CooperativeScalarType::F32
+    });
+    adapter.features().contains(needed) && tiles && info.subgroup_min_size == 32 && info.subgroup_max_size == 32
+}
+
 /// Options of the device request.
 #[derive(Debug, Clone, Default)]
 pub struct DeviceOptions {
@@ -88,6 +120,7 @@ pub struct DeviceOptions {
     /// measured faster (0.5B decode 812 against 785 tokens/s, BENCHMARKS.md).
     pub subgroups: bool,
     pub gemv: GemvPath,
+    pub gemm: GemmPath,
 }
 
 /// The device, its queue and what it can do. Cheap to clone.
@@ -139,6 +172,7 @@ fn summarize(index: usize, adapter: &wgpu::Adapter) -> AdapterSummary {
         max_buffer_bytes: limits.max_buffer_size,
         shader_f16: features.contains(wgpu::Features::SHADER_F16),
         subgroups: features.contains(wgpu::Features::SUBGROUP),
+        coop_gemm: coop_gemm_fits(adapter),
     }
 }
 
@@ -219,6 +253,28 @@ impl GpuContext {
             GemvPath::Auto if !packed_dot => GemvPath::Float,
             path => path,
         };
+        let coop_fits = !options.portable && coop_gemm_fits(&adapter);
+        let coop_gemm = match options.gemm {
+            GemmPath::Coop if !coop_fits => {
+                return Err(GpuError::Device(format!(
+                    "--gemm coop needs cooperative matrices (f16 16x16x16 tiles with f32 accumulation) and \
+                     subgroups of 32 invocations, which {}{} lacks; use --gemm float",
+                    info.name,
+                    if options.portable { " on the portable path (--portable)" } else { "" }
+                )))
+            }
+            GemmPath::Float => false,
+            _ => coop_fits,
+        };
+        let mut experimental = wgpu::ExperimentalFeatures::disabled();
+        if coop_gemm {
+            features |= wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX | wgpu::Features::SHADER_F16;
+            // SAFETY: the one experimental feature asked for is cooperative
+            // matrices, used only by gemm_coop.wgsl, on the tile shape and types
+            // the adapter lists (coop_gemm_fits); its device test checks the
+            // products against the CPU.
+            experimental = unsafe { wgpu::ExperimentalFeatures::enabled() };
+        }
         // Ask for everything the adapter allows: buffer and binding sizes matter most.
         let limits = adapter.limits();
         let (device, queue) = adapter
@@ -226,6 +282,7 @@ impl GpuContext {
                 label: Some("tritium"),
                 required_features: features,
                 required_limits: limits.clone(),
+                experimental_features: experimental,
                 ..Default::default()
             })
             .await
@@ -253,6 +310,7 @@ impl GpuContext {
             subgroup_min_size: adapter.get_info().subgroup_min_size,
             timestamps: features.contains(timestamps),
             gemv,
+            coop_gemm,
         };
         Ok(GpuContext { instance, adapter, device, queue, info, caps, error })
     }
@@ -328,6 +386,9 @@ impl GpuContext {
             features.push("shader-f16");
         }
         features.push(if self.caps.subgroups { "subgroup reductions" } else { "workgroup-memory reductions" });
+        if self.caps.coop_gemm {
+            features.push("cooperative-matrix prefill");
+        }
         let features = features.join(", ");
         // Browsers keep the adapter's name to themselves.
         let name = if self.info.name.is_empty() { "WebGPU adapter" } else { self.info.name.as_str() };

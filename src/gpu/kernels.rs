@@ -7,12 +7,15 @@
 //! `reduce_subgroup.wgsl` (with `--subgroups`) or `reduce_portable.wgsl`
 //! (workgroup reductions; the default, which measured faster on an H100).
 //! Arithmetic stays f32 on every path (F16/BF16 data is widened on load), so the
-//! paths differ in speed, not in results beyond float summation order. The one
-//! exception is the decode GEMV's choice (`--gemv`): gemv_fixed.wgsl multiplies
-//! in integers, over inputs converted to 24-bit fixed point (fixed_word.wgsl),
-//! which rounds them about as finely as f32 does. Helper files other kernels need
-//! (decode.wgsl, reduce.wgsl, fixed_word.wgsl) are prepended to their source too.
-//! Pipelines are compiled once per variant and cached.
+//! paths differ in speed, not in results beyond float summation order. Two
+//! products are the exceptions: the decode GEMV's choice (`--gemv`):
+//! gemv_fixed.wgsl multiplies in integers, over inputs converted to 24-bit fixed
+//! point (fixed_word.wgsl), which rounds them about as finely as f32 does; and
+//! prefill's (`--gemm`): gemm_coop.wgsl multiplies on cooperative-matrix units,
+//! over inputs and weights split into two f16 halves (f16_pairs.wgsl), good to
+//! 21 bits. Helper files other kernels need (decode.wgsl, reduce.wgsl,
+//! fixed_word.wgsl) are prepended to their source too, after the kernel's own
+//! `enable` lines. Pipelines are compiled once per variant and cached.
 
 use std::collections::HashMap;
 
@@ -52,6 +55,8 @@ pub enum Kernel {
     GemmTernary,
     GemmDense,
     GemmSumParts,
+    ToF16Pairs,
+    GemmTernaryCoop,
     EmbedTernary,
     EmbedDense,
     NormStats,
@@ -90,6 +95,12 @@ impl Kernel {
             Kernel::GemmTernary => ("gemm.wgsl", GEMM, "gemm_ternary", DECODE_ONLY),
             Kernel::GemmDense => ("gemm.wgsl", GEMM, "gemm_dense", DECODE_ONLY),
             Kernel::GemmSumParts => ("gemm.wgsl", GEMM, "gemm_sum_parts", DECODE_ONLY),
+            Kernel::ToF16Pairs => {
+                ("f16_pairs.wgsl", include_str!("../../shaders/f16_pairs.wgsl"), "to_f16_pairs", REDUCE_ONLY)
+            }
+            Kernel::GemmTernaryCoop => {
+                ("gemm_coop.wgsl", include_str!("../../shaders/gemm_coop.wgsl"), "gemm_ternary_coop", DECODE_ONLY)
+            }
             Kernel::EmbedTernary => ("embed.wgsl", EMBED, "embed_ternary", DECODE_ONLY),
             Kernel::EmbedDense => ("embed.wgsl", EMBED, "embed_dense", DECODE_ONLY),
             Kernel::NormStats => ("norm.wgsl", include_str!("../../shaders/norm.wgsl"), "norm_stats", REDUCE_ONLY),
@@ -108,6 +119,18 @@ impl Kernel {
             }
         }
     }
+}
+
+/// Splits a kernel's source into its leading `enable` lines and the rest.
+fn split_enables(source: &str) -> (&str, &str) {
+    let mut end = 0;
+    for line in source.split_inclusive('\n') {
+        if !line.starts_with("enable ") {
+            break;
+        }
+        end += line.len();
+    }
+    source.split_at(end)
 }
 
 /// Compiled pipelines, keyed by kernel and override constants.
@@ -137,9 +160,11 @@ impl Kernels {
         let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
         let caps = &self.ctx.caps;
         let module = self.modules.entry(file).or_insert_with(|| {
-            // Helpers, then the kernel. (wgpu's shader compiler takes subgroup
+            // The kernel's `enable` lines (they must open the module), helpers,
+            // then the rest of the kernel. (wgpu's shader compiler takes subgroup
             // operations without an `enable` line once the device has the feature.)
-            let mut text = String::new();
+            let (enables, source) = split_enables(source);
+            let mut text = enables.to_string();
             if needs.reduce {
                 text.push_str(REDUCE);
                 text.push_str(if caps.subgroups { REDUCE_SUBGROUP } else { REDUCE_PORTABLE });

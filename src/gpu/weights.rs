@@ -65,6 +65,19 @@ pub struct GpuMatrix {
     pub cols: usize,
     pub storage: Storage,
     pub chunks: Vec<MatrixChunk>,
+    /// The largest |scale| of a packed matrix (0 for dense ones): the
+    /// cooperative-matrix GEMM scales by a power of two that fits it to f16.
+    pub largest_scale: f32,
+}
+
+/// What a [`Uploader::fill`] copies, and what it checks or notes on the way.
+enum Content<'d> {
+    /// Packed trits: checked for bytes above 80, re-encoded for the kernels.
+    Packed,
+    /// Group scales of this dtype: their largest magnitude is noted.
+    Scales(&'d DType),
+    /// Dense weights, copied as they are.
+    Dense,
 }
 
 /// Code of a float dtype in the shaders (`DTYPE_*` in decode.wgsl).
@@ -136,6 +149,8 @@ pub struct Uploader<'a> {
     done: u64,
     total: u64,
     progress: &'a mut dyn FnMut(u64, u64),
+    /// The largest |scale| met since the current matrix began.
+    largest_scale: f32,
 }
 
 impl<'a> Uploader<'a> {
@@ -146,7 +161,17 @@ impl<'a> Uploader<'a> {
         total: u64,
         progress: &'a mut dyn FnMut(u64, u64),
     ) -> Self {
-        Uploader { ctx, source, max_binding, piece: Vec::new(), since_flush: 0, done: 0, total, progress }
+        Uploader {
+            ctx,
+            source,
+            max_binding,
+            piece: Vec::new(),
+            since_flush: 0,
+            done: 0,
+            total,
+            progress,
+            largest_scale: 0.0,
+        }
     }
 
     /// An empty storage buffer of `len` bytes (padded to 4) for weights.
@@ -178,7 +203,7 @@ impl<'a> Uploader<'a> {
         name: &str,
         offset: u64,
         len: u64,
-        packed: bool,
+        content: Content<'_>,
     ) -> Result<(), GpuError> {
         let mut done = 0u64;
         while done < len {
@@ -186,7 +211,12 @@ impl<'a> Uploader<'a> {
             self.piece.resize(n.div_ceil(4) * 4, 0);
             self.piece[n..].fill(0);
             self.source.read(name, offset + done, &mut self.piece[..n]).await?;
-            if packed {
+            if let Content::Scales(dtype) = content {
+                let mut values = vec![0f32; n / dtype.size().expect("float")];
+                to_f32(dtype, &self.piece[..n], &mut values);
+                self.largest_scale = values.iter().fold(self.largest_scale, |m, v| m.max(v.abs()));
+            }
+            if let Content::Packed = content {
                 ternary::check_packed(&self.piece[..n]).map_err(|e| ModelError::InvalidPacked {
                     name: name.to_string(),
                     source: ternary::InvalidByte { offset: (offset + done) as usize + e.offset, value: e.value },
@@ -235,6 +265,7 @@ impl<'a> Uploader<'a> {
             Storage::Dense { .. } => None,
         };
         let total_rows: usize = parts.iter().map(|m| m.rows).sum();
+        self.largest_scale = 0.0;
         let mut chunks = Vec::new();
         let mut first_row = 0;
         while first_row < total_rows {
@@ -253,12 +284,16 @@ impl<'a> Uploader<'a> {
                 if from < to {
                     let (in_chunk, in_part, n) =
                         ((from - first_row) as u64, (from - part_start) as u64, (to - from) as u64);
-                    self.fill(&weights, in_chunk * row, &m.name, in_part * row, n * row, m.is_packed()).await?;
-                    if let (Some(per_row), Some(buffer), Storage::Packed { scales: scales_name, .. }) =
-                        (scale_row, &scales, &m.storage)
-                    {
-                        self.fill(buffer, in_chunk * per_row, scales_name, in_part * per_row, n * per_row, false)
-                            .await?;
+                    match (scale_row, &scales, &m.storage) {
+                        (Some(per_row), Some(buffer), Storage::Packed { scales: scales_name, scale_dtype, .. }) => {
+                            self.fill(&weights, in_chunk * row, &m.name, in_part * row, n * row, Content::Packed)
+                                .await?;
+                            let (at, from, len) = (in_chunk * per_row, in_part * per_row, n * per_row);
+                            self.fill(buffer, at, scales_name, from, len, Content::Scales(scale_dtype)).await?;
+                        }
+                        _ => {
+                            self.fill(&weights, in_chunk * row, &m.name, in_part * row, n * row, Content::Dense).await?
+                        }
                     }
                 }
                 part_start += m.rows;
@@ -272,6 +307,7 @@ impl<'a> Uploader<'a> {
             cols: first.cols,
             storage: first.storage.clone(),
             chunks,
+            largest_scale: self.largest_scale,
         })
     }
 
