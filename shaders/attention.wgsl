@@ -22,8 +22,11 @@
 //
 // Layout: partials [heads, splits, quads + 1] vec4: quads = head_dim / 4 vec4s of
 // o_j, then (m_j, l_j, 0, 0). Needs head_dim % 4 == 0 and head_dim <= 256.
-// Dispatch: partial [heads, splits] and combine [heads] workgroups of 64 threads;
-// splits = ceil(ctx / SPLIT), and splits past the current position return at once.
+// Dispatch: partial [heads, splits] workgroups of WG_PARTIAL threads, and
+// combine [heads] workgroups of 64; splits = ceil(ctx / SPLIT), and splits past
+// the current position return at once. A partial workgroup gives each key
+// POS_THREADS threads, each a quarter of the dot product, and each thread a
+// few values: its memory latency is paid in a few rounds, not one per vec4.
 //
 // `attention_causal` serves prefill: a chunk of step.tokens query positions
 // (step.pos, step.pos + 1, ...), q read from rows of q_stride vec4s (each
@@ -65,29 +68,36 @@ struct Step {
 
 const WG: u32 = 64u;
 const CHUNK: u32 = 64u; // attention_causal: positions per piece, one per thread for the scores
-const SPLIT: u32 = 32u; // decode: positions per split, one per thread of the first SPLIT for the scores
+const SPLIT: u32 = 32u; // decode: positions per split
+const POS_THREADS: u32 = 4u; // decode: threads per position for the scores
+const WG_PARTIAL: u32 = 128u; // SPLIT * POS_THREADS
 var<workgroup> weights: array<f32, 64>;
-var<workgroup> slices: array<vec4<f32>, 64>;
+var<workgroup> slices: array<vec4<f32>, 128>;
+var<workgroup> dots: array<f32, 128>; // attention_partial: each thread's part of a score
 var<workgroup> q_head: array<vec4<f32>, 64>; // this workgroup's query [head_dim / 4]
 var<workgroup> k_new: array<vec4<f32>, 64>;  // attention_partial: k and v at pos
 var<workgroup> v_new: array<vec4<f32>, 64>;
 
-// q_head . k_cache[k_at ..] over `quads` vec4s, with four independent loads and
-// sums per step: a loop of one dependent load per step spent its time waiting
-// on memory.
-fn qk_dot(k_at: u32, quads: u32) -> f32 {
+// q_head . k_cache[k_at ..] over vec4s d = start, start + stride, ... < quads,
+// with four independent loads and sums per step: a loop of one dependent load
+// per step spent its time waiting on memory.
+fn qk_dot_strided(k_at: u32, quads: u32, start: u32, stride: u32) -> f32 {
     var sums = vec4<f32>(0.0);
-    var d = 0u;
-    for (; d + 4u <= quads; d = d + 4u) {
+    var d = start;
+    for (; d + 3u * stride < quads; d = d + 4u * stride) {
         sums.x = sums.x + dot(q_head[d], k_cache[k_at + d]);
-        sums.y = sums.y + dot(q_head[d + 1u], k_cache[k_at + d + 1u]);
-        sums.z = sums.z + dot(q_head[d + 2u], k_cache[k_at + d + 2u]);
-        sums.w = sums.w + dot(q_head[d + 3u], k_cache[k_at + d + 3u]);
+        sums.y = sums.y + dot(q_head[d + stride], k_cache[k_at + d + stride]);
+        sums.z = sums.z + dot(q_head[d + 2u * stride], k_cache[k_at + d + 2u * stride]);
+        sums.w = sums.w + dot(q_head[d + 3u * stride], k_cache[k_at + d + 3u * stride]);
     }
-    for (; d < quads; d = d + 1u) {
+    for (; d < quads; d = d + stride) {
         sums.x = sums.x + dot(q_head[d], k_cache[k_at + d]);
     }
     return sums.x + sums.y + sums.z + sums.w;
+}
+
+fn qk_dot(k_at: u32, quads: u32) -> f32 {
+    return qk_dot_strided(k_at, quads, 0u, 1u);
 }
 
 // Element i of the head starting at scalar `at` of the token's qkv row.
@@ -120,7 +130,7 @@ fn weighted_values(first: u32, last: u32, slice: u32, step: u32, v_at: u32, stri
     return a + b;
 }
 
-@compute @workgroup_size(64)
+@compute @workgroup_size(128)
 fn attention_partial(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let head = wg.x;
     let split = wg.y;
@@ -141,7 +151,7 @@ fn attention_partial(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invoca
     let k_at = (p.heads + head / group) * p.head_dim; // scalars into the qkv row
     let v_at = k_at + p.kv_heads * p.head_dim;
     let slot = pos * kv_stride + kv_offset;
-    for (var i = lid; i < half; i = i + WG) {
+    for (var i = lid; i < half; i = i + WG_PARTIAL) {
         let cs = rope_table[pos * half + i];
         let qr = rotated_pair(head * p.head_dim, i, half, cs);
         q_head[i / 4u][i % 4u] = qr.x;
@@ -156,35 +166,47 @@ fn attention_partial(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invoca
     }
     workgroupBarrier();
     if (holds_pos && head % group == 0u) {
-        for (var d = lid; d < quads; d = d + WG) {
+        for (var d = lid; d < quads; d = d + WG_PARTIAL) {
             k_cache[slot + d] = k_new[d];
             v_cache[slot + d] = v_new[d];
         }
     }
 
-    // Score of position first + lid (pos's own k from workgroup memory).
-    let t = first + lid;
-    var s = -3.0e38;
-    if (lid < SPLIT && t < pos) {
-        s = qk_dot(t * kv_stride + kv_offset, quads) * p.scale;
-    } else if (lid < SPLIT && t == pos) {
-        var sum = 0.0;
-        for (var d = 0u; d < quads; d = d + 1u) {
-            sum = sum + dot(q_head[d], k_new[d]);
+    // Score of position first + i: threads POS_THREADS i .. + POS_THREADS - 1
+    // each add up every POS_THREADS-th vec4 of the dot product, so that
+    // neighbouring threads read neighbouring vec4s of the key (pos's own k
+    // from workgroup memory).
+    let part = lid % POS_THREADS;
+    let t = first + lid / POS_THREADS;
+    var part_dot = 0.0;
+    if (t < pos) {
+        part_dot = qk_dot_strided(t * kv_stride + kv_offset, quads, part, POS_THREADS);
+    } else if (t == pos) {
+        for (var d = part; d < quads; d = d + POS_THREADS) {
+            part_dot = part_dot + dot(q_head[d], k_new[d]);
         }
-        s = sum * p.scale;
     }
-    let m = workgroup_max(lid, WG, s);
+    dots[lid] = part_dot;
+    workgroupBarrier();
+    var s = -3.0e38;
+    let scored = lid < SPLIT && first + lid < last;
+    if (scored) {
+        let at = lid * POS_THREADS;
+        s = (dots[at] + dots[at + 1u] + dots[at + 2u] + dots[at + 3u]) * p.scale;
+    }
+    let m = workgroup_max(lid, WG_PARTIAL, s);
     var e = 0.0;
-    if (t < last) {
+    if (scored) {
         e = exp(s - m);
     }
-    weights[lid] = e;
-    let l = workgroup_sum(lid, WG, e);
+    if (lid < SPLIT) {
+        weights[lid] = e;
+    }
+    let l = workgroup_sum(lid, WG_PARTIAL, e);
     workgroupBarrier();
 
     // Weighted values: thread (slice, column) sums positions slice, slice + slice_count, ...
-    let slice_count = WG / quads;
+    let slice_count = WG_PARTIAL / quads;
     let slice = lid / quads;
     let column = lid % quads;
     var acc = vec4<f32>(0.0);
@@ -228,14 +250,35 @@ fn combine_head(head: u32, lid: u32) {
         local_den = local_den + exp(ml.x - top) * ml.y;
     }
     let den = workgroup_sum(lid, WG, local_den);
-    if (lid < quads) {
-        var acc = vec4<f32>(0.0);
-        for (var j = 0u; j < used; j = j + 1u) {
-            let record = base + j * (quads + 1u);
-            acc = acc + exp(partials[record + quads].x - top) * partials[record + lid];
+    // Thread (group, column) adds up column `column` of splits group,
+    // group + groups, ..., two at a time, so that every thread has loads in flight.
+    let groups = WG / quads;
+    let group = lid / quads;
+    let column = lid % quads;
+    var acc = vec4<f32>(0.0);
+    var acc2 = vec4<f32>(0.0);
+    if (group < groups) {
+        var j = group;
+        for (; j + groups < used; j = j + 2u * groups) {
+            let r0 = base + j * (quads + 1u);
+            let r1 = r0 + groups * (quads + 1u);
+            acc = acc + exp(partials[r0 + quads].x - top) * partials[r0 + column];
+            acc2 = acc2 + exp(partials[r1 + quads].x - top) * partials[r1 + column];
         }
-        out[head * quads + lid] = acc / den;
-        slices[lid] = acc / den;
+        if (j < used) {
+            let r0 = base + j * (quads + 1u);
+            acc = acc + exp(partials[r0 + quads].x - top) * partials[r0 + column];
+        }
+    }
+    slices[lid] = acc + acc2;
+    workgroupBarrier();
+    if (lid < quads) {
+        var sum = vec4<f32>(0.0);
+        for (var k = 0u; k < groups; k = k + 1u) {
+            sum = sum + slices[k * quads + lid];
+        }
+        out[head * quads + lid] = sum / den;
+        slices[lid] = sum / den; // only this thread reads or writes slot lid now
     }
 }
 
