@@ -72,8 +72,8 @@ const SPLIT: u32 = 32u; // decode: positions per split
 const POS_THREADS: u32 = 4u; // decode: threads per position for the scores
 const WG_PARTIAL: u32 = 128u; // SPLIT * POS_THREADS
 var<workgroup> weights: array<f32, 64>;
-var<workgroup> slices: array<vec4<f32>, 128>;
-var<workgroup> dots: array<f32, 128>; // attention_partial: each thread's part of a score
+var<workgroup> slices: array<vec4<f32>, WG_PARTIAL>;
+var<workgroup> dots: array<f32, WG_PARTIAL>; // attention_partial: each thread's part of a score
 var<workgroup> q_head: array<vec4<f32>, 64>; // this workgroup's query [head_dim / 4]
 var<workgroup> k_new: array<vec4<f32>, 64>;  // attention_partial: k and v at pos
 var<workgroup> v_new: array<vec4<f32>, 64>;
@@ -130,7 +130,7 @@ fn weighted_values(first: u32, last: u32, slice: u32, step: u32, v_at: u32, stri
     return a + b;
 }
 
-@compute @workgroup_size(128)
+@compute @workgroup_size(WG_PARTIAL)
 fn attention_partial(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let head = wg.x;
     let split = wg.y;
@@ -191,8 +191,11 @@ fn attention_partial(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invoca
     var s = -3.0e38;
     let scored = lid < SPLIT && first + lid < last;
     if (scored) {
-        let at = lid * POS_THREADS;
-        s = (dots[at] + dots[at + 1u] + dots[at + 2u] + dots[at + 3u]) * p.scale;
+        var sum = 0.0;
+        for (var k = lid * POS_THREADS; k < (lid + 1u) * POS_THREADS; k = k + 1u) {
+            sum = sum + dots[k];
+        }
+        s = sum * p.scale;
     }
     let m = workgroup_max(lid, WG_PARTIAL, s);
     var e = 0.0;
