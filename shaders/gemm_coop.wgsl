@@ -12,9 +12,11 @@ enable wgpu_cooperative_matrix;
 // split into hi + lo). B[c, r] = trit[r, c] * scale[r, c / GROUP_SIZE] * 2^E,
 // where 2^E (`scale_exp`, from the matrix's largest scale) puts the largest
 // scale in [2^14, 2^15); B is split the same way into hi + lo as its tile is
-// staged (split_f16). Each product is then A_hi B_hi + A_lo B_hi + A_hi B_lo:
-// the dropped A_lo B_lo is below 2^-20 of it. Trits are exact in f16 and the
-// units accumulate in f32, so the result is about as exact as gemm.wgsl's.
+// staged (split_f16). Each product is then A_hi B_hi + A_lo B_hi + A_hi B_lo
+// (`product`): the dropped A_lo B_lo is below 2^-20 of it. Trits are exact in
+// f16 and the units accumulate in f32, if more coarsely than f32 rounds (on an
+// H100, rows of 16,384 values came within 7e-5 of the largest output:
+// BENCHMARKS.md), which keeps the result within the f32 GEMM's test tolerance.
 //
 // Tiling: a workgroup of 256 threads (8 subgroups of 32) computes TILE_TOKENS
 // tokens by TILE_ROWS rows, walking the columns KT at a time. Per step its
@@ -160,6 +162,17 @@ fn stage(lid: u32, s: Staged) {
     }
 }
 
+// acc + (ah + al)(bh + bl) without al bl: three tile products.
+fn product(
+    ah: coop_mat16x16<f16, A>,
+    al: coop_mat16x16<f16, A>,
+    bh: coop_mat16x16<f16, B>,
+    bl: coop_mat16x16<f16, B>,
+    acc: coop_mat16x16<f32, C>,
+) -> coop_mat16x16<f32, C> {
+    return coopMultiplyAdd(ah, bl, coopMultiplyAdd(al, bh, coopMultiplyAdd(ah, bh, acc)));
+}
+
 // Writes one subgroup's 16 x 16 tile (tokens token0.., rows row0.. of the
 // chunk) through its slot of c_tile: lane l takes token l / 2, rows
 // 8 (l % 2) .. + 7. Every subgroup calls this the same number of times.
@@ -241,39 +254,23 @@ fn gemm_ternary_coop(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invoca
             var a = tok * STRIDE + kk;
             var a_h = coopLoadT<coop_mat16x16<f16, A>>(&a_hi[a], STRIDE);
             var a_l = coopLoadT<coop_mat16x16<f16, A>>(&a_lo[a], STRIDE);
-            acc00 = coopMultiplyAdd(a_h, b0_hi, acc00);
-            acc00 = coopMultiplyAdd(a_l, b0_hi, acc00);
-            acc00 = coopMultiplyAdd(a_h, b0_lo, acc00);
-            acc01 = coopMultiplyAdd(a_h, b1_hi, acc01);
-            acc01 = coopMultiplyAdd(a_l, b1_hi, acc01);
-            acc01 = coopMultiplyAdd(a_h, b1_lo, acc01);
+            acc00 = product(a_h, a_l, b0_hi, b0_lo, acc00);
+            acc01 = product(a_h, a_l, b1_hi, b1_lo, acc01);
             a = a + 16u * STRIDE;
             a_h = coopLoadT<coop_mat16x16<f16, A>>(&a_hi[a], STRIDE);
             a_l = coopLoadT<coop_mat16x16<f16, A>>(&a_lo[a], STRIDE);
-            acc10 = coopMultiplyAdd(a_h, b0_hi, acc10);
-            acc10 = coopMultiplyAdd(a_l, b0_hi, acc10);
-            acc10 = coopMultiplyAdd(a_h, b0_lo, acc10);
-            acc11 = coopMultiplyAdd(a_h, b1_hi, acc11);
-            acc11 = coopMultiplyAdd(a_l, b1_hi, acc11);
-            acc11 = coopMultiplyAdd(a_h, b1_lo, acc11);
+            acc10 = product(a_h, a_l, b0_hi, b0_lo, acc10);
+            acc11 = product(a_h, a_l, b1_hi, b1_lo, acc11);
             a = a + 16u * STRIDE;
             a_h = coopLoadT<coop_mat16x16<f16, A>>(&a_hi[a], STRIDE);
             a_l = coopLoadT<coop_mat16x16<f16, A>>(&a_lo[a], STRIDE);
-            acc20 = coopMultiplyAdd(a_h, b0_hi, acc20);
-            acc20 = coopMultiplyAdd(a_l, b0_hi, acc20);
-            acc20 = coopMultiplyAdd(a_h, b0_lo, acc20);
-            acc21 = coopMultiplyAdd(a_h, b1_hi, acc21);
-            acc21 = coopMultiplyAdd(a_l, b1_hi, acc21);
-            acc21 = coopMultiplyAdd(a_h, b1_lo, acc21);
+            acc20 = product(a_h, a_l, b0_hi, b0_lo, acc20);
+            acc21 = product(a_h, a_l, b1_hi, b1_lo, acc21);
             a = a + 16u * STRIDE;
             a_h = coopLoadT<coop_mat16x16<f16, A>>(&a_hi[a], STRIDE);
             a_l = coopLoadT<coop_mat16x16<f16, A>>(&a_lo[a], STRIDE);
-            acc30 = coopMultiplyAdd(a_h, b0_hi, acc30);
-            acc30 = coopMultiplyAdd(a_l, b0_hi, acc30);
-            acc30 = coopMultiplyAdd(a_h, b0_lo, acc30);
-            acc31 = coopMultiplyAdd(a_h, b1_hi, acc31);
-            acc31 = coopMultiplyAdd(a_l, b1_hi, acc31);
-            acc31 = coopMultiplyAdd(a_h, b1_lo, acc31);
+            acc30 = product(a_h, a_l, b0_hi, b0_lo, acc30);
+            acc31 = product(a_h, a_l, b1_hi, b1_lo, acc31);
         }
         workgroupBarrier();
     }

@@ -78,46 +78,52 @@ fn logits_after_prefill(engine: &mut Engine, prompt: &[u32], k: usize) -> Vec<f3
     engine.forward(prompt[k], k).unwrap().to_vec()
 }
 
-#[test]
-fn batched_prefill_matches_transformers() {
-    let ctx = gpu();
-    for portable in [false, true] {
-        let ctx = if portable {
-            pollster::block_on(GpuContext::new(&DeviceOptions { portable: true, ..Default::default() })).unwrap()
-        } else {
-            ctx.clone()
-        };
-        for name in FIXTURES {
-            let dir = fixture(name);
-            let model = Model::open(&dir).unwrap();
-            let exp = expected(&dir);
-            let (_, theirs) = read_npy(&dir.join("logits.npy"));
-            let vocab = model.config().vocab_size;
-            let prompt = &exp.prompt_ids;
-            // One step for the whole prompt, several steps with a short last one,
-            // and one token per step (the decode kernels).
-            for ubatch in [512, 3, 1] {
-                let options = EngineOptions { ctx: Some(prompt.len()), ubatch: Some(ubatch), ..Default::default() };
-                let mut engine = pollster::block_on(Engine::load(
-                    &ctx,
-                    model.config(),
-                    &model.layout,
-                    &model.checkpoint,
-                    &options,
-                    &mut |_, _| {},
-                ))
-                .unwrap();
-                for k in [prompt.len() - 1, prompt.len() / 2] {
-                    let ours = logits_after_prefill(&mut engine, prompt, k);
-                    let row = &theirs[k * vocab..(k + 1) * vocab];
-                    let diff = max_abs_diff(&ours, row);
-                    let what = format!("{name}, ubatch {ubatch}, portable {portable}, position {k}");
-                    assert!(diff <= 2e-3 * exp.max_abs_logit, "{what}: max |logit difference| {diff}");
-                    assert_eq!(tritium::sampling::argmax(&ours), tritium::sampling::argmax(row), "{what}: argmax");
-                }
+/// Prefills every fixture on `ctx` in steps of each of `ubatches` tokens and
+/// compares the logits that follow with transformers'; `gemm`: the prefill
+/// GEMM the engine must report.
+fn prefill_matches_transformers(ctx: &GpuContext, what: &str, ubatches: &[usize], gemm: Option<&str>) {
+    for name in FIXTURES {
+        let dir = fixture(name);
+        let model = Model::open(&dir).unwrap();
+        let exp = expected(&dir);
+        let (_, theirs) = read_npy(&dir.join("logits.npy"));
+        let vocab = model.config().vocab_size;
+        let prompt = &exp.prompt_ids;
+        for &ubatch in ubatches {
+            let options = EngineOptions { ctx: Some(prompt.len()), ubatch: Some(ubatch), ..Default::default() };
+            let mut engine = pollster::block_on(Engine::load(
+                ctx,
+                model.config(),
+                &model.layout,
+                &model.checkpoint,
+                &options,
+                &mut |_, _| {},
+            ))
+            .unwrap();
+            if let Some(gemm) = gemm {
+                assert_eq!(engine.prefill_gemm(), gemm, "{name}: the prefill GEMM");
+            }
+            for k in [prompt.len() - 1, prompt.len() / 2] {
+                let ours = logits_after_prefill(&mut engine, prompt, k);
+                let row = &theirs[k * vocab..(k + 1) * vocab];
+                let diff = max_abs_diff(&ours, row);
+                let what = format!("{name}, ubatch {ubatch}, {what}, position {k}");
+                assert!(diff <= 2e-3 * exp.max_abs_logit, "{what}: max |logit difference| {diff}");
+                assert_eq!(tritium::sampling::argmax(&ours), tritium::sampling::argmax(row), "{what}: argmax");
             }
         }
     }
+}
+
+#[test]
+fn batched_prefill_matches_transformers() {
+    // One step for the whole prompt, several steps with a short last one, and
+    // one token per step (the decode kernels); with the device's features and
+    // on the portable path.
+    prefill_matches_transformers(&gpu(), "features", &[512, 3, 1], None);
+    let portable = DeviceOptions { portable: true, ..Default::default() };
+    let ctx = pollster::block_on(GpuContext::new(&portable)).unwrap();
+    prefill_matches_transformers(&ctx, "portable", &[512, 3, 1], None);
 }
 
 /// The batched prefill with its GEMMs on cooperative matrices (tensor cores),
@@ -128,35 +134,7 @@ fn batched_prefill_matches_transformers() {
 fn coop_prefill_matches_transformers_on_a_gpu_with_cooperative_matrices() {
     let options = DeviceOptions { gemm: tritium::gpu::GemmPath::Coop, ..Default::default() };
     let ctx = pollster::block_on(GpuContext::new(&options)).expect("a GPU with cooperative matrices");
-    for name in FIXTURES {
-        let dir = fixture(name);
-        let model = Model::open(&dir).unwrap();
-        let exp = expected(&dir);
-        let (_, theirs) = read_npy(&dir.join("logits.npy"));
-        let vocab = model.config().vocab_size;
-        let prompt = &exp.prompt_ids;
-        for ubatch in [512, 3] {
-            let options = EngineOptions { ctx: Some(prompt.len()), ubatch: Some(ubatch), ..Default::default() };
-            let mut engine = pollster::block_on(Engine::load(
-                &ctx,
-                model.config(),
-                &model.layout,
-                &model.checkpoint,
-                &options,
-                &mut |_, _| {},
-            ))
-            .unwrap();
-            assert_eq!(engine.prefill_gemm(), "coop", "{name}: the prefill GEMMs run on cooperative matrices");
-            for k in [prompt.len() - 1, prompt.len() / 2] {
-                let ours = logits_after_prefill(&mut engine, prompt, k);
-                let row = &theirs[k * vocab..(k + 1) * vocab];
-                let diff = max_abs_diff(&ours, row);
-                let what = format!("{name}, ubatch {ubatch}, position {k}");
-                assert!(diff <= 2e-3 * exp.max_abs_logit, "{what}: max |logit difference| {diff}");
-                assert_eq!(tritium::sampling::argmax(&ours), tritium::sampling::argmax(row), "{what}: argmax");
-            }
-        }
-    }
+    prefill_matches_transformers(&ctx, "cooperative matrices", &[512, 3], Some("coop"));
 }
 
 #[test]

@@ -322,6 +322,35 @@ impl Products {
     }
 }
 
+/// What a GEMM test expects for its first `tokens` tokens: `residual` plus,
+/// per token, `W rmsnorm(rmsnorm(x, n1), n2) + bias` (both fused norms, as the
+/// GEMV does); the rows of later tokens keep their residual.
+#[allow(clippy::too_many_arguments)]
+fn gemm_expected(
+    w: &[f32],
+    cols: usize,
+    x: &[f32],
+    n1: &[f32],
+    n2: &[f32],
+    bias: &[f32],
+    residual: &[f32],
+    tokens: usize,
+    eps: f32,
+) -> Vec<f32> {
+    let rows = bias.len();
+    let mut want = residual.to_vec();
+    for t in 0..tokens {
+        let mut h = vec![0.0; cols];
+        reference::rmsnorm(&mut h, &x[t * cols..(t + 1) * cols], n1, eps);
+        let mut input = vec![0.0; cols];
+        reference::rmsnorm(&mut input, &h, n2, eps);
+        for (r, v) in matvec(w, cols, &input).iter().enumerate() {
+            want[t * rows + r] += v + bias[r];
+        }
+    }
+    want
+}
+
 /// Small models' decode folds SwiGLU into the down GEMV: the product of its
 /// inputs computed inside (both ternary GEMVs and the dense one) against the CPU.
 #[test]
@@ -542,17 +571,7 @@ fn gemm_matches_the_cpu_for_every_token_of_a_step() {
                 let bias = random(&mut rng, rows);
                 let residual = random(&mut rng, graph_tokens * rows);
 
-                // Per token: both fused norms, bias and residual, as the GEMV does.
-                let mut want = residual.clone();
-                for t in 0..tokens {
-                    let mut h = vec![0.0; cols];
-                    reference::rmsnorm(&mut h, &x[t * cols..(t + 1) * cols], &n1, eps);
-                    let mut input = vec![0.0; cols];
-                    reference::rmsnorm(&mut input, &h, &n2, eps);
-                    for (r, v) in matvec(&w, cols, &input).iter().enumerate() {
-                        want[t * rows + r] += v + bias[r];
-                    }
-                }
+                let want = gemm_expected(&w, cols, &x, &n1, &n2, &bias, &residual, tokens, eps);
                 // Whole, and split along K where the matrix is long and small enough.
                 for split in [false, true] {
                     let (xb, n1b, n2b) = (gpu.f32s(&x), gpu.f32s(&n1), gpu.f32s(&n2));
@@ -697,16 +716,7 @@ fn coop_gemm_matches_the_cpu_on_a_gpu_with_cooperative_matrices() {
             let (n1, n2) = (random(&mut rng, cols), random(&mut rng, cols));
             let bias = random(&mut rng, rows);
             let residual = random(&mut rng, graph_tokens * rows);
-            let mut want = residual.clone();
-            for t in 0..tokens {
-                let mut h = vec![0.0; cols];
-                reference::rmsnorm(&mut h, &x[t * cols..(t + 1) * cols], &n1, eps);
-                let mut input = vec![0.0; cols];
-                reference::rmsnorm(&mut input, &h, &n2, eps);
-                for (r, v) in matvec(&w, cols, &input).iter().enumerate() {
-                    want[t * rows + r] += v + bias[r];
-                }
-            }
+            let want = gemm_expected(&w, cols, &x, &n1, &n2, &bias, &residual, tokens, eps);
             for split in [false, true] {
                 let (xb, n1b, n2b) = (gpu.f32s(&x), gpu.f32s(&n1), gpu.f32s(&n2));
                 let (biasb, yb) = (gpu.f32s(&bias), gpu.f32s(&residual));
