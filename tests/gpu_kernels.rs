@@ -26,6 +26,15 @@ impl WeightSource for MemorySource {
     }
 }
 
+/// What the packed products of a test's builders read: f32 inputs as they
+/// are, block fixed point (decode) or f16 pairs (tensor-core prefill).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Input {
+    F32,
+    FixedPoint,
+    F16Pairs,
+}
+
 struct Gpu {
     ctx: GpuContext,
     kernels: Kernels,
@@ -82,47 +91,27 @@ impl Gpu {
         self.ops_with(tokens, false)
     }
 
-    /// Builders for `tokens` tokens per step whose GEMMs may be split along K.
-    fn split_ops(&mut self, tokens: usize) -> tritium::engine::ops::Ops<'_> {
-        self.ops_with(tokens, true)
-    }
-
     fn ops_with(&mut self, tokens: usize, split: bool) -> tritium::engine::ops::Ops<'_> {
-        tritium::engine::ops::Ops {
-            ctx: &self.ctx,
-            kernels: &mut self.kernels,
-            dummy: &self.dummy,
-            step: &self.step,
-            tokens,
-            inline_norm_stats: None,
-            gemm_parts: split.then_some(&self.gemm_parts),
-            fixed_input: None,
-            coop_input: None,
-            eps: 1e-6,
-        }
+        self.builders(tokens, split, Input::F32, 1e-6)
     }
 
     /// Builders for one token per step whose packed GEMVs run on fixed-point inputs.
     fn fixed_ops(&mut self, eps: f32) -> tritium::engine::ops::Ops<'_> {
-        let fixed = tritium::engine::ops::FixedInput { planes: &self.fixed_planes, info: &self.fixed_info };
-        tritium::engine::ops::Ops {
-            ctx: &self.ctx,
-            kernels: &mut self.kernels,
-            dummy: &self.dummy,
-            step: &self.step,
-            tokens: 1,
-            inline_norm_stats: None,
-            gemm_parts: None,
-            fixed_input: Some(fixed),
-            coop_input: None,
-            eps,
-        }
+        self.builders(1, false, Input::FixedPoint, eps)
     }
 
     /// Builders for `tokens` tokens per step whose packed GEMMs run on
     /// cooperative matrices, split along K where `split`.
     fn coop_ops(&mut self, tokens: usize, split: bool) -> tritium::engine::ops::Ops<'_> {
-        let coop = tritium::engine::ops::CoopInput { pairs: &self.coop_pairs, unscale: &self.coop_unscale };
+        self.builders(tokens, split, Input::F16Pairs, 1e-6)
+    }
+
+    /// Builders for `tokens` tokens per step, split along K where `split`,
+    /// their packed products reading `input`.
+    fn builders(&mut self, tokens: usize, split: bool, input: Input, eps: f32) -> tritium::engine::ops::Ops<'_> {
+        use tritium::engine::ops::{CoopInput, FixedInput};
+        let fixed = FixedInput { planes: &self.fixed_planes, info: &self.fixed_info };
+        let coop = CoopInput { pairs: &self.coop_pairs, unscale: &self.coop_unscale };
         tritium::engine::ops::Ops {
             ctx: &self.ctx,
             kernels: &mut self.kernels,
@@ -131,9 +120,9 @@ impl Gpu {
             tokens,
             inline_norm_stats: None,
             gemm_parts: split.then_some(&self.gemm_parts),
-            fixed_input: None,
-            coop_input: Some(coop),
-            eps: 1e-6,
+            fixed_input: (input == Input::FixedPoint).then_some(fixed),
+            coop_input: (input == Input::F16Pairs).then_some(coop),
+            eps,
         }
     }
 
@@ -322,33 +311,65 @@ impl Products {
     }
 }
 
-/// What a GEMM test expects for its first `tokens` tokens: `residual` plus,
-/// per token, `W rmsnorm(rmsnorm(x, n1), n2) + bias` (both fused norms, as the
-/// GEMV does); the rows of later tokens keep their residual.
-#[allow(clippy::too_many_arguments)]
-fn gemm_expected(
-    w: &[f32],
-    cols: usize,
-    x: &[f32],
-    n1: &[f32],
-    n2: &[f32],
-    bias: &[f32],
-    residual: &[f32],
+/// A GEMM test's case: `W rmsnorm(rmsnorm(x, n1), n2) + bias` (both fused
+/// norms, as the GEMV does) added to `residual`, for the first `tokens` of a
+/// graph recorded for `graph_tokens` (`x` is `[graph_tokens, cols]`).
+struct NormedProduct {
+    x: Vec<f32>,
+    n1: Vec<f32>,
+    n2: Vec<f32>,
+    bias: Vec<f32>,
+    residual: Vec<f32>,
+    graph_tokens: usize,
     tokens: usize,
-    eps: f32,
-) -> Vec<f32> {
-    let rows = bias.len();
-    let mut want = residual.to_vec();
-    for t in 0..tokens {
-        let mut h = vec![0.0; cols];
-        reference::rmsnorm(&mut h, &x[t * cols..(t + 1) * cols], n1, eps);
-        let mut input = vec![0.0; cols];
-        reference::rmsnorm(&mut input, &h, n2, eps);
-        for (r, v) in matvec(w, cols, &input).iter().enumerate() {
-            want[t * rows + r] += v + bias[r];
-        }
+}
+
+impl NormedProduct {
+    /// A case over inputs `x`, with random norm weights, bias and residual.
+    fn random(rng: &mut Rng, x: Vec<f32>, rows: usize, graph_tokens: usize, tokens: usize) -> Self {
+        let cols = x.len() / graph_tokens;
+        let (n1, n2) = (random(rng, cols), random(rng, cols));
+        let (bias, residual) = (random(rng, rows), random(rng, graph_tokens * rows));
+        NormedProduct { x, n1, n2, bias, residual, graph_tokens, tokens }
     }
-    want
+
+    fn cols(&self) -> usize {
+        self.n1.len()
+    }
+
+    /// What the CPU gives for it with weights `w`; rows of later tokens keep their residual.
+    fn expected(&self, w: &[f32], eps: f32) -> Vec<f32> {
+        let (rows, cols) = (self.bias.len(), self.cols());
+        let mut want = self.residual.clone();
+        for t in 0..self.tokens {
+            let mut h = vec![0.0; cols];
+            reference::rmsnorm(&mut h, &self.x[t * cols..(t + 1) * cols], &self.n1, eps);
+            let mut input = vec![0.0; cols];
+            reference::rmsnorm(&mut input, &h, &self.n2, eps);
+            for (r, v) in matvec(w, cols, &input).iter().enumerate() {
+                want[t * rows + r] += v + self.bias[r];
+            }
+        }
+        want
+    }
+
+    /// Runs it on the GPU with `gm` (norm statistics, then the product, its
+    /// packed products reading `input`, split along K where `split`); returns
+    /// the output and the labels of the dispatches that ran.
+    fn run(&self, gpu: &mut Gpu, gm: &GpuMatrix, input: Input, split: bool, eps: f32) -> (Vec<f32>, Vec<String>) {
+        let (rows, cols) = (self.bias.len(), self.cols());
+        let (xb, n1b, n2b) = (gpu.f32s(&self.x), gpu.f32s(&self.n1), gpu.f32s(&self.n2));
+        let (biasb, yb) = (gpu.f32s(&self.bias), gpu.f32s(&self.residual));
+        let stats = gpu.f32s(&vec![0.0; 2 * self.graph_tokens]);
+        let mut ops = gpu.builders(self.graph_tokens, split, input, eps);
+        let mut d: Vec<_> = block_on(ops.norm_stats(&xb, cols, Some(&n1b), eps, &stats)).unwrap().into_iter().collect();
+        let norms = tritium::engine::ops::InputNorms { stats: &stats, norm1: Some(&n1b), norm2: Some(&n2b) };
+        d.extend(block_on(ops.linear(gm, &xb, norms, Some(&biasb), true, Out::all(&yb, rows))).unwrap());
+        gpu.set_step(0, self.tokens as u32);
+        gpu.run(&d);
+        gpu.set_step(0, 1);
+        (gpu.read(&yb, self.graph_tokens * rows), d.into_iter().map(|d| d.label).collect())
+    }
 }
 
 /// Small models' decode folds SwiGLU into the down GEMV: the product of its
@@ -567,29 +588,14 @@ fn gemm_matches_the_cpu_for_every_token_of_a_step() {
                 let gm = gpu.matrix(&m, &source, max_binding);
                 tokens_per_thread.insert(tritium::engine::ops::gemm_tokens_per_thread(&gm));
                 let x = random(&mut rng, graph_tokens * cols);
-                let (n1, n2) = (random(&mut rng, cols), random(&mut rng, cols));
-                let bias = random(&mut rng, rows);
-                let residual = random(&mut rng, graph_tokens * rows);
-
-                let want = gemm_expected(&w, cols, &x, &n1, &n2, &bias, &residual, tokens, eps);
+                let case = NormedProduct::random(&mut rng, x, rows, graph_tokens, tokens);
+                let want = case.expected(&w, eps);
                 // Whole, and split along K where the matrix is long and small enough.
                 for split in [false, true] {
-                    let (xb, n1b, n2b) = (gpu.f32s(&x), gpu.f32s(&n1), gpu.f32s(&n2));
-                    let (biasb, yb) = (gpu.f32s(&bias), gpu.f32s(&residual));
-                    let stats = gpu.f32s(&vec![0.0; 2 * graph_tokens]);
-                    let mut ops = if split { gpu.split_ops(graph_tokens) } else { gpu.batch_ops(graph_tokens) };
-                    let mut d: Vec<_> =
-                        block_on(ops.norm_stats(&xb, cols, Some(&n1b), eps, &stats)).unwrap().into_iter().collect();
-                    let norms =
-                        tritium::engine::ops::InputNorms { stats: &stats, norm1: Some(&n1b), norm2: Some(&n2b) };
-                    d.extend(block_on(ops.linear(&gm, &xb, norms, Some(&biasb), true, Out::all(&yb, rows))).unwrap());
-                    let split_here = d.iter().any(|d| d.label.starts_with("gemm parts"));
+                    let (got, labels) = case.run(&mut gpu, &gm, Input::F32, split, eps);
+                    let split_here = labels.iter().any(|l| l.starts_with("gemm parts"));
                     assert!(split || !split_here, "no scratch, no split");
                     k_parts.insert(if split_here { "split" } else { "whole" });
-                    gpu.set_step(0, tokens as u32);
-                    gpu.run(&d);
-                    gpu.set_step(0, 1);
-                    let got = gpu.read(&yb, graph_tokens * rows);
                     assert_close(&format!("gemm {} x {tokens} tokens (split {split})", m.name), &got, &want, 1e-4);
                 }
             }
@@ -683,7 +689,6 @@ fn f16_pairs_hold_each_token_s_input_to_21_bits() {
 #[test]
 #[ignore = "needs a GPU with cooperative matrices (f16 16x16x16, f32 accumulation); run with --ignored there"]
 fn coop_gemm_matches_the_cpu_on_a_gpu_with_cooperative_matrices() {
-    use tritium::engine::ops::InputNorms;
     let options = DeviceOptions { gemm: tritium::gpu::GemmPath::Coop, ..Default::default() };
     let mut gpu = Gpu::with_options(options);
     assert!(gpu.ctx.caps.coop_gemm);
@@ -711,34 +716,24 @@ fn coop_gemm_matches_the_cpu_on_a_gpu_with_cooperative_matrices() {
             let (m, w) = packed_matrix(&mut rng, &mut source, rows, cols, dtype.clone());
             let gm = gpu.matrix(&m, &source, max_binding);
             assert!(max_binding > 4096 || gm.chunks.len() > 1, "the test means to split {}", m.name);
-            let x: Vec<f32> =
+            let x =
                 random(&mut rng, graph_tokens * cols).iter().enumerate().map(|(i, v)| v * (1 + i % 7) as f32).collect();
-            let (n1, n2) = (random(&mut rng, cols), random(&mut rng, cols));
-            let bias = random(&mut rng, rows);
-            let residual = random(&mut rng, graph_tokens * rows);
-            let want = gemm_expected(&w, cols, &x, &n1, &n2, &bias, &residual, tokens, eps);
+            let case = NormedProduct::random(&mut rng, x, rows, graph_tokens, tokens);
+            let want = case.expected(&w, eps);
             for split in [false, true] {
-                let (xb, n1b, n2b) = (gpu.f32s(&x), gpu.f32s(&n1), gpu.f32s(&n2));
-                let (biasb, yb) = (gpu.f32s(&bias), gpu.f32s(&residual));
-                let stats = gpu.f32s(&vec![0.0; 2 * graph_tokens]);
-                let mut ops = gpu.coop_ops(graph_tokens, split);
-                assert!(ops.coop_gemm(&gm) && ops.swiglu_in_linear(&gm));
-                let mut d: Vec<_> =
-                    block_on(ops.norm_stats(&xb, cols, Some(&n1b), eps, &stats)).unwrap().into_iter().collect();
-                let norms = InputNorms { stats: &stats, norm1: Some(&n1b), norm2: Some(&n2b) };
-                d.extend(block_on(ops.linear(&gm, &xb, norms, Some(&biasb), true, Out::all(&yb, rows))).unwrap());
-                assert!(d.iter().any(|d| d.label.starts_with("gemm coop")), "the cooperative-matrix GEMM ran");
-                k_parts.insert(if d.iter().any(|d| d.label.starts_with("gemm parts")) { "split" } else { "whole" });
-                gpu.set_step(0, tokens as u32);
-                gpu.run(&d);
-                gpu.set_step(0, 1);
-                let got = gpu.read(&yb, graph_tokens * rows);
+                {
+                    let ops = gpu.coop_ops(graph_tokens, split);
+                    assert!(ops.coop_gemm(&gm) && ops.swiglu_in_linear(&gm));
+                }
+                let (got, labels) = case.run(&mut gpu, &gm, Input::F16Pairs, split, eps);
+                assert!(labels.iter().any(|l| l.starts_with("gemm coop")), "the cooperative-matrix GEMM ran");
+                k_parts.insert(if labels.iter().any(|l| l.starts_with("gemm parts")) { "split" } else { "whole" });
                 check(&format!("coop gemm {} x {tokens} tokens (split {split})", m.name), &got, &want);
             }
 
             // SwiGLU of gate and up values as the input, no bias.
             let gate_up: Vec<f32> = random(&mut rng, graph_tokens * 2 * cols).iter().map(|v| 4.0 * v).collect();
-            let mut want = residual.clone();
+            let mut want = case.residual.clone();
             for t in 0..tokens {
                 let row = &gate_up[t * 2 * cols..(t + 1) * 2 * cols];
                 let input: Vec<f32> =
@@ -747,7 +742,7 @@ fn coop_gemm_matches_the_cpu_on_a_gpu_with_cooperative_matrices() {
                     want[t * rows + r] += v;
                 }
             }
-            let (gub, yb) = (gpu.f32s(&gate_up), gpu.f32s(&residual));
+            let (gub, yb) = (gpu.f32s(&gate_up), gpu.f32s(&case.residual));
             let mut ops = gpu.coop_ops(graph_tokens, true);
             let d = block_on(ops.linear_of_swiglu(&gm, &gub, None, true, Out::all(&yb, rows))).unwrap();
             gpu.set_step(0, tokens as u32);

@@ -238,6 +238,12 @@ impl CoopInput<'_> {
     pub fn bytes(tokens: usize, n: usize) -> u64 {
         4 * (Self::padded_tokens(tokens) * n) as u64
     }
+
+    /// Where the lo halves start (in f16 values) for a graph of `tokens`
+    /// tokens and an input of `n` values: after all the hi halves.
+    fn lo_offset(tokens: usize, n: usize) -> u32 {
+        (Self::padded_tokens(tokens) * n) as u32
+    }
 }
 
 /// The power of two E by which gemm_coop.wgsl multiplies a matrix's scales:
@@ -612,7 +618,7 @@ impl Ops<'_> {
         for chunk in &m.chunks {
             let row_tiles = (chunk.rows as u32).div_ceil(GEMM_TILE_ROWS);
             let part_stride = self.tokens * chunk.rows;
-            let room = self.gemm_parts.map_or(1, |b| (b.size() / 4) as usize / part_stride) as u32;
+            let room = self.k_parts_room(part_stride);
             let (k_parts, k_tiles) = gemm_k_parts(row_tiles * token_tiles, tiles, room);
             let flags = inputs.flags | if k_parts > 1 { SPLIT_K } else { 0 };
             let params = self.uniform(
@@ -659,7 +665,7 @@ impl Ops<'_> {
         let to_pairs = self.kernels.pipeline(Kernel::ToF16Pairs, &[]).await?;
         let flags =
             norms.norm1.map_or(0, |_| NORM1) | norms.norm2.map_or(0, |_| NORM2) | if swiglu { SWIGLU } else { 0 };
-        let lo_offset = (CoopInput::padded_tokens(self.tokens) * n) as u32;
+        let lo_offset = CoopInput::lo_offset(self.tokens, n);
         let params = self.uniform("to_f16_pairs", &[n as u32, flags, lo_offset, 0]);
         let bindings = [
             (0, &params),
@@ -672,6 +678,12 @@ impl Ops<'_> {
             (7, coop.unscale),
         ];
         Ok(Dispatch::new(self.ctx, "to f16 pairs", to_pairs, &bindings, [self.tokens as u32, 1, 1]))
+    }
+
+    /// How many K parts of `part_stride` floats the split-GEMM scratch holds (1
+    /// without scratch: the GEMM is then never split).
+    fn k_parts_room(&self, part_stride: usize) -> u32 {
+        self.gemm_parts.map_or(1, |b| (b.size() / 4) as usize / part_stride) as u32
     }
 
     /// gemm.wgsl's second pass of a GEMM split along K, for one row chunk:
@@ -705,7 +717,7 @@ impl Ops<'_> {
     ) -> Result<Vec<Dispatch>, GpuError> {
         let swiglu = inputs.flags & SWIGLU != 0;
         let mut out = vec![self.f16_pairs(m.cols, inputs.x, &inputs.norms, swiglu).await?];
-        let lo_offset = (CoopInput::padded_tokens(self.tokens) * m.cols) as u32;
+        let lo_offset = CoopInput::lo_offset(self.tokens, m.cols);
         let pipeline = self.matrix_pipeline(m, Kernel::GemmTernaryCoop, Kernel::GemmDense, &[]).await?;
         let scale_exp = coop_scale_exp(m.largest_scale);
         let token_tiles = self.tokens.div_ceil(COOP_TILE_TOKENS) as u32;
@@ -713,7 +725,7 @@ impl Ops<'_> {
         for chunk in &m.chunks {
             let row_tiles = (chunk.rows as u32).div_ceil(COOP_TILE_ROWS);
             let part_stride = self.tokens * chunk.rows;
-            let room = self.gemm_parts.map_or(1, |b| (b.size() / 4) as usize / part_stride) as u32;
+            let room = self.k_parts_room(part_stride);
             // Each step of the kernel takes two words of a row, so parts hold whole pairs.
             let (_, k_words) = gemm_k_parts(row_tiles * token_tiles, words, room);
             let k_words = k_words.next_multiple_of(2);
