@@ -63,7 +63,7 @@ struct Step {
 @group(0) @binding(7) var<storage, read> rope_table: array<vec2<f32>>;     // [ctx, head_dim / 2] (cos, sin)
 // attention_combine_fixed: the output as the o projection's fixed-point input
 // (fixed_word.wgsl), heads * head_dim / 16 words.
-@group(0) @binding(8) var<storage, read_write> fixed_planes: array<vec4<u32>>; // [3, words]
+@group(0) @binding(8) var<storage, read_write> fixed_planes: array<vec4<u32>>; // [DIGITS, words]
 @group(0) @binding(9) var<storage, read_write> fixed_info: array<vec2<u32>>;   // [words]
 
 const WG: u32 = 64u;
@@ -306,9 +306,9 @@ fn attention_combine_fixed(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_
         ));
         let words = p.heads * quads / 4u;
         let w = head * quads / 4u + lid;
-        fixed_planes[w] = word.planes[0];
-        fixed_planes[words + w] = word.planes[1];
-        fixed_planes[2u * words + w] = word.planes[2];
+        for (var k = 0u; k < DIGITS; k = k + 1u) {
+            fixed_planes[k * words + w] = word.planes[k];
+        }
         fixed_info[w] = word.info;
     }
 }

@@ -30,7 +30,7 @@ const SWIGLU: u32 = 32u;
 @group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;     // [n / 4] (SWIGLU: gate then up, [2 n / 4])
 @group(0) @binding(2) var<storage, read> norm1: array<vec4<f32>>; // [n / 4]
 @group(0) @binding(3) var<storage, read> norm2: array<vec4<f32>>; // [n / 4]
-@group(0) @binding(4) var<storage, read_write> planes: array<vec4<u32>>; // [3, n / 16]
+@group(0) @binding(4) var<storage, read_write> planes: array<vec4<u32>>; // [DIGITS, n / 16]
 @group(0) @binding(5) var<storage, read_write> info: array<vec2<u32>>;   // [n / 16 + workgroups]
 
 const WG: u32 = 256u;
@@ -64,9 +64,9 @@ fn to_fixed_point(
             v[i] = quad;
         }
         let word = fixed_word(v);
-        planes[w] = word.planes[0];
-        planes[words + w] = word.planes[1];
-        planes[2u * words + w] = word.planes[2];
+        for (var k = 0u; k < DIGITS; k = k + 1u) {
+            planes[k * words + w] = word.planes[k];
+        }
         info[w] = word.info;
     }
     if (normed) {

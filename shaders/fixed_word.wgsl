@@ -3,13 +3,16 @@
 // engine prepends this file to their source.
 //
 // An input is cut into words of 16 values, the inputs of one packed weight
-// word, and each word is stored as a scale and sixteen integers of 24 bits:
+// word, and each word is stored as a scale and sixteen integers of
+// 8 * DIGITS bits:
 //
 //   in[16w + c] ~= scale[w] * A[16w + c],   A = A2 * 65536 + A1 * 256 + A0
 //
-// with scale[w] = max |in| over the word / AMAX and the digits A2, A1, A0
-// signed bytes (-128..127). The error is at most half a step, max |in| * 6e-8
-// for the word: as fine as f32's own rounding of its largest value.
+// with scale[w] = max |in| over the word / amax() and the digits A2, A1, A0
+// signed bytes (-128..127; the digits past DIGITS are 0). With three digits
+// (the default) the error is at most half a step, max |in| * 6e-8 for the
+// word: as fine as f32's own rounding of its largest value. Two or one digit
+// (16- or 8-bit inputs, `--act-bits`) trade precision for fewer products.
 //
 // Digit k of word w is one vec4<u32> at planes[k * words + w], so that GEMV
 // threads reading neighbouring words read neighbouring vec4s. Its component j
@@ -19,11 +22,27 @@
 // the sum of the word's A, which the GEMV takes off once per word because its
 // digits are trit + 1.
 
-// The largest digit value |A2 * 65536 + A1 * 256 + A0| written: below 2^23 by
-// enough that A2 stays within -128..127 after the lower digits are balanced.
-const AMAX: f32 = 8323072.0;
+// Signed-byte digits per value: 3, 2 or 1 (gemv_fixed.wgsl declares the same).
+override DIGITS: u32 = 3u;
 
-// The three signed-byte digits of each of four integers below AMAX in size,
+// The largest value |A| written: for three digits below 2^23 by enough that
+// A2 stays within -128..127 after the lower digits are balanced (127 * 65536);
+// for two, A1 within -127..127 (127 * 256); for one, 127.
+fn amax() -> f32 {
+    switch (DIGITS) {
+        case 3u: {
+            return 8323072.0;
+        }
+        case 2u: {
+            return 32512.0;
+        }
+        default: {
+            return 127.0;
+        }
+    }
+}
+
+// The three signed-byte digits of each of four integers below amax() in size,
 // lowest first: v = d2 * 65536 + d1 * 256 + d0, each d in -128..127.
 fn digits(v: vec4<i32>) -> array<vec4<i32>, 3> {
     let d0 = ((v + 128) & vec4<i32>(255)) - 128;
@@ -44,12 +63,12 @@ fn fixed_word(v: array<vec4<f32>, 4>) -> FixedWord {
     let m4 = max(max(abs(v[0]), abs(v[1])), max(abs(v[2]), abs(v[3])));
     let largest = max(max(m4.x, m4.y), max(m4.z, m4.w));
     // A word of zeros gets scale 0 and zero digits.
-    let to_int = select(0.0, AMAX / largest, largest > 0.0);
+    let to_int = select(0.0, amax() / largest, largest > 0.0);
     // d[i][k]: digit k of inputs 16w + 4i .. 16w + 4i + 3.
     var d: array<array<vec4<i32>, 3>, 4>;
     var sum = vec4<i32>(0);
     for (var i = 0u; i < 4u; i = i + 1u) {
-        let ints = vec4<i32>(clamp(round(v[i] * to_int), vec4<f32>(-AMAX), vec4<f32>(AMAX)));
+        let ints = vec4<i32>(clamp(round(v[i] * to_int), vec4<f32>(-amax()), vec4<f32>(amax())));
         sum = sum + ints;
         d[i] = digits(ints);
     }
@@ -59,6 +78,6 @@ fn fixed_word(v: array<vec4<f32>, 4>) -> FixedWord {
             word.planes[k][j] = pack4xI8(vec4<i32>(d[0][k][j], d[1][k][j], d[2][k][j], d[3][k][j]));
         }
     }
-    word.info = vec2<u32>(bitcast<u32>(largest / AMAX), bitcast<u32>(sum.x + sum.y + sum.z + sum.w));
+    word.info = vec2<u32>(bitcast<u32>(largest / amax()), bitcast<u32>(sum.x + sum.y + sum.z + sum.w));
     return word;
 }

@@ -10,10 +10,11 @@
 // The inner sums are exact integer arithmetic: a packed word's digits (trit + 1)
 // at one position of its four bytes are one shift and mask away (digit_bytes,
 // decode.wgsl), and dot4I8Packed multiplies them with one digit byte of four
-// inputs at a time. A word of 16 weights costs four such extractions and twelve
-// 4-wide integer dot products (three digit planes), and the +1 of the digits is
-// taken off once per word with the word's sum of A. gemv.wgsl's float path
-// spends an int-to-float conversion on every weight instead.
+// inputs at a time. A word of 16 weights costs four such extractions and four
+// 4-wide integer dot products per digit plane (three for 24-bit inputs, the
+// default), and the +1 of the digits is taken off once per word with the
+// word's sum of A. gemv.wgsl's float path spends an int-to-float conversion
+// on every weight instead.
 //
 // Dispatch: workgroups of 256 threads in teams of LANES threads; each team
 // computes four consecutive rows, each thread reading one packed word of each
@@ -41,11 +42,12 @@ const RESIDUAL: u32 = 8u;
 override GROUP_SIZE: u32 = 64u; // weights per scale
 override SCALE_DTYPE: u32 = 0u; // DTYPE_* of the scales
 override LANES: u32 = 64u;      // threads per row team: a power of two dividing 256
+override DIGITS: u32 = 3u;      // digit planes of the input: 3, 2 or 1 (fixed_word.wgsl)
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> weights: array<u32>;      // [rows, cols / 16] packed
 @group(0) @binding(2) var<storage, read> scales: array<u32>;       // [rows, cols / GROUP_SIZE]
-@group(0) @binding(3) var<storage, read> planes: array<vec4<u32>>; // [3, cols / 16] (fixed_point.wgsl)
+@group(0) @binding(3) var<storage, read> planes: array<vec4<u32>>; // [DIGITS, cols / 16] (fixed_point.wgsl)
 @group(0) @binding(4) var<storage, read> info: array<vec2<u32>>;   // [cols / 16] scale, sum of A; then sums of squares
 @group(0) @binding(7) var<storage, read> bias: array<f32>;         // [all rows of the matrix]
 @group(0) @binding(8) var<storage, read_write> y: array<f32>;      // [y_offset + all rows, ...]
@@ -58,16 +60,31 @@ const ROWS_PER_TEAM: u32 = 4u;
 var<workgroup> partial: array<f32, 1280>; // [(WG / LANES) * ROWS_PER_TEAM rows, LANES + 1]
 
 // sum_c digit * A over the 16 weights of `word`; the input word's digit planes
-// are `a0` (lowest), `a1`, `a2`. Below 2^28 in size: no overflow.
+// are `a0` (lowest), `a1`, `a2` (those past DIGITS are not used). Below 2^28
+// in size: no overflow.
 fn word_dot(word: u32, a0: vec4<u32>, a1: vec4<u32>, a2: vec4<u32>) -> i32 {
     let d0 = digit_bytes(word, 0u);
     let d1 = digit_bytes(word, 1u);
     let d2 = digit_bytes(word, 2u);
     let d3 = digit_bytes(word, 3u);
     let low = dot4I8Packed(d0, a0.x) + dot4I8Packed(d1, a0.y) + dot4I8Packed(d2, a0.z) + dot4I8Packed(d3, a0.w);
+    if (DIGITS == 1u) {
+        return low;
+    }
     let mid = dot4I8Packed(d0, a1.x) + dot4I8Packed(d1, a1.y) + dot4I8Packed(d2, a1.z) + dot4I8Packed(d3, a1.w);
+    if (DIGITS == 2u) {
+        return mid * 256 + low;
+    }
     let high = dot4I8Packed(d0, a2.x) + dot4I8Packed(d1, a2.y) + dot4I8Packed(d2, a2.z) + dot4I8Packed(d3, a2.w);
     return (high * 256 + mid) * 256 + low;
+}
+
+// Digit plane k of input word w (zeros past DIGITS, which are not read).
+fn plane(k: u32, words: u32, w: u32) -> vec4<u32> {
+    if (k >= DIGITS) {
+        return vec4<u32>(0u);
+    }
+    return planes[k * words + w];
 }
 
 // Packed word `w` of `row`, and the row's scale for it; past the last row, a
@@ -155,9 +172,9 @@ fn gemv_ternary_fixed(
         if (w + LANES < words) {
             next = team_words(first_row, w + LANES);
         }
-        let a0 = planes[w];
-        let a1 = planes[words + w];
-        let a2 = planes[2u * words + w];
+        let a0 = plane(0u, words, w);
+        let a1 = plane(1u, words, w);
+        let a2 = plane(2u, words, w);
         let word_info = info[w];
         let ints = vec4<i32>(
             word_dot(step.words.x, a0, a1, a2),

@@ -163,6 +163,12 @@ fn bad_command_line_values() {
         &["generate", "--model", m, "--ids", "1", "--max-tokens", "2", "--portable", "--gemm", "coop"],
         &["--gemm coop needs cooperative matrices", "--portable", "use --gemm float"],
     );
+    // Fewer input bits exist only in the fixed-point GEMV.
+    tritium_fails(
+        &["generate", "--model", m, "--ids", "1", "--max-tokens", "2", "--act-bits", "16", "--gemv", "float"],
+        &["--act-bits 16 applies to the fixed-point GEMV", "--gemv float"],
+    );
+    tritium_fails(&["generate", "--model", m, "--ids", "1", "--act-bits", "12"], &["--act-bits", "24, 16, 8"]);
     tritium_fails(
         &["generate", "--model", "/nonexistent/model", "--ids", "1"],
         &["/nonexistent/model is not a folder"],

@@ -127,10 +127,30 @@ fn bench_measures_prompt_and_generation_and_profiles_each_dispatch() {
     // head's conversion.
     let run = bench("--gemv=fixed");
     let out = &run.stdout;
-    assert!(out.contains("decode GEMV fixed") && out.contains("decode step: 23 dispatches"), "{out}");
+    assert!(out.contains("decode GEMV fixed on 24-bit inputs") && out.contains("decode step: 23 dispatches"), "{out}");
     assert!(out.contains("prefill step: 19 dispatches"), "{out}");
     for kind in ["to fixed point model.layers.N.self_attn.qkv_proj", "to fixed point model.layers.N.mlp.down_proj"] {
         let line = out.lines().find(|l| l.contains(kind)).unwrap_or_else(|| panic!("no {kind} in {out}"));
         assert!(line.contains("|     2 |"), "one call per layer: {line}");
+    }
+    // Fewer input bits are the fixed-point GEMV's, which they select.
+    let run = bench("--act-bits=8");
+    assert!(run.stdout.contains("decode GEMV fixed on 8-bit inputs"), "{}", run.stdout);
+
+    // --json: one object per repetition with the fields llama-bench users script against.
+    let run = tritium_ok(&["bench", "--synthetic", "tiny", "-p", "8", "-n", "2", "-r", "2", "--json", "--act-bits=16"]);
+    let lines: Vec<serde_json::Value> = run.stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 2, "{}", run.stdout);
+    for (rep, line) in lines.iter().enumerate() {
+        assert_eq!(line["model"], "tiny (synthetic)", "{line}");
+        assert_eq!(
+            (&line["prompt_tokens"], &line["gen_tokens"], &line["repetition"]),
+            (&8.into(), &2.into(), &rep.into())
+        );
+        assert_eq!((&line["gemv"], &line["act_bits"], &line["gemm"]), (&"fixed".into(), &16.into(), &"float".into()));
+        for field in ["prefill_tok_s", "decode_tok_s", "weight_bytes", "decode_gb_s", "gpu_memory_bytes", "load_s"] {
+            assert!(line[field].as_f64().is_some_and(|v| v > 0.0), "{field} in {line}");
+        }
+        assert!(line["adapter"].is_string() && line["backend"] == "Vulkan", "{line}");
     }
 }

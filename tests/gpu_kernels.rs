@@ -27,11 +27,12 @@ impl WeightSource for MemorySource {
 }
 
 /// What the packed products of a test's builders read: f32 inputs as they
-/// are, block fixed point (decode) or f16 pairs (tensor-core prefill).
+/// are, block fixed point of so many digit planes (decode) or f16 pairs
+/// (tensor-core prefill).
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Input {
     F32,
-    FixedPoint,
+    FixedPoint { digits: u32 },
     F16Pairs,
 }
 
@@ -95,9 +96,9 @@ impl Gpu {
         self.builders(tokens, split, Input::F32, 1e-6)
     }
 
-    /// Builders for one token per step whose packed GEMVs run on fixed-point inputs.
+    /// Builders for one token per step whose packed GEMVs run on 24-bit fixed-point inputs.
     fn fixed_ops(&mut self, eps: f32) -> tritium::engine::ops::Ops<'_> {
-        self.builders(1, false, Input::FixedPoint, eps)
+        self.builders(1, false, Input::FixedPoint { digits: 3 }, eps)
     }
 
     /// Builders for `tokens` tokens per step whose packed GEMMs run on
@@ -110,7 +111,7 @@ impl Gpu {
     /// their packed products reading `input`.
     fn builders(&mut self, tokens: usize, split: bool, input: Input, eps: f32) -> tritium::engine::ops::Ops<'_> {
         use tritium::engine::ops::{CoopInput, FixedInput};
-        let fixed = FixedInput { planes: &self.fixed_planes, info: &self.fixed_info };
+        let fixed = |digits| FixedInput { planes: &self.fixed_planes, info: &self.fixed_info, digits };
         let coop = CoopInput { pairs: &self.coop_pairs, unscale: &self.coop_unscale };
         tritium::engine::ops::Ops {
             ctx: &self.ctx,
@@ -120,7 +121,10 @@ impl Gpu {
             tokens,
             inline_norm_stats: None,
             gemm_parts: split.then_some(&self.gemm_parts),
-            fixed_input: (input == Input::FixedPoint).then_some(fixed),
+            fixed_input: match input {
+                Input::FixedPoint { digits } => Some(fixed(digits)),
+                _ => None,
+            },
             coop_input: (input == Input::F16Pairs).then_some(coop),
             eps,
         }
@@ -546,6 +550,57 @@ fn fixed_point_gemv_matches_the_cpu() {
             }
         }
         assert_eq!(lanes.into_iter().collect::<Vec<_>>(), [4, 8, 16, 32, 64, 128, 256], "every team width");
+    }
+}
+
+/// The fixed-point GEMV on 16- and 8-bit inputs (`--act-bits`) against the
+/// CPU's f32 product: each input is off by at most half a step, its word's
+/// largest |value| / 32512 or / 127, so row r is off by at most
+/// sum_c |w[r, c]| * half a step of c's word (and f32 rounding). The error
+/// must also exceed what 24 bits leave, so the test knows the option acts.
+#[test]
+fn reduced_precision_fixed_point_gemv_stays_within_its_rounding() {
+    for mut gpu in gpus() {
+        let mut rng = Rng::new(21);
+        for (digits, amax) in [(2, 32512.0f64), (1, 127.0)] {
+            for (rows, cols) in [(37, 384), (130, 1536), (37, 6144)] {
+                let mut source = MemorySource::default();
+                let (m, w) = packed_matrix(&mut rng, &mut source, rows, cols, DType::F32);
+                let gm = gpu.matrix(&m, &source, 1 << 20);
+                let x: Vec<f32> =
+                    random(&mut rng, cols).iter().enumerate().map(|(i, v)| v * (1 + i % 7) as f32).collect();
+                let half_steps: Vec<f64> = x
+                    .chunks(16)
+                    .flat_map(|word| {
+                        let largest = word.iter().fold(0f64, |m, v| m.max(v.abs() as f64));
+                        [0.5 * largest / amax; 16]
+                    })
+                    .collect();
+                let (xb, y) = (gpu.f32s(&x), gpu.f32s(&vec![0.0; rows]));
+                let unused = gpu.f32s(&[f32::NAN, f32::NAN]);
+                let mut ops = gpu.builders(1, false, Input::FixedPoint { digits }, 1e-6);
+                let none = tritium::engine::ops::InputNorms { stats: &unused, norm1: None, norm2: None };
+                let d = block_on(ops.linear(&gm, &xb, none, None, false, Out::all(&y, rows))).unwrap();
+                gpu.run(&d);
+                let got = gpu.read(&y, rows);
+                let want = matvec(&w, cols, &x);
+                let scale = want.iter().fold(1e-6f32, |m, v| m.max(v.abs()));
+                let mut largest_error = 0f32;
+                for (r, (g, v)) in got.iter().zip(&want).enumerate() {
+                    let row = &w[r * cols..(r + 1) * cols];
+                    let bound: f64 = row.iter().zip(&half_steps).map(|(a, h)| a.abs() as f64 * h).sum();
+                    let error = (g - v).abs();
+                    let allowed = bound as f32 * 1.001 + 1e-5 * scale;
+                    assert!(
+                        error <= allowed,
+                        "{digits} digits, {}: row {r} is {g}, expected {v} (bound {allowed})",
+                        m.name
+                    );
+                    largest_error = largest_error.max(error / scale);
+                }
+                assert!(largest_error > 1e-5, "{digits} digits, {}: as exact as 24 bits ({largest_error})", m.name);
+            }
+        }
     }
 }
 

@@ -118,7 +118,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         if args.json {
             let gb_s = plan.weight_bytes as f64 * tg / 1e9;
             let line = serde_json::json!({
-                "model": name, "adapter": adapter, "backend": backend, "gemv": engine.decode_gemv(), "gemm": engine.prefill_gemm(),
+                "model": name, "adapter": adapter, "backend": backend, "gemv": engine.decode_gemv(), "act_bits": engine.act_bits(), "gemm": engine.prefill_gemm(),
                 "prompt_tokens": prompt_tokens, "gen_tokens": gen_tokens, "ubatch": plan.ubatch,
                 "prefill_tok_s": pp, "decode_tok_s": tg,
                 "weight_bytes": plan.weight_bytes, "decode_gb_s": gb_s,
@@ -144,8 +144,12 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let (tg, tg_sd) = mean_std(&decode);
     let gb_s = plan.weight_bytes as f64 * tg / 1e9;
     println!("model    {name}");
+    let inputs = match engine.act_bits() {
+        Some(bits) => format!(" on {bits}-bit inputs"),
+        None => String::new(),
+    };
     println!(
-        "adapter  {adapter} ({backend}); {}; prefill GEMM {}, decode GEMV {}",
+        "adapter  {adapter} ({backend}); {}; prefill GEMM {}, decode GEMV {}{inputs}",
         gpu.describe(),
         engine.prefill_gemm(),
         engine.decode_gemv()

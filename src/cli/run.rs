@@ -10,7 +10,7 @@ use clap::{Args, ValueEnum};
 use super::progress::bytes_bar;
 use crate::backend;
 use crate::engine::{Engine, EngineOptions};
-use crate::gpu::{AdapterChoice, DeviceOptions, GemmPath, GemvPath, GpuContext};
+use crate::gpu::{ActBits, AdapterChoice, DeviceOptions, GemmPath, GemvPath, GpuContext};
 use crate::model::Model;
 use crate::reference::Reference;
 use crate::sampling::{Sampler, SamplingParams};
@@ -84,6 +84,12 @@ pub struct DeviceArgs {
     /// model on a CPU-emulated adapter.
     #[arg(long, value_enum, default_value_t = GemvArg::Auto)]
     pub gemv: GemvArg,
+    /// Bits of each decode GEMV input value: 24 rounds as finely as f32 (the
+    /// default); 16 and 8 are reduced precision for speed (8: the int8
+    /// activations BitNet b1.58 was trained with, in blocks of 16 values).
+    /// Uses the fixed-point GEMV (--gemv fixed).
+    #[arg(long, value_enum, default_value_t = ActBitsArg::Bits24)]
+    pub act_bits: ActBitsArg,
     /// The prefill step's product of packed weights: `coop` multiplies on the
     /// GPU's cooperative-matrix units (tensor cores), each input and weight
     /// split into two f16 halves (about twice as fast on an H100; results within
@@ -100,6 +106,17 @@ pub enum GemmArg {
     Auto,
     Coop,
     Float,
+}
+
+/// `--act-bits` values.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ActBitsArg {
+    #[value(name = "24")]
+    Bits24,
+    #[value(name = "16")]
+    Bits16,
+    #[value(name = "8")]
+    Bits8,
 }
 
 /// `--gemv` values.
@@ -238,7 +255,12 @@ impl DeviceArgs {
             GemmArg::Coop => GemmPath::Coop,
             GemmArg::Float => GemmPath::Float,
         };
-        DeviceOptions { adapter, portable: self.portable, subgroups: self.subgroups, gemv, gemm }
+        let act_bits = match self.act_bits {
+            ActBitsArg::Bits24 => ActBits::Bits24,
+            ActBitsArg::Bits16 => ActBits::Bits16,
+            ActBitsArg::Bits8 => ActBits::Bits8,
+        };
+        DeviceOptions { adapter, portable: self.portable, subgroups: self.subgroups, gemv, gemm, act_bits }
     }
 }
 

@@ -272,7 +272,11 @@ impl Engine {
             tokens: 1,
             inline_norm_stats: inline,
             gemm_parts: None,
-            fixed_input: fixed_gemv.then_some(ops::FixedInput { planes: &act.fixed_planes, info: &act.fixed_info }),
+            fixed_input: fixed_gemv.then_some(ops::FixedInput {
+                planes: &act.fixed_planes,
+                info: &act.fixed_info,
+                digits: ctx.caps.act_bits.digits(),
+            }),
             coop_input: None,
             eps: c.rms_norm_eps as f32,
         };
@@ -337,6 +341,12 @@ impl Engine {
         } else {
             "float"
         }
+    }
+
+    /// Bits of each input value of the fixed-point decode GEMV (`--act-bits`);
+    /// None where the decode step multiplies in f32.
+    pub fn act_bits(&self) -> Option<u32> {
+        self.fixed_gemv.then(|| self.ctx.caps.act_bits.bits())
     }
 
     pub fn gpu(&self) -> &GpuContext {

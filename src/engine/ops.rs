@@ -203,6 +203,9 @@ pub fn fixed_gemv_lanes(words: u32) -> u32 {
 pub struct FixedInput<'a> {
     pub planes: &'a wgpu::Buffer,
     pub info: &'a wgpu::Buffer,
+    /// Digit planes written and read (fixed_word.wgsl's DIGITS): 3 for
+    /// 24-bit inputs, 2 or 1 for the reduced precision of `--act-bits`.
+    pub digits: u32,
 }
 
 impl FixedInput<'_> {
@@ -518,7 +521,7 @@ impl Ops<'_> {
         inputs: LinearInputs<'_>,
         y: Out<'_>,
     ) -> Result<Vec<Dispatch>, GpuError> {
-        let to_fixed = self.kernels.pipeline(Kernel::ToFixedPoint, &[]).await?;
+        let to_fixed = self.kernels.pipeline(Kernel::ToFixedPoint, &[("DIGITS", fixed.digits)]).await?;
         let input_flags = inputs.flags & (NORM1 | NORM2 | SWIGLU);
         let params = self.uniform("to_fixed_point", &[m.cols as u32, input_flags, 0, 0]);
         let bindings = [
@@ -555,8 +558,14 @@ impl Ops<'_> {
         }
         let words = (m.cols / 16) as u32;
         let lanes = fixed_gemv_lanes(words);
-        let pipeline =
-            self.matrix_pipeline(m, Kernel::GemvTernaryFixed, Kernel::GemvDense, &[("LANES", lanes)]).await?;
+        let pipeline = self
+            .matrix_pipeline(
+                m,
+                Kernel::GemvTernaryFixed,
+                Kernel::GemvDense,
+                &[("LANES", lanes), ("DIGITS", fixed.digits)],
+            )
+            .await?;
         let block_rows = 256 / lanes * 4;
         let mut out = Vec::new();
         for chunk in &m.chunks {
@@ -882,7 +891,7 @@ impl Ops<'_> {
         }
         let partial = self.kernels.pipeline(Kernel::AttentionPartial, &[]).await?;
         let combine = match fixed {
-            Some(_) => self.kernels.pipeline(Kernel::AttentionCombineFixed, &[]).await?,
+            Some(fixed) => self.kernels.pipeline(Kernel::AttentionCombineFixed, &[("DIGITS", fixed.digits)]).await?,
             None => self.kernels.pipeline(Kernel::AttentionCombine, &[]).await?,
         };
         // Each entry point binds only what it uses.

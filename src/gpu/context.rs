@@ -28,6 +28,8 @@ pub struct GpuCaps {
     /// Prefill multiplies packed matrices on cooperative-matrix units
     /// (gemm_coop.wgsl), where the adapter has them and `--gemm` allows it.
     pub coop_gemm: bool,
+    /// The fixed-point GEMV's input precision (`Fixed` `gemv` where not 24 bits).
+    pub act_bits: ActBits,
 }
 
 /// One adapter as `tritium adapters` lists it.
@@ -82,6 +84,33 @@ pub enum GemvPath {
     Float,
 }
 
+/// The precision of the fixed-point GEMV's inputs (fixed_word.wgsl): 24-bit
+/// block fixed point rounds as finely as f32 does; 16 and 8 bits are opt-in
+/// reduced precision (8 bits: the int8 activations of W1.58A8), for fewer
+/// integer products per weight.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ActBits {
+    #[default]
+    Bits24,
+    Bits16,
+    Bits8,
+}
+
+impl ActBits {
+    /// Signed-byte digits per value (fixed_word.wgsl's DIGITS).
+    pub fn digits(self) -> u32 {
+        match self {
+            ActBits::Bits24 => 3,
+            ActBits::Bits16 => 2,
+            ActBits::Bits8 => 1,
+        }
+    }
+
+    pub fn bits(self) -> u32 {
+        8 * self.digits()
+    }
+}
+
 /// Which kernel a prefill step uses for the products of packed matrices.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum GemmPath {
@@ -121,6 +150,7 @@ pub struct DeviceOptions {
     pub subgroups: bool,
     pub gemv: GemvPath,
     pub gemm: GemmPath,
+    pub act_bits: ActBits,
 }
 
 /// The device, its queue and what it can do. Cheap to clone.
@@ -242,7 +272,16 @@ impl GpuContext {
         }
         let packed_dot =
             instance.wgsl_language_features().contains(wgpu::WgslLanguageFeatures::Packed4x8IntegerDotProduct);
+        // Fewer input bits are a property of the fixed-point GEMV: asking for
+        // them asks for it.
+        let reduced = options.act_bits != ActBits::Bits24;
         let gemv = match options.gemv {
+            GemvPath::Float if reduced => {
+                return Err(GpuError::Device(format!(
+                    "--act-bits {} applies to the fixed-point GEMV; leave out --gemv float, or --act-bits",
+                    options.act_bits.bits()
+                )))
+            }
             GemvPath::Fixed if !packed_dot => {
                 return Err(GpuError::Device(
                     "--gemv fixed needs WGSL's packed_4x8_integer_dot_product, which this platform lacks; \
@@ -250,6 +289,14 @@ impl GpuContext {
                         .into(),
                 ))
             }
+            GemvPath::Auto if reduced && !packed_dot => {
+                return Err(GpuError::Device(format!(
+                    "--act-bits {} needs the fixed-point GEMV, and so WGSL's packed_4x8_integer_dot_product, \
+                     which this platform lacks; leave out --act-bits",
+                    options.act_bits.bits()
+                )))
+            }
+            GemvPath::Auto if reduced => GemvPath::Fixed,
             GemvPath::Auto if !packed_dot => GemvPath::Float,
             path => path,
         };
@@ -311,6 +358,7 @@ impl GpuContext {
             timestamps: features.contains(timestamps),
             gemv,
             coop_gemm,
+            act_bits: options.act_bits,
         };
         Ok(GpuContext { instance, adapter, device, queue, info, caps, error })
     }

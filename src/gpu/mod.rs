@@ -6,7 +6,7 @@ pub mod kernels;
 pub mod roof;
 pub mod weights;
 
-pub use context::{AdapterChoice, DeviceOptions, GemmPath, GemvPath, GpuCaps, GpuContext};
+pub use context::{ActBits, AdapterChoice, DeviceOptions, GemmPath, GemvPath, GpuCaps, GpuContext};
 
 /// Everything that can go wrong on the GPU side.
 #[derive(Debug, thiserror::Error)]
