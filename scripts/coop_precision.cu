@@ -4,8 +4,8 @@
 // hi + lo (lo = the rest, rounded to f16), multiplied by WMMA 16x16x16 tiles
 // with f32 accumulation: hi * hi alone, and hi * hi + lo * hi + hi * lo.
 // Prints the largest error against a double-precision sum, relative to the
-// sum of |products| (f32's unit roundoff is 5.96e-8). BENCHMARKS.md, seventh
-// session. Needs an NVIDIA GPU and the CUDA toolkit:
+// sum of |products| (f32's unit roundoff is 5.96e-8). BENCHMARKS.md, round 7.
+// Needs an NVIDIA GPU and the CUDA toolkit:
 //
 //     nvcc -O2 -arch=sm_90 scripts/coop_precision.cu -o /tmp/coop_precision && /tmp/coop_precision
 #include <cmath>

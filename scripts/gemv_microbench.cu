@@ -1,6 +1,6 @@
 // Timing-only CUDA microbenchmark of ternary GEMV designs on the 32B shape's
 // gate and up projection (55,296 rows of 5,120 columns, f32 scales per 64),
-// used to choose gemv_fixed.wgsl's design (BENCHMARKS.md, sixth session).
+// used to choose gemv_fixed.wgsl's design (BENCHMARKS.md, round 6).
 // Weights are random bytes, inputs constant: the results are not checked, only
 // timed. Needs an NVIDIA GPU and the CUDA toolkit:
 //
