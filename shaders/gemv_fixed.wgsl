@@ -16,6 +16,13 @@
 // word's sum of A. gemv.wgsl's float path spends an int-to-float conversion
 // on every weight instead.
 //
+// `gemv_ternary_fixed_staged` computes the same for inputs of up to
+// 16 * STAGED_WORDS values: each workgroup converts the whole input itself, as
+// fixed_point.wgsl would (norms, block fixed point, sums of squares), into
+// workgroup memory, so that no conversion dispatch runs before it. That pays
+// where a matrix has few workgroups to repeat the conversion (the engine
+// picks it by shape: ops::converts_own_input).
+//
 // Dispatch: workgroups of 256 threads in teams of LANES threads; each team
 // computes four consecutive rows, each thread reading one packed word of each
 // row per step (neighbouring threads read neighbouring words) and the input's
@@ -42,7 +49,6 @@ const RESIDUAL: u32 = 8u;
 override GROUP_SIZE: u32 = 64u; // weights per scale
 override SCALE_DTYPE: u32 = 0u; // DTYPE_* of the scales
 override LANES: u32 = 64u;      // threads per row team: a power of two dividing 256
-override DIGITS: u32 = 3u;      // digit planes of the input: 3, 2 or 1 (fixed_word.wgsl)
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> weights: array<u32>;      // [rows, cols / 16] packed
@@ -51,6 +57,10 @@ override DIGITS: u32 = 3u;      // digit planes of the input: 3, 2 or 1 (fixed_w
 @group(0) @binding(4) var<storage, read> info: array<vec2<u32>>;   // [cols / 16] scale, sum of A; then sums of squares
 @group(0) @binding(7) var<storage, read> bias: array<f32>;         // [all rows of the matrix]
 @group(0) @binding(8) var<storage, read_write> y: array<f32>;      // [y_offset + all rows, ...]
+// gemv_ternary_fixed_staged: the input as it is, and its norm weights.
+@group(0) @binding(11) var<storage, read> x: array<vec4<f32>>;     // [cols / 4]
+@group(0) @binding(12) var<storage, read> norm1: array<vec4<f32>>; // [cols / 4] (NORM1)
+@group(0) @binding(13) var<storage, read> norm2: array<vec4<f32>>; // [cols / 4] (NORM2)
 
 const WG: u32 = 256u;
 const ROWS_PER_TEAM: u32 = 4u;
@@ -58,6 +68,11 @@ const ROWS_PER_TEAM: u32 = 4u;
 // Each row's per-thread sums, padded to LANES + 1 so that the threads adding
 // up different rows read different banks.
 var<workgroup> partial: array<f32, 1280>; // [(WG / LANES) * ROWS_PER_TEAM rows, LANES + 1]
+
+// gemv_ternary_fixed_staged: the workgroup's own fixed-point input.
+const STAGED_WORDS: u32 = 128u;
+var<workgroup> staged_planes: array<vec4<u32>, 384>; // [3, STAGED_WORDS] (fixed_word.wgsl)
+var<workgroup> staged_info: array<vec2<u32>, STAGED_WORDS>;
 
 // sum_c digit * A over the 16 weights of `word`; the input word's digit planes
 // are `a0` (lowest), `a1`, `a2` (those past DIGITS are not used). Below 2^28
@@ -136,11 +151,11 @@ fn norm_factor() -> f32 {
     return inv_rms * inverseSqrt(inv_rms * inv_rms * sums.y / n + p.eps);
 }
 
-// Writes row `row` (of this chunk) of y: `sum` times the norm factor, plus
-// bias and residual as the flags say.
-fn write_row(row: u32, sum: f32) {
+// Writes row `row` (of this chunk) of y: `sum` times the norm factor `norm`,
+// plus bias and residual as the flags say.
+fn write_row(row: u32, sum: f32, norm: f32) {
     let r = p.row_offset + row;
-    var out = sum * norm_factor();
+    var out = sum * norm;
     if ((p.flags & BIAS) != 0u) {
         out = out + bias[r];
     }
@@ -157,34 +172,47 @@ fn gemv_ternary_fixed(
     @builtin(local_invocation_index) lid: u32,
 ) {
     let words = p.cols / 16u;
-    let lane = lid % LANES;
-    let team = lid / LANES;
-    let block_rows = WG / LANES * ROWS_PER_TEAM;
-    let block_first_row = (wg.x + wg.y * num_wg.x) * block_rows;
-    let first_row = block_first_row + team * ROWS_PER_TEAM;
+    let block_first_row = (wg.x + wg.y * num_wg.x) * (WG / LANES * ROWS_PER_TEAM);
+    let first_row = block_first_row + lid / LANES * ROWS_PER_TEAM;
     // The next step's weights are requested before this step's are used: the
     // GEMV waits on memory more than it computes.
-    var w = lane;
+    var w = lid % LANES;
     var next = team_words(first_row, min(w, words - 1u));
     var acc = vec4<f32>(0.0);
     for (; w < words; w = w + LANES) {
         let step = next;
-        if (w + LANES < words) {
-            next = team_words(first_row, w + LANES);
-        }
-        let a0 = plane(0u, words, w);
-        let a1 = plane(1u, words, w);
-        let a2 = plane(2u, words, w);
-        let word_info = info[w];
-        let ints = vec4<i32>(
-            word_dot(step.words.x, a0, a1, a2),
-            word_dot(step.words.y, a0, a1, a2),
-            word_dot(step.words.z, a0, a1, a2),
-            word_dot(step.words.w, a0, a1, a2),
-        ) - bitcast<i32>(word_info.y); // digits are trit + 1
-        acc = acc + vec4<f32>(ints) * (step.scales * bitcast<f32>(word_info.x));
+        next = next_team_words(first_row, w, words, next);
+        acc = acc + step_sums(step, plane(0u, words, w), plane(1u, words, w), plane(2u, words, w), info[w]);
     }
-    // Thread k of the block adds up row k's LANES sums and writes it.
+    finish_rows(lid, block_first_row, acc, norm_factor());
+}
+
+// The words of the team's step after the one at `w`, or `current` after the last.
+fn next_team_words(first_row: u32, w: u32, words: u32, current: TeamWords) -> TeamWords {
+    if (w + LANES < words) {
+        return team_words(first_row, w + LANES);
+    }
+    return current;
+}
+
+// The team's four rows' sums over one input word: `step` holds the rows'
+// words and scales, a0..a2 the word's digit planes and `word_info` its info.
+fn step_sums(step: TeamWords, a0: vec4<u32>, a1: vec4<u32>, a2: vec4<u32>, word_info: vec2<u32>) -> vec4<f32> {
+    let ints = vec4<i32>(
+        word_dot(step.words.x, a0, a1, a2),
+        word_dot(step.words.y, a0, a1, a2),
+        word_dot(step.words.z, a0, a1, a2),
+        word_dot(step.words.w, a0, a1, a2),
+    ) - bitcast<i32>(word_info.y); // digits are trit + 1
+    return vec4<f32>(ints) * (step.scales * bitcast<f32>(word_info.x));
+}
+
+// Thread k of the block adds up row k's LANES sums (`acc` holds each thread's
+// four) and writes it, times `norm`.
+fn finish_rows(lid: u32, block_first_row: u32, acc: vec4<f32>, norm: f32) {
+    let lane = lid % LANES;
+    let team = lid / LANES;
+    let block_rows = WG / LANES * ROWS_PER_TEAM;
     let stride = LANES + 1u;
     for (var k = 0u; k < ROWS_PER_TEAM; k = k + 1u) {
         partial[(team * ROWS_PER_TEAM + k) * stride + lane] = acc[k];
@@ -202,6 +230,73 @@ fn gemv_ternary_fixed(
                 select(0.0, partial[at + i + 3u], i + 3u < LANES),
             );
         }
-        write_row(row, four.x + four.y + four.z + four.w);
+        write_row(row, four.x + four.y + four.z + four.w, norm);
     }
+}
+
+// Digit plane k of the workgroup's own input word w (zeros past DIGITS).
+fn staged_plane(k: u32, w: u32) -> vec4<u32> {
+    if (k >= DIGITS) {
+        return vec4<u32>(0u);
+    }
+    return staged_planes[k * STAGED_WORDS + w];
+}
+
+@compute @workgroup_size(256)
+fn gemv_ternary_fixed_staged(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) num_wg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let words = p.cols / 16u;
+    let block_first_row = (wg.x + wg.y * num_wg.x) * (WG / LANES * ROWS_PER_TEAM);
+    let first_row = block_first_row + lid / LANES * ROWS_PER_TEAM;
+    // The first weights are requested before the conversion, which runs
+    // while they load.
+    var w = lid % LANES;
+    var next = team_words(first_row, min(w, words - 1u));
+
+    // The input in block fixed point, one word per thread at a time, and the
+    // sums of squares its norms need (as fixed_point.wgsl).
+    var squares = vec2<f32>(0.0);
+    for (var v = lid; v < words; v = v + WG) {
+        var values: array<vec4<f32>, 4>;
+        for (var i = 0u; i < 4u; i = i + 1u) {
+            let q = 4u * v + i;
+            var quad = x[q];
+            if ((p.flags & NORM1) != 0u) {
+                squares.x = squares.x + dot(quad, quad);
+                quad = quad * norm1[q];
+                squares.y = squares.y + dot(quad, quad);
+            }
+            if ((p.flags & NORM2) != 0u) {
+                quad = quad * norm2[q];
+            }
+            values[i] = quad;
+        }
+        let word = fixed_word(values);
+        for (var k = 0u; k < DIGITS; k = k + 1u) {
+            staged_planes[k * STAGED_WORDS + v] = word.planes[k];
+        }
+        staged_info[v] = word.info;
+    }
+    let sums = vec2<f32>(workgroup_sum(lid, WG, squares.x), workgroup_sum(lid, WG, squares.y));
+    workgroupBarrier();
+
+    var acc = vec4<f32>(0.0);
+    for (; w < words; w = w + LANES) {
+        let step = next;
+        next = next_team_words(first_row, w, words, next);
+        acc = acc + step_sums(step, staged_plane(0u, w), staged_plane(1u, w), staged_plane(2u, w), staged_info[w]);
+    }
+    // The norm factor as norm_factor() computes it, from this workgroup's sums.
+    var norm = 1.0;
+    if ((p.flags & NORM1) != 0u) {
+        let n = f32(p.cols);
+        norm = inverseSqrt(sums.x / n + p.eps);
+        if ((p.flags & NORM2) != 0u) {
+            norm = norm * inverseSqrt(norm * norm * sums.y / n + p.eps);
+        }
+    }
+    finish_rows(lid, block_first_row, acc, norm);
 }

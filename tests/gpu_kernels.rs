@@ -492,8 +492,11 @@ fn fixed_point_gemv_matches_the_cpu() {
         let mut rng = Rng::new(12);
         let eps = 1e-6;
         let mut lanes = std::collections::BTreeSet::new();
+        let mut own_conversion = std::collections::BTreeSet::new();
         // (rows, cols, split bytes): every team width from 4 to 256 threads
-        // (ops::fixed_gemv_lanes), rows not a multiple of a workgroup's, split matrices.
+        // (ops::fixed_gemv_lanes), rows not a multiple of a workgroup's, split
+        // matrices; inputs the GEMV converts itself (up to 2048 columns) and
+        // inputs a conversion dispatch converts.
         for (rows, cols, max_binding) in [
             (1, 64, 1 << 20),
             (37, 384, 1 << 20),
@@ -509,6 +512,7 @@ fn fixed_point_gemv_matches_the_cpu() {
                 let gm = gpu.matrix(&m, &source, max_binding);
                 assert!(max_binding > 1 << 19 || gm.chunks.len() > 1, "the test means to split {}", m.name);
                 lanes.insert(tritium::engine::ops::fixed_gemv_lanes((cols / 16) as u32));
+                own_conversion.insert(tritium::engine::ops::converts_own_input(&gm, 0));
                 // Inputs of very different sizes, so that each word's scale matters.
                 let x: Vec<f32> =
                     random(&mut rng, cols).iter().enumerate().map(|(i, v)| v * (1 + i % 7) as f32).collect();
@@ -550,6 +554,7 @@ fn fixed_point_gemv_matches_the_cpu() {
             }
         }
         assert_eq!(lanes.into_iter().collect::<Vec<_>>(), [4, 8, 16, 32, 64, 128, 256], "every team width");
+        assert_eq!(own_conversion.into_iter().collect::<Vec<_>>(), [false, true], "both input conversions");
     }
 }
 

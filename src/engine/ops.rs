@@ -196,6 +196,25 @@ pub fn fixed_gemv_lanes(words: u32) -> u32 {
     (1 << most.ilog2()).min(256)
 }
 
+/// Longest input of a fixed-point GEMV that converts its input itself
+/// (gemv_fixed.wgsl's gemv_ternary_fixed_staged: 16 * STAGED_WORDS values).
+const STAGED_MAX_COLS: usize = 2048;
+
+/// Most rows of a matrix whose fixed-point GEMV converts its input itself: each
+/// workgroup repeats the conversion, which beats a conversion dispatch only
+/// while there are few workgroups and the input is short. H100, tg128 after
+/// pp512, with the q/k/v projection converting its own input: 1.5B 616 -> 653
+/// t/s, 3B 448 -> 471, but 7B (hidden 3584) 410 -> 404 and 32B 123.5 ->
+/// 119.8; gate/up (17,920 rows) as well on 1.5B: 620 (BENCHMARKS.md).
+const STAGED_MAX_ROWS: usize = 8192;
+
+/// Whether the fixed-point GEMV of `m` converts its own input in every
+/// workgroup instead of after a conversion dispatch: short inputs (without
+/// SwiGLU, which only the conversion applies) of matrices of few rows.
+pub fn converts_own_input(m: &GpuMatrix, input_flags: u32) -> bool {
+    m.cols <= STAGED_MAX_COLS && m.rows <= STAGED_MAX_ROWS && input_flags & SWIGLU == 0
+}
+
 /// A GEMV input in block fixed point (fixed_word.wgsl): three digit planes of
 /// `[n / 16]` vec4<u32> each, and `[n / 16]` (scale, sum) pairs followed by
 /// fixed_point.wgsl's sums of squares, one pair per workgroup.
@@ -488,6 +507,9 @@ impl Ops<'_> {
     /// `y (+)= W · norms(x) (+ bias)` for one token, one dispatch per row chunk of `W`.
     async fn gemv(&mut self, m: &GpuMatrix, inputs: LinearInputs<'_>, y: Out<'_>) -> Result<Vec<Dispatch>, GpuError> {
         if let (Some(fixed), true) = (self.fixed_input, self.fixed_gemv(m)) {
+            if converts_own_input(m, inputs.flags) {
+                return self.gemv_staged(m, fixed, inputs, y).await;
+            }
             return self.gemv_fixed(m, fixed, inputs, y).await;
         }
         let team = GemvTeams::for_matrix(m);
@@ -540,6 +562,26 @@ impl Ops<'_> {
         Ok(out)
     }
 
+    /// [`Ops::gemv_fixed`] in one dispatch per row chunk, each workgroup
+    /// converting the input itself (gemv_ternary_fixed_staged), where
+    /// [`converts_own_input`].
+    async fn gemv_staged(
+        &mut self,
+        m: &GpuMatrix,
+        fixed: FixedInput<'_>,
+        inputs: LinearInputs<'_>,
+        y: Out<'_>,
+    ) -> Result<Vec<Dispatch>, GpuError> {
+        let input = [
+            (11, inputs.x),
+            (12, inputs.norms.norm1.unwrap_or(self.dummy)),
+            (13, inputs.norms.norm2.unwrap_or(self.dummy)),
+        ];
+        let flags = inputs.flags & (NORM1 | NORM2 | BIAS | RESIDUAL);
+        let kernel = (Kernel::GemvTernaryFixedStaged, "gemv converting its input");
+        self.fixed_gemv_dispatches(m, kernel, fixed.digits, &input, inputs.bias, flags, y).await
+    }
+
     /// `y (+)= W · in (+ bias)` for one token, the input already in `fixed`
     /// (gemv_fixed.wgsl; `flags`: its NORM1, NORM2, BIAS and RESIDUAL): one
     /// dispatch per row chunk of `W`.
@@ -556,32 +598,38 @@ impl Ops<'_> {
         if fixed.planes.size() < plane_bytes || fixed.info.size() < info_bytes {
             return Err(GpuError::Limits(format!("{}: the fixed-point input scratch is too small", m.name)));
         }
-        let words = (m.cols / 16) as u32;
-        let lanes = fixed_gemv_lanes(words);
-        let pipeline = self
-            .matrix_pipeline(
-                m,
-                Kernel::GemvTernaryFixed,
-                Kernel::GemvDense,
-                &[("LANES", lanes), ("DIGITS", fixed.digits)],
-            )
-            .await?;
+        let input = [(3, fixed.planes), (4, fixed.info)];
+        let kernel = (Kernel::GemvTernaryFixed, "gemv");
+        self.fixed_gemv_dispatches(m, kernel, fixed.digits, &input, bias, flags, y).await
+    }
+
+    /// One dispatch of a gemv_fixed.wgsl entry point (`kernel`: it and the
+    /// dispatches' label) per row chunk of `m`, with `input` bound beside the
+    /// weights, bias and output.
+    #[allow(clippy::too_many_arguments)]
+    async fn fixed_gemv_dispatches(
+        &mut self,
+        m: &GpuMatrix,
+        kernel: (Kernel, &str),
+        digits: u32,
+        input: &[(u32, &wgpu::Buffer)],
+        bias: Option<&wgpu::Buffer>,
+        flags: u32,
+        y: Out<'_>,
+    ) -> Result<Vec<Dispatch>, GpuError> {
+        let lanes = fixed_gemv_lanes((m.cols / 16) as u32);
+        let constants = [("LANES", lanes), ("DIGITS", digits)];
+        let pipeline = self.matrix_pipeline(m, kernel.0, Kernel::GemvDense, &constants).await?;
         let block_rows = 256 / lanes * 4;
         let mut out = Vec::new();
         for chunk in &m.chunks {
             let params = self.gemv_params(m, chunk, flags, y.offset, self.eps);
-            let mut bindings = vec![
-                (0, &params),
-                (1, &chunk.weights),
-                (3, fixed.planes),
-                (4, fixed.info),
-                (7, bias.unwrap_or(self.dummy)),
-                (8, y.buffer),
-            ];
+            let mut bindings = vec![(0, &params), (1, &chunk.weights), (7, bias.unwrap_or(self.dummy)), (8, y.buffer)];
+            bindings.extend_from_slice(input);
             if let Some(scales) = &chunk.scales {
                 bindings.push((2, scales));
             }
-            let label = format!("gemv {} rows {}..", m.name, chunk.first_row);
+            let label = format!("{} {} rows {}..", kernel.1, m.name, chunk.first_row);
             let workgroups = (chunk.rows as u32).div_ceil(block_rows);
             out.push(Dispatch::new(self.ctx, label, pipeline.clone(), &bindings, grid(workgroups)));
         }

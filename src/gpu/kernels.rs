@@ -42,6 +42,7 @@ const DECODE_REDUCE: Needs = Needs { decode: true, reduce: true, fixed_word: fal
 const DECODE_ONLY: Needs = Needs { decode: true, reduce: false, fixed_word: false };
 const REDUCE_ONLY: Needs = Needs { decode: false, reduce: true, fixed_word: false };
 const REDUCE_FIXED_WORD: Needs = Needs { decode: false, reduce: true, fixed_word: true };
+const DECODE_REDUCE_FIXED_WORD: Needs = Needs { decode: true, reduce: true, fixed_word: true };
 const NOTHING: Needs = Needs { decode: false, reduce: false, fixed_word: false };
 
 /// A kernel: its source file and entry point.
@@ -51,6 +52,7 @@ pub enum Kernel {
     GemvTernaryWide,
     GemvDense,
     GemvTernaryFixed,
+    GemvTernaryFixedStaged,
     ToFixedPoint,
     GemmTernary,
     GemmDense,
@@ -79,12 +81,15 @@ impl Kernel {
         const EMBED: &str = include_str!("../../shaders/embed.wgsl");
         const ATTENTION: &str = include_str!("../../shaders/attention.wgsl");
         const ARGMAX: &str = include_str!("../../shaders/argmax.wgsl");
+        const GEMV_FIXED_FILE: &str = "gemv_fixed.wgsl";
+        const GEMV_FIXED: &str = include_str!("../../shaders/gemv_fixed.wgsl");
         match self {
             Kernel::GemvTernary => ("gemv.wgsl", GEMV, "gemv_ternary", DECODE_REDUCE),
             Kernel::GemvTernaryWide => ("gemv.wgsl", GEMV, "gemv_ternary_wide", DECODE_REDUCE),
             Kernel::GemvDense => ("gemv.wgsl", GEMV, "gemv_dense", DECODE_REDUCE),
-            Kernel::GemvTernaryFixed => {
-                ("gemv_fixed.wgsl", include_str!("../../shaders/gemv_fixed.wgsl"), "gemv_ternary_fixed", DECODE_ONLY)
+            Kernel::GemvTernaryFixed => (GEMV_FIXED_FILE, GEMV_FIXED, "gemv_ternary_fixed", DECODE_REDUCE_FIXED_WORD),
+            Kernel::GemvTernaryFixedStaged => {
+                (GEMV_FIXED_FILE, GEMV_FIXED, "gemv_ternary_fixed_staged", DECODE_REDUCE_FIXED_WORD)
             }
             Kernel::ToFixedPoint => (
                 "fixed_point.wgsl",
