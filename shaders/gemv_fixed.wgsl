@@ -181,18 +181,17 @@ fn gemv_ternary_fixed(
     var acc = vec4<f32>(0.0);
     for (; w < words; w = w + LANES) {
         let step = next;
-        next = next_team_words(first_row, w, words, next);
+        if (w + LANES < words) {
+            next = team_words(first_row, w + LANES);
+        }
         acc = acc + step_sums(step, plane(0u, words, w), plane(1u, words, w), plane(2u, words, w), info[w]);
     }
-    finish_rows(lid, block_first_row, acc, norm_factor());
-}
-
-// The words of the team's step after the one at `w`, or `current` after the last.
-fn next_team_words(first_row: u32, w: u32, words: u32, current: TeamWords) -> TeamWords {
-    if (w + LANES < words) {
-        return team_words(first_row, w + LANES);
+    // Thread k of the block writes row k.
+    share_sums(lid, acc);
+    let row = block_first_row + lid;
+    if (lid < WG / LANES * ROWS_PER_TEAM && row < p.rows) {
+        write_row(row, row_sum(lid), norm_factor());
     }
-    return current;
 }
 
 // The team's four rows' sums over one input word: `step` holds the rows'
@@ -207,31 +206,28 @@ fn step_sums(step: TeamWords, a0: vec4<u32>, a1: vec4<u32>, a2: vec4<u32>, word_
     return vec4<f32>(ints) * (step.scales * bitcast<f32>(word_info.x));
 }
 
-// Thread k of the block adds up row k's LANES sums (`acc` holds each thread's
-// four) and writes it, times `norm`.
-fn finish_rows(lid: u32, block_first_row: u32, acc: vec4<f32>, norm: f32) {
-    let lane = lid % LANES;
-    let team = lid / LANES;
-    let block_rows = WG / LANES * ROWS_PER_TEAM;
+// Puts each thread's four row sums `acc` where row_sum finds them.
+fn share_sums(lid: u32, acc: vec4<f32>) {
     let stride = LANES + 1u;
     for (var k = 0u; k < ROWS_PER_TEAM; k = k + 1u) {
-        partial[(team * ROWS_PER_TEAM + k) * stride + lane] = acc[k];
+        partial[(lid / LANES * ROWS_PER_TEAM + k) * stride + lid % LANES] = acc[k];
     }
     workgroupBarrier();
-    let row = block_first_row + lid;
-    if (lid < block_rows && row < p.rows) {
-        let at = lid * stride;
-        var four = vec4<f32>(0.0);
-        for (var i = 0u; i < LANES; i = i + 4u) {
-            four = four + vec4<f32>(
-                partial[at + i],
-                select(0.0, partial[at + i + 1u], i + 1u < LANES),
-                select(0.0, partial[at + i + 2u], i + 2u < LANES),
-                select(0.0, partial[at + i + 3u], i + 3u < LANES),
-            );
-        }
-        write_row(row, four.x + four.y + four.z + four.w, norm);
+}
+
+// Row `lid` of the block's sum over its LANES threads (after share_sums).
+fn row_sum(lid: u32) -> f32 {
+    let at = lid * (LANES + 1u);
+    var four = vec4<f32>(0.0);
+    for (var i = 0u; i < LANES; i = i + 4u) {
+        four = four + vec4<f32>(
+            partial[at + i],
+            select(0.0, partial[at + i + 1u], i + 1u < LANES),
+            select(0.0, partial[at + i + 2u], i + 2u < LANES),
+            select(0.0, partial[at + i + 3u], i + 3u < LANES),
+        );
     }
+    return four.x + four.y + four.z + four.w;
 }
 
 // Digit plane k of the workgroup's own input word w (zeros past DIGITS).
@@ -286,7 +282,9 @@ fn gemv_ternary_fixed_staged(
     var acc = vec4<f32>(0.0);
     for (; w < words; w = w + LANES) {
         let step = next;
-        next = next_team_words(first_row, w, words, next);
+        if (w + LANES < words) {
+            next = team_words(first_row, w + LANES);
+        }
         acc = acc + step_sums(step, staged_plane(0u, w), staged_plane(1u, w), staged_plane(2u, w), staged_info[w]);
     }
     // The norm factor as norm_factor() computes it, from this workgroup's sums.
@@ -298,5 +296,9 @@ fn gemv_ternary_fixed_staged(
             norm = norm * inverseSqrt(norm * norm * sums.y / n + p.eps);
         }
     }
-    finish_rows(lid, block_first_row, acc, norm);
+    share_sums(lid, acc);
+    let row = block_first_row + lid;
+    if (lid < WG / LANES * ROWS_PER_TEAM && row < p.rows) {
+        write_row(row, row_sum(lid), norm);
+    }
 }
