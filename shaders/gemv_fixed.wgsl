@@ -131,9 +131,8 @@ fn team_words(first_row: u32, w: u32) -> TeamWords {
     return TeamWords(vec4<u32>(r0.word, r1.word, r2.word, r3.word), vec4<f32>(r0.scale, r1.scale, r2.scale, r3.scale));
 }
 
-// The factor the input's norms leave to this kernel: 1 / rms(x), times the
-// per-linear norm's 1 / rms(x / rms(x) * norm1) with NORM2 (as norm.wgsl
-// computes them), from the conversion workgroups' sums of squares.
+// The factor the input's norms leave to this kernel (norm_from_sums), from
+// the conversion workgroups' sums of squares.
 fn norm_factor() -> f32 {
     if ((p.flags & NORM1) == 0u) {
         return 1.0;
@@ -142,6 +141,16 @@ fn norm_factor() -> f32 {
     var sums = vec2<f32>(0.0);
     for (var k = 0u; k < (words + 255u) / 256u; k = k + 1u) {
         sums = sums + bitcast<vec2<f32>>(info[words + k]);
+    }
+    return norm_from_sums(sums);
+}
+
+// With NORM1, 1 / rms(x), times the per-linear norm's 1 / rms(x / rms(x) *
+// norm1) with NORM2 (as norm.wgsl computes them), from `sums`: the input's
+// sum of x^2 and of (x * norm1)^2. Without NORM1, 1.
+fn norm_from_sums(sums: vec2<f32>) -> f32 {
+    if ((p.flags & NORM1) == 0u) {
+        return 1.0;
     }
     let n = f32(p.cols);
     let inv_rms = inverseSqrt(sums.x / n + p.eps);
@@ -287,18 +296,9 @@ fn gemv_ternary_fixed_staged(
         }
         acc = acc + step_sums(step, staged_plane(0u, w), staged_plane(1u, w), staged_plane(2u, w), staged_info[w]);
     }
-    // The norm factor as norm_factor() computes it, from this workgroup's sums.
-    var norm = 1.0;
-    if ((p.flags & NORM1) != 0u) {
-        let n = f32(p.cols);
-        norm = inverseSqrt(sums.x / n + p.eps);
-        if ((p.flags & NORM2) != 0u) {
-            norm = norm * inverseSqrt(norm * norm * sums.y / n + p.eps);
-        }
-    }
     share_sums(lid, acc);
     let row = block_first_row + lid;
     if (lid < WG / LANES * ROWS_PER_TEAM && row < p.rows) {
-        write_row(row, row_sum(lid), norm);
+        write_row(row, row_sum(lid), norm_from_sums(sums));
     }
 }
