@@ -4,8 +4,10 @@
 //                     + norm * sum_w scale(r, w) * in_scale[w] * sum_c trit[r, 16w + c] * A[16w + c]
 //
 // where `norm` is 1, or with NORM1 / NORM2 the product of the input's inverse
-// RMS values, which fixed_point.wgsl leaves out of the input and which this
-// kernel computes from the sums of squares it wrote.
+// RMS values, which the input's writer leaves out of it and which this kernel
+// computes from the sums of squares the writer left: `sum_parts` of them after
+// the words' info (one per fixed_point.wgsl workgroup), or with EXACT_SUMS
+// one exact sum (NORM1 only) in `exact_sums` (below).
 //
 // The inner sums are exact integer arithmetic: a packed word's digits (trit + 1)
 // at one position of its four bytes are one shift and mask away (digit_bytes,
@@ -23,6 +25,18 @@
 // where a matrix has few workgroups to repeat the conversion (the engine
 // picks it by shape: ops::converts_own_input).
 //
+// `gemv_ternary_fixed_feeding` computes the same (over an input in storage,
+// without norms) and also writes its output y, times `next_norm`, as the next
+// GEMV's fixed-point input: the o projection's output, the residual stream,
+// as gate and up's input under the post-attention norm. Each workgroup's rows
+// are whole words of it, so no conversion dispatch runs between the two. Like
+// fixed_point.wgsl it leaves the inverse RMS out; the sum of y^2 it needs is
+// added up exactly, in 96-bit fixed point with 40 fraction bits, by atomic
+// adds of every workgroup into slot `exact_slot` of `exact_sums_out`
+// (zeroed before the step), so that the next GEMV reads one sum (EXACT_SUMS)
+// instead of adding up one per workgroup. Needs rows % 16 == 0, LANES up to
+// 64, one chunk and y_offset 0.
+//
 // Dispatch: workgroups of 256 threads in teams of LANES threads; each team
 // computes four consecutive rows, each thread reading one packed word of each
 // row per step (neighbouring threads read neighbouring words) and the input's
@@ -37,14 +51,15 @@ struct Params {
     flags: u32,      // NORM1 | NORM2 | BIAS | RESIDUAL
     y_offset: u32,   // where the matrix's row 0 goes in y
     eps: f32,        // RMSNorm epsilon (NORM1, NORM2)
-    _pad1: u32,
-    _pad2: u32,
+    sum_parts: u32,  // NORM1: sums of squares after the input words' info
+    exact_slot: u32, // EXACT_SUMS: the input's sum in exact_sums; the feeding GEMV's in exact_sums_out
 }
 
 const NORM1: u32 = 1u;
 const NORM2: u32 = 2u;
 const BIAS: u32 = 4u;
 const RESIDUAL: u32 = 8u;
+const EXACT_SUMS: u32 = 64u;
 
 override GROUP_SIZE: u32 = 64u; // weights per scale
 override SCALE_DTYPE: u32 = 0u; // DTYPE_* of the scales
@@ -61,6 +76,14 @@ override LANES: u32 = 64u;      // threads per row team: a power of two dividing
 @group(0) @binding(11) var<storage, read> x: array<vec4<f32>>;     // [cols / 4]
 @group(0) @binding(12) var<storage, read> norm1: array<vec4<f32>>; // [cols / 4] (NORM1)
 @group(0) @binding(13) var<storage, read> norm2: array<vec4<f32>>; // [cols / 4] (NORM2)
+// gemv_ternary_fixed_feeding: the next GEMV's input and its norm weights.
+@group(0) @binding(14) var<storage, read_write> next_planes: array<vec4<u32>>; // [DIGITS, rows / 16]
+@group(0) @binding(15) var<storage, read_write> next_info: array<vec2<u32>>;   // [rows / 16]
+@group(0) @binding(16) var<storage, read> next_norm: array<f32>;               // [rows]
+// Exact sums of squares: three u32 a slot, lowest first (EXACT_SUMS; written
+// through `exact_sums_out` by gemv_ternary_fixed_feeding).
+@group(0) @binding(17) var<storage, read> exact_sums: array<u32>;
+@group(0) @binding(18) var<storage, read_write> exact_sums_out: array<atomic<u32>>;
 
 const WG: u32 = 256u;
 const ROWS_PER_TEAM: u32 = 4u;
@@ -68,6 +91,9 @@ const ROWS_PER_TEAM: u32 = 4u;
 // Each row's per-thread sums, padded to LANES + 1 so that the threads adding
 // up different rows read different banks.
 var<workgroup> partial: array<f32, 1280>; // [(WG / LANES) * ROWS_PER_TEAM rows, LANES + 1]
+
+// gemv_ternary_fixed_feeding: the workgroup's rows of y, and of y * next_norm.
+var<workgroup> block_y: array<vec2<f32>, WG>;
 
 // gemv_ternary_fixed_staged: the workgroup's own fixed-point input.
 const STAGED_WORDS: u32 = 128u;
@@ -132,17 +158,59 @@ fn team_words(first_row: u32, w: u32) -> TeamWords {
 }
 
 // The factor the input's norms leave to this kernel (norm_from_sums), from
-// the conversion workgroups' sums of squares.
+// the sums of squares of the input's writer: one exact sum (EXACT_SUMS), or
+// the few fixed_point.wgsl wrote.
 fn norm_factor() -> f32 {
     if ((p.flags & NORM1) == 0u) {
         return 1.0;
     }
+    if ((p.flags & EXACT_SUMS) != 0u) {
+        let at = 3u * p.exact_slot;
+        let sum = f32(exact_sums[at + 2u]) * 16777216.0 + f32(exact_sums[at + 1u]) / 256.0
+            + f32(exact_sums[at]) / 1099511627776.0; // 2^24, 2^8, 2^40
+        return norm_from_sums(vec2<f32>(sum, 0.0));
+    }
     let words = p.cols / 16u;
     var sums = vec2<f32>(0.0);
-    for (var k = 0u; k < (words + 255u) / 256u; k = k + 1u) {
+    for (var k = 0u; k < p.sum_parts; k = k + 1u) {
         sums = sums + bitcast<vec2<f32>>(info[words + k]);
     }
     return norm_from_sums(sums);
+}
+
+// Adds `value` (>= 0) to slot exact_slot of exact_sums_out: value * 2^40,
+// rounded down to an integer, in three u32 with carries (sums up to 2^56).
+// Integer adds commute, so the sum does not depend on the order the
+// workgroups add in.
+fn add_exact_sum(value: f32) {
+    if (!(value > 0.0)) {
+        return;
+    }
+    // value * 2^40 = mantissa * 2^shift with a 24-bit integer mantissa.
+    let e = frexp(value);
+    let mantissa = u32(e.fract * 16777216.0); // 2^24
+    let shift = e.exp - 24 + 40;
+    if (shift < 0) {
+        add_exact_word(0u, mantissa >> u32(min(-shift, 31)));
+        return;
+    }
+    let word = u32(shift) / 32u;
+    let bit = u32(shift) % 32u;
+    add_exact_word(word, mantissa << bit);
+    if (bit > 8u) { // mantissa bits that spill into the next word
+        add_exact_word(word + 1u, mantissa >> (32u - bit));
+    }
+}
+
+// Adds `value` to word `word` of the slot and carries into the words above.
+fn add_exact_word(word: u32, value: u32) {
+    var k = word;
+    var add = value;
+    while (add != 0u && k < 3u) {
+        let before = atomicAdd(&exact_sums_out[3u * p.exact_slot + k], add);
+        add = select(0u, 1u, before > 0xffffffffu - add);
+        k = k + 1u;
+    }
 }
 
 // With NORM1, 1 / rms(x), times the per-linear norm's 1 / rms(x / rms(x) *
@@ -161,8 +229,8 @@ fn norm_from_sums(sums: vec2<f32>) -> f32 {
 }
 
 // Writes row `row` (of this chunk) of y: `sum` times the norm factor `norm`,
-// plus bias and residual as the flags say.
-fn write_row(row: u32, sum: f32, norm: f32) {
+// plus bias and residual as the flags say; returns what it wrote.
+fn write_row(row: u32, sum: f32, norm: f32) -> f32 {
     let r = p.row_offset + row;
     var out = sum * norm;
     if ((p.flags & BIAS) != 0u) {
@@ -172,6 +240,7 @@ fn write_row(row: u32, sum: f32, norm: f32) {
         out = out + y[p.y_offset + r];
     }
     y[p.y_offset + r] = out;
+    return out;
 }
 
 @compute @workgroup_size(256)
@@ -180,26 +249,65 @@ fn gemv_ternary_fixed(
     @builtin(num_workgroups) num_wg: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
-    let words = p.cols / 16u;
     let block_first_row = (wg.x + wg.y * num_wg.x) * (WG / LANES * ROWS_PER_TEAM);
     let first_row = block_first_row + lid / LANES * ROWS_PER_TEAM;
-    // The next step's weights are requested before this step's are used: the
-    // GEMV waits on memory more than it computes.
-    var w = lid % LANES;
-    var next = team_words(first_row, min(w, words - 1u));
-    var acc = vec4<f32>(0.0);
-    for (; w < words; w = w + LANES) {
-        let step = next;
-        if (w + LANES < words) {
-            next = team_words(first_row, w + LANES);
-        }
-        acc = acc + step_sums(step, plane(0u, words, w), plane(1u, words, w), plane(2u, words, w), info[w]);
-    }
+    let acc = team_sums(first_row, lid, first_team_words(first_row, lid));
     // Thread k of the block writes row k.
     share_sums(lid, acc);
     let row = block_first_row + lid;
     if (lid < WG / LANES * ROWS_PER_TEAM && row < p.rows) {
-        write_row(row, row_sum(lid), norm_factor());
+        _ = write_row(row, row_sum(lid), norm_factor());
+    }
+}
+
+@compute @workgroup_size(256)
+fn gemv_ternary_fixed_feeding(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) num_wg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let block = wg.x + wg.y * num_wg.x;
+    let block_rows = WG / LANES * ROWS_PER_TEAM;
+    let block_first_row = block * block_rows;
+    let first_row = block_first_row + lid / LANES * ROWS_PER_TEAM;
+    let first = first_team_words(first_row, lid);
+    // Thread k of the block writes row k of y and of the next input; its
+    // norm weight loads with the first weights.
+    let row = block_first_row + lid;
+    let writes_row = lid < block_rows && row < p.rows;
+    var norm_weight = 0.0;
+    if (writes_row) {
+        norm_weight = next_norm[row];
+    }
+    let acc = team_sums(first_row, lid, first);
+    share_sums(lid, acc);
+    if (writes_row) {
+        let out = write_row(row, row_sum(lid), 1.0);
+        block_y[lid] = vec2<f32>(out, out * norm_weight);
+    }
+    workgroupBarrier();
+    // One thread turns the block's rows of y * next_norm into words of the
+    // next input, as fixed_point.wgsl would with NORM1, and adds the block's
+    // sum of y^2 to the exact sum.
+    if (lid == 0u) {
+        let next_words = p.rows / 16u;
+        var squares = 0.0;
+        let last_word = min((block_first_row + block_rows) / 16u, next_words);
+        for (var w = block_first_row / 16u; w < last_word; w = w + 1u) {
+            var values: array<vec4<f32>, 4>;
+            for (var i = 0u; i < 4u; i = i + 1u) {
+                let at = 16u * w + 4u * i - block_first_row;
+                let raw = vec4<f32>(block_y[at].x, block_y[at + 1u].x, block_y[at + 2u].x, block_y[at + 3u].x);
+                values[i] = vec4<f32>(block_y[at].y, block_y[at + 1u].y, block_y[at + 2u].y, block_y[at + 3u].y);
+                squares = squares + dot(raw, raw);
+            }
+            let word = fixed_word(values);
+            for (var k = 0u; k < DIGITS; k = k + 1u) {
+                next_planes[k * next_words + w] = word.planes[k];
+            }
+            next_info[w] = word.info;
+        }
+        add_exact_sum(squares);
     }
 }
 
@@ -299,6 +407,31 @@ fn gemv_ternary_fixed_staged(
     share_sums(lid, acc);
     let row = block_first_row + lid;
     if (lid < WG / LANES * ROWS_PER_TEAM && row < p.rows) {
-        write_row(row, row_sum(lid), norm_from_sums(sums));
+        _ = write_row(row, row_sum(lid), norm_from_sums(sums));
     }
+}
+
+// The first step's words of the team's rows from `first_row` on, for
+// team_sums, requested as early as a kernel can.
+fn first_team_words(first_row: u32, lid: u32) -> TeamWords {
+    return team_words(first_row, min(lid % LANES, p.cols / 16u - 1u));
+}
+
+// The four rows' sums from `first_row` on over the whole input in storage:
+// this thread's share (words lid % LANES, + LANES, ...), from the first
+// step's words `first` on. The next step's weights are requested before this
+// step's are used: the GEMV waits on memory more than it computes.
+fn team_sums(first_row: u32, lid: u32, first: TeamWords) -> vec4<f32> {
+    let words = p.cols / 16u;
+    var w = lid % LANES;
+    var next = first;
+    var acc = vec4<f32>(0.0);
+    for (; w < words; w = w + LANES) {
+        let step = next;
+        if (w + LANES < words) {
+            next = team_words(first_row, w + LANES);
+        }
+        acc = acc + step_sums(step, plane(0u, words, w), plane(1u, words, w), plane(2u, words, w), info[w]);
+    }
+    return acc;
 }

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use half::{bf16, f16};
 use pollster::block_on;
-use tritium::engine::ops::Out;
+use tritium::engine::ops::{Feed, Out};
 use tritium::gpu::kernels::{Dispatch, Kernels};
 use tritium::gpu::weights::{GpuMatrix, ReadFuture, Uploader, WeightSource};
 use tritium::gpu::{DeviceOptions, GpuContext};
@@ -43,9 +43,13 @@ struct Gpu {
     step: wgpu::Buffer,
     /// Scratch for split GEMMs (4 MiB).
     gemm_parts: wgpu::Buffer,
-    /// Scratch for fixed-point GEMV inputs of up to 16384 values.
+    /// Scratch for fixed-point GEMV inputs of up to 16384 values, and for
+    /// those a GEMV writes for the next.
     fixed_planes: wgpu::Buffer,
     fixed_info: wgpu::Buffer,
+    fed_planes: wgpu::Buffer,
+    fed_info: wgpu::Buffer,
+    fed_sums: wgpu::Buffer,
     /// Scratch for f16-pair GEMM inputs of up to 128 tokens of 16384 values.
     coop_pairs: wgpu::Buffer,
     coop_unscale: wgpu::Buffer,
@@ -77,9 +81,26 @@ impl Gpu {
         let usage = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC;
         let fixed_planes = ctx.buffer("fixed planes", planes, usage);
         let fixed_info = ctx.buffer("fixed info", info, usage);
+        let fed_planes = ctx.buffer("fed planes", planes, usage);
+        let fed_info = ctx.buffer("fed info", info, usage);
+        let sums_usage = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST;
+        let fed_sums = ctx.buffer("fed sums", tritium::engine::ops::FedInput::sums_bytes(4), sums_usage);
         let coop_pairs = ctx.buffer("f16 pairs", tritium::engine::ops::CoopInput::bytes(128, 16384), usage);
         let coop_unscale = ctx.buffer("f16 pair unscale", 4 * 256, usage);
-        Gpu { ctx, kernels, dummy, step, gemm_parts, fixed_planes, fixed_info, coop_pairs, coop_unscale }
+        Gpu {
+            ctx,
+            kernels,
+            dummy,
+            step,
+            gemm_parts,
+            fixed_planes,
+            fixed_info,
+            fed_planes,
+            fed_info,
+            fed_sums,
+            coop_pairs,
+            coop_unscale,
+        }
     }
 
     /// Builders for one token per step (decode).
@@ -110,8 +131,12 @@ impl Gpu {
     /// Builders for `tokens` tokens per step, split along K where `split`,
     /// their packed products reading `input`.
     fn builders(&mut self, tokens: usize, split: bool, input: Input, eps: f32) -> tritium::engine::ops::Ops<'_> {
-        use tritium::engine::ops::{CoopInput, FixedInput};
+        use tritium::engine::ops::{CoopInput, FedInput, FixedInput};
         let fixed = |digits| FixedInput { planes: &self.fixed_planes, info: &self.fixed_info, digits };
+        let fed = |digits| FedInput {
+            fixed: FixedInput { planes: &self.fed_planes, info: &self.fed_info, digits },
+            sums: &self.fed_sums,
+        };
         let coop = CoopInput { pairs: &self.coop_pairs, unscale: &self.coop_unscale };
         tritium::engine::ops::Ops {
             ctx: &self.ctx,
@@ -123,6 +148,10 @@ impl Gpu {
             gemm_parts: split.then_some(&self.gemm_parts),
             fixed_input: match input {
                 Input::FixedPoint { digits } => Some(fixed(digits)),
+                _ => None,
+            },
+            fed_input: match input {
+                Input::FixedPoint { digits } => Some(fed(digits)),
                 _ => None,
             },
             coop_input: (input == Input::F16Pairs).then_some(coop),
@@ -555,6 +584,82 @@ fn fixed_point_gemv_matches_the_cpu() {
         }
         assert_eq!(lanes.into_iter().collect::<Vec<_>>(), [4, 8, 16, 32, 64, 128, 256], "every team width");
         assert_eq!(own_conversion.into_iter().collect::<Vec<_>>(), [false, true], "both input conversions");
+    }
+}
+
+/// A fixed-point GEMV that also writes its output, times the next norm, as
+/// the next GEMV's fixed-point input (gemv_ternary_fixed_feeding, as the o
+/// projection feeds gate and up) with an exact sum of squares, and the next
+/// GEMV over it, against the CPU: `y = W x + bias + residual` and
+/// `z = W2 rmsnorm(y, g) + bias2`.
+#[test]
+fn gemv_feeding_the_next_matches_the_cpu() {
+    for mut gpu in gpus() {
+        let mut rng = Rng::new(14);
+        let eps = 1e-6;
+        let mut lanes = std::collections::BTreeSet::new();
+        // (rows, cols, next rows): every team width that feeds (4 to 64
+        // threads a row: 256 to 16 rows a workgroup), rows not a multiple of
+        // a workgroup's (the first two).
+        // The residual's size varies, so that the exact sums of squares span
+        // their three words (and carry between them).
+        let cases = [
+            (128, 64, 37, 1.0),
+            (320, 384, 64, 1e3),
+            (192, 768, 203, 1e-3),
+            (448, 1536, 5, 30.0),
+            (64, 3072, 130, 1.0),
+        ];
+        for (case, (rows, cols, next_rows, size)) in cases.into_iter().enumerate() {
+            let mut source = MemorySource::default();
+            let (m, w) = packed_matrix(&mut rng, &mut source, rows, cols, DType::F16);
+            let (m2, w2) = packed_matrix(&mut rng, &mut source, next_rows, rows, DType::BF16);
+            let (gm, gm2) = (gpu.matrix(&m, &source, 1 << 20), gpu.matrix(&m2, &source, 1 << 20));
+            lanes.insert(tritium::engine::ops::fixed_gemv_lanes((cols / 16) as u32));
+            // The input as SwiGLU of gate and up values, of very different sizes.
+            let gate_up: Vec<f32> =
+                random(&mut rng, 2 * cols).iter().enumerate().map(|(i, v)| v * (1 + i % 5) as f32).collect();
+            let x: Vec<f32> =
+                gate_up[..cols].iter().zip(&gate_up[cols..]).map(|(g, u)| reference::silu(*g) * u).collect();
+            let residual: Vec<f32> = random(&mut rng, rows).iter().map(|v| v * size).collect();
+            let (bias, g) = (random(&mut rng, rows), random(&mut rng, rows));
+            let bias2 = random(&mut rng, next_rows);
+            let (gub, scratch) = (gpu.f32s(&gate_up), gpu.f32s(&vec![0.0; rows]));
+            let (biasb, yb, gb) = (gpu.f32s(&bias), gpu.f32s(&residual), gpu.f32s(&g));
+            let (bias2b, zb) = (gpu.f32s(&bias2), gpu.f32s(&vec![0.0; next_rows]));
+
+            let mut ops = gpu.fixed_ops(eps);
+            assert!(ops.feeds_next(&gm, &[&gm2]), "{} feeds {}", m.name, m2.name);
+            // A product of SwiGLU's output leaves x in the fixed-point scratch
+            // (its conversion dispatch), as attention leaves the o projection's input.
+            let mut d = block_on(ops.linear_of_swiglu(&gm, &gub, None, false, Out::all(&scratch, rows))).unwrap();
+            // Each case in its own sum slot, as each layer has one.
+            let (slot, feed) = (case % 4, Some(Feed { norm: &gb, slot: case % 4 }));
+            d.extend(block_on(ops.linear_of_fixed(&gm, Some(&biasb), true, Out::all(&yb, rows), feed)).unwrap());
+            d.extend(block_on(ops.linear_of_fed(&gm2, slot, Some(&bias2b), Out::all(&zb, next_rows))).unwrap());
+            assert!(block_on(ops.linear_of_fed(&gm2, 4, None, Out::all(&zb, next_rows))).is_err(), "4 slots");
+            gpu.ctx.queue.write_buffer(&gpu.fed_sums, 0, &[0; 48]); // zero at the step's start, as the engine does
+            gpu.run(&d);
+
+            let y: Vec<f32> =
+                matvec(&w, cols, &x).iter().zip(&bias).zip(&residual).map(|((a, b), r)| a + b + r).collect();
+            assert_close(&format!("feeding gemv {}", m.name), &gpu.read(&yb, rows), &y, 1e-5);
+            let mut normed = vec![0.0; rows];
+            reference::rmsnorm(&mut normed, &y, &g, eps);
+            let z: Vec<f32> = matvec(&w2, rows, &normed).iter().zip(&bias2).map(|(a, b)| a + b).collect();
+            assert_close(&format!("gemv over the fed input {}", m2.name), &gpu.read(&zb, next_rows), &z, 1e-5);
+        }
+        assert_eq!(lanes.into_iter().collect::<Vec<_>>(), [4, 8, 16, 32, 64], "every team width that feeds");
+
+        // What cannot feed: teams of 128 threads (8 rows a workgroup, half a
+        // word), rows that are not whole words, or a next product of another width.
+        let mut source = MemorySource::default();
+        let wide = gpu.matrix(&packed_matrix(&mut rng, &mut source, 64, 6144, DType::F16).0, &source, 1 << 20);
+        let ragged = gpu.matrix(&packed_matrix(&mut rng, &mut source, 40, 768, DType::F16).0, &source, 1 << 20);
+        let next = gpu.matrix(&packed_matrix(&mut rng, &mut source, 16, 64, DType::F16).0, &source, 1 << 20);
+        let ops = gpu.fixed_ops(eps);
+        assert!(!ops.feeds_next(&wide, &[]) && !ops.feeds_next(&ragged, &[]));
+        assert!(ops.feeds_next(&next, &[]) && !ops.feeds_next(&next, &[&wide]));
     }
 }
 

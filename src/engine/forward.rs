@@ -9,7 +9,7 @@ use crate::gpu::weights::GpuMatrix;
 use crate::gpu::GpuError;
 use crate::model::Config;
 
-use super::ops::{InputNorms, Ops, Out};
+use super::ops::{Feed, InputNorms, Ops, Out};
 
 /// A projection on the GPU: weight, optional bias, optional per-linear norm.
 pub struct GpuLinear {
@@ -72,6 +72,11 @@ pub struct Activations {
     /// Decode: the GEMVs' input in block fixed point (ops::FixedInput), for the widest input.
     pub fixed_planes: wgpu::Buffer,
     pub fixed_info: wgpu::Buffer,
+    /// Decode: the input a GEMV writes for the next (ops::FedInput), for a
+    /// hidden-size input, and its exact sums of squares, zeroed every step.
+    pub fed_planes: wgpu::Buffer,
+    pub fed_info: wgpu::Buffer,
+    pub fed_sums: wgpu::Buffer,
     /// Prefill on cooperative matrices: the GEMMs' input as f16 pairs
     /// (ops::CoopInput), for the widest input.
     pub coop_pairs: wgpu::Buffer,
@@ -120,7 +125,7 @@ pub async fn layers_graph(
     // previous step's argmax).
     graph.extend(ops.embed(&w.embed_tokens, &a.token, &a.x).await?);
 
-    for layer in &w.layers {
+    for (layer_index, layer) in w.layers.iter().enumerate() {
         // Attention block. One statistics pass over x serves input_layernorm and
         // any per-linear norms of q/k/v (they all normalize the same h).
         let qkv_norms = layer.qkv.iter().any(|(_, l)| l.norm.is_some());
@@ -146,10 +151,16 @@ pub async fn layers_graph(
             ops.attention(heads, kv_heads, head_dim, ctx_len, &a.qkv, table, cache, partials, &a.attn, o_fixed).await?,
         );
 
-        // Output projection (with its optional norm) added to the residual stream.
+        // Output projection (with its optional norm) added to the residual
+        // stream. Where it can, its GEMV also leaves the residual stream,
+        // times the post-attention norm, as gate and up's fixed-point input.
         let x_out = Out::all(&a.x, hidden);
+        let gate_up: Vec<&GpuMatrix> = layer.gate_up.iter().map(|(_, l)| &l.weight).collect();
+        let mlp_norms = layer.gate_up.iter().any(|(_, l)| l.norm.is_some());
+        let mlp_fed = o_fixed && !mlp_norms && ops.feeds_next(&o.weight, &gate_up);
         if o_fixed {
-            graph.extend(ops.linear_of_fixed(&o.weight, o.bias.as_ref(), true, x_out).await?);
+            let feed = mlp_fed.then_some(Feed { norm: &layer.post_attention_layernorm, slot: layer_index });
+            graph.extend(ops.linear_of_fixed(&o.weight, o.bias.as_ref(), true, x_out, feed).await?);
         } else {
             if o.norm.is_some() && !ops.computes_norm_stats(&o.weight) {
                 graph.extend(ops.norm_stats(&a.attn, heads * head_dim, None, eps, &a.stats_o).await?);
@@ -159,18 +170,21 @@ pub async fn layers_graph(
         }
 
         // MLP block: post-attention norm fused into gate and up, SwiGLU, down + residual.
-        let mlp_norms = layer.gate_up.iter().any(|(_, l)| l.norm.is_some());
-        if !layer.gate_up.iter().all(|(_, l)| ops.computes_norm_stats(&l.weight)) {
+        if !mlp_fed && !layer.gate_up.iter().all(|(_, l)| ops.computes_norm_stats(&l.weight)) {
             let w = mlp_norms.then_some(&layer.post_attention_layernorm);
             graph.extend(ops.norm_stats(&a.x, hidden, w, eps, &a.stats_mlp).await?);
         }
         for (offset, proj) in &layer.gate_up {
+            let out = Out { buffer: &a.gate_up, offset: *offset, width: 2 * inter };
+            if mlp_fed {
+                graph.extend(ops.linear_of_fed(&proj.weight, layer_index, proj.bias.as_ref(), out).await?);
+                continue;
+            }
             let norms = InputNorms {
                 stats: &a.stats_mlp,
                 norm1: Some(&layer.post_attention_layernorm),
                 norm2: proj.norm.as_ref(),
             };
-            let out = Out { buffer: &a.gate_up, offset: *offset, width: 2 * inter };
             graph.extend(ops.linear(&proj.weight, &a.x, norms, proj.bias.as_ref(), false, out).await?);
         }
         let d = &layer.down_proj;

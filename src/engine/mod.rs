@@ -117,9 +117,12 @@ impl MemoryPlan {
             + f32s(ops::ARGMAX_SCRATCH_FLOATS)
             + f32s(ctx * c.head_dim());
         let gemm_parts = if ubatch > 1 { ops::gemm_parts_floats(max_binding) } else { 1 };
-        // The decode step's fixed-point GEMV input (allocated whichever GEMV runs).
+        // The decode step's fixed-point GEMV inputs (allocated whichever GEMV
+        // runs): the widest, and the one a GEMV writes for the next.
         let (planes, info) = ops::FixedInput::bytes(widest_row(c));
-        let scratch_bytes = scratch_bytes + f32s(gemm_parts) + planes + info;
+        let (fed_planes, fed_info) = ops::FixedInput::bytes(c.hidden_size);
+        let fed_sums = ops::FedInput::sums_bytes(c.num_hidden_layers);
+        let scratch_bytes = scratch_bytes + f32s(gemm_parts) + planes + info + fed_planes + fed_info + fed_sums;
         // Prefill's GEMM input as f16 pairs, where it runs on cooperative matrices.
         let pair_bytes = ops::CoopInput::bytes(ubatch, widest_row(c));
         let coop_gemm = coop_gemm && ubatch > 1 && pair_bytes <= max_binding;
@@ -168,6 +171,8 @@ fn activations(ctx: &GpuContext, c: &Config, tokens: usize, plan: &MemoryPlan, r
     let stats = |label| storage(ctx, label, 2 * tokens);
     use wgpu::BufferUsages as U;
     let fixed = ops::FixedInput::bytes(widest_row(c));
+    let fed = ops::FixedInput::bytes(c.hidden_size);
+    let fed_sums = if decode { ops::FedInput::sums_bytes(c.num_hidden_layers) } else { 4 };
     let partials =
         if decode { ops::attention_partial_floats(c.num_attention_heads, c.head_dim(), plan.ctx) } else { 1 };
     let coop = !decode && plan.coop_gemm;
@@ -195,6 +200,11 @@ fn activations(ctx: &GpuContext, c: &Config, tokens: usize, plan: &MemoryPlan, r
             U::STORAGE,
         ),
         coop_unscale: storage(ctx, "f16 pair unscale", if coop { tokens } else { 1 }),
+        // Allocated last: placed before the f16 pairs, they moved those and
+        // prefill (pp512) ran 2.5 % slower on an H100.
+        fed_planes: ctx.buffer("fed fixed-point planes", if decode { fed.0 } else { 4 }, U::STORAGE),
+        fed_info: ctx.buffer("fed fixed-point word information", if decode { fed.1 } else { 4 }, U::STORAGE),
+        fed_sums: ctx.buffer("fed exact sums of squares", fed_sums, U::STORAGE | U::COPY_DST),
     }
 }
 
@@ -277,6 +287,14 @@ impl Engine {
                 info: &act.fixed_info,
                 digits: ctx.caps.act_bits.digits(),
             }),
+            fed_input: fixed_gemv.then_some(ops::FedInput {
+                fixed: ops::FixedInput {
+                    planes: &act.fed_planes,
+                    info: &act.fed_info,
+                    digits: ctx.caps.act_bits.digits(),
+                },
+                sums: &act.fed_sums,
+            }),
             coop_input: None,
             eps: c.rms_norm_eps as f32,
         };
@@ -290,6 +308,7 @@ impl Engine {
             inline_norm_stats: None,
             gemm_parts: Some(&prefill_act.gemm_parts),
             fixed_input: None,
+            fed_input: None,
             coop_input: plan
                 .coop_gemm
                 .then_some(ops::CoopInput { pairs: &prefill_act.coop_pairs, unscale: &prefill_act.coop_unscale }),
@@ -374,6 +393,8 @@ impl Engine {
         self.ctx.queue.write_buffer(&self.step_params, 0, bytemuck::bytes_of(&(pos as u32)));
         let mut encoder =
             self.ctx.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("token") });
+        // GEMVs feeding the next add their sums of squares up into these.
+        encoder.clear_buffer(&self.act.fed_sums, 0, None);
         {
             let mut pass = encoder
                 .begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("token"), timestamp_writes: None });

@@ -54,6 +54,7 @@ const RESIDUAL: u32 = 8;
 const INLINE_STATS: u32 = 16;
 const SPLIT_K: u32 = 16; // gemm.wgsl's flag (the GEMV's 16 is INLINE_STATS)
 const SWIGLU: u32 = 32;
+const EXACT_SUMS: u32 = 64; // gemv_fixed.wgsl
 
 /// Workgroups of argmax's first pass (at most 256: one thread each in the second, argmax.wgsl).
 const ARGMAX_PARTS: usize = 128;
@@ -161,6 +162,10 @@ pub struct Ops<'a> {
     /// Scratch for a GEMV input in block fixed point: with it, one-token
     /// products of packed matrices run as [`Ops::gemv_fixed`].
     pub fixed_input: Option<FixedInput<'a>>,
+    /// A second such scratch and exact sums of squares, for the input a
+    /// fixed-point GEMV writes for the next while reading `fixed_input`
+    /// ([`Ops::feeds_next`]).
+    pub fed_input: Option<FedInput<'a>>,
     /// Scratch for a GEMM input as f16 pairs: with it, multi-token products of
     /// packed matrices run on cooperative matrices ([`Ops::gemm_coop`]).
     pub coop_input: Option<CoopInput<'a>>,
@@ -196,6 +201,63 @@ pub fn fixed_gemv_lanes(words: u32) -> u32 {
     (1 << most.ilog2()).min(256)
 }
 
+/// Checks that `fixed` holds an input of `m` and `sum_parts` sums of squares,
+/// where every fixed-point product passes, whoever wrote the input.
+fn check_fixed_input(m: &GpuMatrix, fixed: FixedInput<'_>, sum_parts: u32) -> Result<(), GpuError> {
+    let (plane_bytes, info_bytes) = FixedInput::with_sums(m.cols, sum_parts as usize);
+    if fixed.planes.size() < plane_bytes || fixed.info.size() < info_bytes {
+        return Err(GpuError::Limits(format!("{}: the fixed-point input scratch is too small", m.name)));
+    }
+    Ok(())
+}
+
+/// What one gemv_fixed.wgsl dispatch reads besides the matrix, bias and
+/// output: its entry point, label and input (for the feeding GEMV, also what
+/// it writes for the next).
+struct FixedGemv<'b> {
+    kernel: Kernel,
+    label: &'static str,
+    /// The input's digit planes (fixed_word.wgsl's DIGITS).
+    digits: u32,
+    bindings: Vec<(u32, &'b wgpu::Buffer)>,
+    /// With NORM1: the sums of squares after the input's words (gemv_fixed.wgsl).
+    sum_parts: u32,
+    /// The slot of the exact sum of squares read (EXACT_SUMS) or written (feeding).
+    exact_slot: u32,
+}
+
+/// The input a fixed-point GEMV writes for the next ([`Ops::feeds_next`]):
+/// block fixed point for a hidden-size input, and three u32 a layer of exact
+/// sums of squares (gemv_fixed.wgsl), which must be zero when a step starts.
+#[derive(Clone, Copy)]
+pub struct FedInput<'a> {
+    pub fixed: FixedInput<'a>,
+    pub sums: &'a wgpu::Buffer,
+}
+
+impl FedInput<'_> {
+    /// Bytes of exact sums for a model of `layers` layers.
+    pub fn sums_bytes(layers: usize) -> u64 {
+        12 * layers as u64
+    }
+}
+
+/// `fed`, where it has a sum slot `slot` (else an error about `m`).
+fn fed_slot<'b>(fed: Option<FedInput<'b>>, m: &GpuMatrix, slot: usize) -> Result<FedInput<'b>, GpuError> {
+    match fed {
+        Some(fed) if fed.sums.size() >= FedInput::sums_bytes(slot + 1) => Ok(fed),
+        _ => Err(GpuError::Limits(format!("{}: no fed input with a sum slot {slot}", m.name))),
+    }
+}
+
+/// Where a feeding GEMV's output goes as the next GEMV's input: the norm it
+/// is multiplied with, and the slot (the layer) of its exact sum of squares.
+#[derive(Clone, Copy)]
+pub struct Feed<'b> {
+    pub norm: &'b wgpu::Buffer,
+    pub slot: usize,
+}
+
 /// Longest input of a fixed-point GEMV that converts its input itself
 /// (gemv_fixed.wgsl's gemv_ternary_fixed_staged: 16 * STAGED_WORDS values).
 const STAGED_MAX_COLS: usize = 2048;
@@ -217,7 +279,7 @@ pub fn converts_own_input(m: &GpuMatrix, input_flags: u32) -> bool {
 
 /// A GEMV input in block fixed point (fixed_word.wgsl): three digit planes of
 /// `[n / 16]` vec4<u32> each, and `[n / 16]` (scale, sum) pairs followed by
-/// fixed_point.wgsl's sums of squares, one pair per workgroup.
+/// the sums of squares of the input's writer, one pair per workgroup.
 #[derive(Clone, Copy)]
 pub struct FixedInput<'a> {
     pub planes: &'a wgpu::Buffer,
@@ -228,10 +290,15 @@ pub struct FixedInput<'a> {
 }
 
 impl FixedInput<'_> {
-    /// Bytes of digit planes and of word information for an input of `n` values.
+    /// Bytes of digit planes and of word information for an input of `n`
+    /// values written by fixed_point.wgsl (a workgroup per 256 words).
     pub fn bytes(n: usize) -> (u64, u64) {
-        let words = n as u64 / 16;
-        (3 * n as u64, 8 * (words + words.div_ceil(256)))
+        Self::with_sums(n, (n / 16).div_ceil(256))
+    }
+
+    fn with_sums(n: usize, sum_parts: usize) -> (u64, u64) {
+        let words = (n / 16) as u64;
+        (3 * n as u64, 8 * (words + sum_parts as u64))
     }
 }
 
@@ -472,10 +539,20 @@ impl Ops<'_> {
     }
 
     /// The parameters of a GEMV over one row chunk of `m` (gemv.wgsl's and
-    /// gemv_fixed.wgsl's `Params`).
-    fn gemv_params(&self, m: &GpuMatrix, chunk: &MatrixChunk, flags: u32, y_offset: usize, eps: f32) -> wgpu::Buffer {
-        let values = [chunk.rows, m.cols, chunk.first_row, flags as usize, y_offset, eps.to_bits() as usize, 0, 0];
-        self.uniform(&m.name, &values.map(|v| v as u32))
+    /// gemv_fixed.wgsl's `Params`; `sums`: the latter's `sum_parts` and
+    /// `exact_slot`).
+    fn gemv_params(
+        &self,
+        m: &GpuMatrix,
+        chunk: &MatrixChunk,
+        flags: u32,
+        y_offset: usize,
+        eps: f32,
+        sums: [u32; 2],
+    ) -> wgpu::Buffer {
+        let values = [chunk.rows, m.cols, chunk.first_row, flags as usize, y_offset, eps.to_bits() as usize];
+        let values = values.map(|v| v as u32);
+        self.uniform(&m.name, &[&values[..], &sums].concat())
     }
 
     /// The bindings every GEMV and GEMM dispatch takes for one row chunk, with
@@ -524,7 +601,7 @@ impl Ops<'_> {
         };
         let mut out = Vec::new();
         for chunk in &m.chunks {
-            let params = self.gemv_params(m, chunk, flags, y.offset, eps);
+            let params = self.gemv_params(m, chunk, flags, y.offset, eps, [0, 0]);
             let bindings = self.chunk_bindings(chunk, if wide { 9 } else { 1 }, &params, &inputs, &y);
             let label = format!("gemv {} rows {}..", m.name, chunk.first_row);
             let workgroups = (chunk.rows as u32).div_ceil(team.rows_per_workgroup());
@@ -556,9 +633,10 @@ impl Ops<'_> {
         ];
         let words = (m.cols / 16) as u32;
         let label = format!("to fixed point {}", m.name);
-        let mut out = vec![Dispatch::new(self.ctx, label, to_fixed, &bindings, grid(words.div_ceil(256)))];
+        let conversion_workgroups = words.div_ceil(256);
+        let mut out = vec![Dispatch::new(self.ctx, label, to_fixed, &bindings, grid(conversion_workgroups))];
         let flags = inputs.flags & (NORM1 | NORM2 | BIAS | RESIDUAL);
-        out.extend(self.gemv_over_fixed(m, fixed, inputs.bias, flags, y).await?);
+        out.extend(self.gemv_over_fixed(m, fixed, conversion_workgroups, inputs.bias, flags, y).await?);
         Ok(out)
     }
 
@@ -572,64 +650,71 @@ impl Ops<'_> {
         inputs: LinearInputs<'_>,
         y: Out<'_>,
     ) -> Result<Vec<Dispatch>, GpuError> {
-        let input = [
-            (11, inputs.x),
-            (12, inputs.norms.norm1.unwrap_or(self.dummy)),
-            (13, inputs.norms.norm2.unwrap_or(self.dummy)),
-        ];
+        let input = FixedGemv {
+            kernel: Kernel::GemvTernaryFixedStaged,
+            label: "gemv converting its input",
+            digits: fixed.digits,
+            bindings: vec![
+                (11, inputs.x),
+                (12, inputs.norms.norm1.unwrap_or(self.dummy)),
+                (13, inputs.norms.norm2.unwrap_or(self.dummy)),
+            ],
+            sum_parts: 0,
+            exact_slot: 0,
+        };
         let flags = inputs.flags & (NORM1 | NORM2 | BIAS | RESIDUAL);
-        let kernel = (Kernel::GemvTernaryFixedStaged, "gemv converting its input");
-        self.fixed_gemv_dispatches(m, kernel, fixed.digits, &input, inputs.bias, flags, y).await
+        self.fixed_gemv_dispatches(m, input, inputs.bias, flags, y).await
     }
 
     /// `y (+)= W · in (+ bias)` for one token, the input already in `fixed`
-    /// (gemv_fixed.wgsl; `flags`: its NORM1, NORM2, BIAS and RESIDUAL): one
+    /// (gemv_fixed.wgsl; `flags`: its NORM1, NORM2, BIAS and RESIDUAL; with
+    /// NORM1, `sum_parts` sums of squares follow the input's words): one
     /// dispatch per row chunk of `W`.
     async fn gemv_over_fixed(
         &mut self,
         m: &GpuMatrix,
         fixed: FixedInput<'_>,
+        sum_parts: u32,
         bias: Option<&wgpu::Buffer>,
         flags: u32,
         y: Out<'_>,
     ) -> Result<Vec<Dispatch>, GpuError> {
-        // Checked here, where every fixed-point product passes, whoever wrote the input.
-        let (plane_bytes, info_bytes) = FixedInput::bytes(m.cols);
-        if fixed.planes.size() < plane_bytes || fixed.info.size() < info_bytes {
-            return Err(GpuError::Limits(format!("{}: the fixed-point input scratch is too small", m.name)));
-        }
-        let input = [(3, fixed.planes), (4, fixed.info)];
-        let kernel = (Kernel::GemvTernaryFixed, "gemv");
-        self.fixed_gemv_dispatches(m, kernel, fixed.digits, &input, bias, flags, y).await
+        check_fixed_input(m, fixed, sum_parts)?;
+        let input = FixedGemv {
+            kernel: Kernel::GemvTernaryFixed,
+            label: "gemv",
+            digits: fixed.digits,
+            bindings: vec![(3, fixed.planes), (4, fixed.info), (17, self.dummy)],
+            sum_parts,
+            exact_slot: 0,
+        };
+        self.fixed_gemv_dispatches(m, input, bias, flags, y).await
     }
 
-    /// One dispatch of a gemv_fixed.wgsl entry point (`kernel`: it and the
-    /// dispatches' label) per row chunk of `m`, with `input` bound beside the
-    /// weights, bias and output.
-    #[allow(clippy::too_many_arguments)]
+    /// One dispatch of a gemv_fixed.wgsl entry point per row chunk of `m`,
+    /// with `input` bound beside the weights, bias and output.
     async fn fixed_gemv_dispatches(
         &mut self,
         m: &GpuMatrix,
-        kernel: (Kernel, &str),
-        digits: u32,
-        input: &[(u32, &wgpu::Buffer)],
+        input: FixedGemv<'_>,
         bias: Option<&wgpu::Buffer>,
         flags: u32,
         y: Out<'_>,
     ) -> Result<Vec<Dispatch>, GpuError> {
         let lanes = fixed_gemv_lanes((m.cols / 16) as u32);
-        let constants = [("LANES", lanes), ("DIGITS", digits)];
-        let pipeline = self.matrix_pipeline(m, kernel.0, Kernel::GemvDense, &constants).await?;
+        let constants = [("LANES", lanes), ("DIGITS", input.digits)];
+        let pipeline = self.matrix_pipeline(m, input.kernel, Kernel::GemvDense, &constants).await?;
         let block_rows = 256 / lanes * 4;
         let mut out = Vec::new();
         for chunk in &m.chunks {
-            let params = self.gemv_params(m, chunk, flags, y.offset, self.eps);
+            let sums = [input.sum_parts, input.exact_slot];
+            let params = self.gemv_params(m, chunk, flags, y.offset, self.eps, sums);
             let mut bindings = vec![(0, &params), (1, &chunk.weights), (7, bias.unwrap_or(self.dummy)), (8, y.buffer)];
-            bindings.extend_from_slice(input);
+            bindings.extend_from_slice(&input.bindings);
             if let Some(scales) = &chunk.scales {
                 bindings.push((2, scales));
             }
-            let label = format!("{} {} rows {}..", kernel.1, m.name, chunk.first_row);
+            let label = format!("{} {} rows {}..", input.label, m.name, chunk.first_row);
             let workgroups = (chunk.rows as u32).div_ceil(block_rows);
             out.push(Dispatch::new(self.ctx, label, pipeline.clone(), &bindings, grid(workgroups)));
         }
@@ -643,22 +728,90 @@ impl Ops<'_> {
         !has_norm && self.fixed_gemv(m) && head_dim.is_multiple_of(16)
     }
 
+    /// Whether the fixed-point GEMV of `m` can also write its output, normed,
+    /// as the fixed-point input of the products `next` (which then run as
+    /// [`Ops::linear_of_fed`]): a workgroup's rows are whole words of it, the
+    /// matrix is one chunk, each next product reads all of its rows, and the
+    /// device binds the kernel's ten storage buffers. That saves the next
+    /// products' conversion dispatch.
+    pub fn feeds_next(&self, m: &GpuMatrix, next: &[&GpuMatrix]) -> bool {
+        let (plane_bytes, info_bytes) = FixedInput::with_sums(m.rows, 0);
+        self.fed_input.is_some_and(|fed| fed.fixed.planes.size() >= plane_bytes && fed.fixed.info.size() >= info_bytes)
+            && self.fixed_gemv(m)
+            && m.chunks.len() == 1
+            && m.rows.is_multiple_of(16)
+            && fixed_gemv_lanes((m.cols / 16) as u32) <= 64
+            && self.ctx.caps.limits.max_storage_buffers_per_shader_stage >= 10
+            && next.iter().all(|n| self.fixed_gemv(n) && n.cols == m.rows)
+    }
+
     /// `y (+)= W · in (+ bias)` for one token, over the fixed-point input that
-    /// [`Ops::attention`] left (where [`Ops::attention_feeds_fixed`]).
+    /// [`Ops::attention`] left (where [`Ops::attention_feeds_fixed`]). With a
+    /// `feed`, the GEMV also writes `y * feed.norm` as the next products'
+    /// input (where [`Ops::feeds_next`]), for [`Ops::linear_of_fed`].
     pub async fn linear_of_fixed(
         &mut self,
         m: &GpuMatrix,
         bias: Option<&wgpu::Buffer>,
         residual: bool,
         y: Out<'_>,
+        feed: Option<Feed<'_>>,
     ) -> Result<Vec<Dispatch>, GpuError> {
-        match self.fixed_input {
-            Some(fixed) if self.fixed_gemv(m) => {
-                let flags = bias.map_or(0, |_| BIAS) | if residual { RESIDUAL } else { 0 };
-                self.gemv_over_fixed(m, fixed, bias, flags, y).await
-            }
-            _ => Err(GpuError::Limits(format!("{}: no fixed-point GEMV for this matrix", m.name))),
+        let Some(fixed) = self.fixed_input.filter(|_| self.fixed_gemv(m)) else {
+            return Err(GpuError::Limits(format!("{}: no fixed-point GEMV for this matrix", m.name)));
+        };
+        let flags = bias.map_or(0, |_| BIAS) | if residual { RESIDUAL } else { 0 };
+        let Some(feed) = feed else {
+            return self.gemv_over_fixed(m, fixed, 0, bias, flags, y).await;
+        };
+        let fed = fed_slot(self.fed_input, m, feed.slot)?;
+        if y.offset != 0 || !self.feeds_next(m, &[]) {
+            return Err(GpuError::Limits(format!("{}: this GEMV cannot write the next input", m.name)));
         }
+        check_fixed_input(m, fixed, 0)?;
+        let input = FixedGemv {
+            kernel: Kernel::GemvTernaryFixedFeeding,
+            label: "gemv feeding the next",
+            digits: fixed.digits,
+            bindings: vec![
+                (3, fixed.planes),
+                (4, fixed.info),
+                (14, fed.fixed.planes),
+                (15, fed.fixed.info),
+                (16, feed.norm),
+                (18, fed.sums),
+            ],
+            sum_parts: 0,
+            exact_slot: feed.slot as u32,
+        };
+        self.fixed_gemv_dispatches(m, input, bias, flags, y).await
+    }
+
+    /// `y (+)= W · in (+ bias)` for one token, over the input that a feeding
+    /// GEMV wrote with its norm into slot `slot` ([`Ops::linear_of_fixed`]
+    /// with a feed), whose inverse RMS this GEMV applies.
+    pub async fn linear_of_fed(
+        &mut self,
+        m: &GpuMatrix,
+        slot: usize,
+        bias: Option<&wgpu::Buffer>,
+        y: Out<'_>,
+    ) -> Result<Vec<Dispatch>, GpuError> {
+        let fed = fed_slot(self.fed_input, m, slot)?;
+        if !self.fixed_gemv(m) {
+            return Err(GpuError::Limits(format!("{}: no fixed-point GEMV for this matrix", m.name)));
+        }
+        check_fixed_input(m, fed.fixed, 0)?;
+        let input = FixedGemv {
+            kernel: Kernel::GemvTernaryFixed,
+            label: "gemv over the fed input",
+            digits: fed.fixed.digits,
+            bindings: vec![(3, fed.fixed.planes), (4, fed.fixed.info), (17, fed.sums)],
+            sum_parts: 0,
+            exact_slot: slot as u32,
+        };
+        let flags = NORM1 | EXACT_SUMS | bias.map_or(0, |_| BIAS);
+        self.fixed_gemv_dispatches(m, input, bias, flags, y).await
     }
 
     /// The batched form of [`Ops::gemv`] (gemm.wgsl), one dispatch per row chunk of `W`.

@@ -70,6 +70,7 @@ impl Engine {
         let resolved = self.ctx.buffer("profile timestamps", bytes, U::QUERY_RESOLVE | U::COPY_SRC);
         let readback = self.ctx.buffer("profile read back", bytes, U::MAP_READ | U::COPY_DST);
         let mut encoder = self.ctx.device.create_command_encoder(&Default::default());
+        encoder.clear_buffer(&self.act.fed_sums, 0, None); // as queue_step
         {
             let mut pass = encoder.begin_compute_pass(&Default::default());
             pass.write_timestamp(&queries, 0);

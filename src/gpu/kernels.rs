@@ -53,6 +53,7 @@ pub enum Kernel {
     GemvDense,
     GemvTernaryFixed,
     GemvTernaryFixedStaged,
+    GemvTernaryFixedFeeding,
     ToFixedPoint,
     GemmTernary,
     GemmDense,
@@ -90,6 +91,9 @@ impl Kernel {
             Kernel::GemvTernaryFixed => (GEMV_FIXED_FILE, GEMV_FIXED, "gemv_ternary_fixed", DECODE_REDUCE_FIXED_WORD),
             Kernel::GemvTernaryFixedStaged => {
                 (GEMV_FIXED_FILE, GEMV_FIXED, "gemv_ternary_fixed_staged", DECODE_REDUCE_FIXED_WORD)
+            }
+            Kernel::GemvTernaryFixedFeeding => {
+                (GEMV_FIXED_FILE, GEMV_FIXED, "gemv_ternary_fixed_feeding", DECODE_REDUCE_FIXED_WORD)
             }
             Kernel::ToFixedPoint => (
                 "fixed_point.wgsl",
