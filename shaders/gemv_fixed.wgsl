@@ -31,11 +31,11 @@
 // as gate and up's input under the post-attention norm. Each workgroup's rows
 // are whole words of it, so no conversion dispatch runs between the two. Like
 // fixed_point.wgsl it leaves the inverse RMS out; the sum of y^2 it needs is
-// added up exactly, in 96-bit fixed point with 40 fraction bits, by atomic
-// adds of every workgroup into slot `exact_slot` of `exact_sums_out`
-// (zeroed before the step), so that the next GEMV reads one sum (EXACT_SUMS)
-// instead of adding up one per workgroup. Needs rows % 16 == 0, LANES up to
-// 64, one chunk and y_offset 0.
+// added up exactly by atomic adds of every workgroup into slot `exact_slot`
+// of `exact_sums_out` (zeroed before the step; see add_exact_sum), so that
+// the next GEMV reads one sum (EXACT_SUMS) instead of adding up one per
+// workgroup. Needs rows % 16 == 0, LANES up to 64, one chunk, y_offset 0 and
+// at most 255 * EXACT_PARTS workgroups.
 //
 // Dispatch: workgroups of 256 threads in teams of LANES threads; each team
 // computes four consecutive rows, each thread reading one packed word of each
@@ -80,10 +80,12 @@ override LANES: u32 = 64u;      // threads per row team: a power of two dividing
 @group(0) @binding(14) var<storage, read_write> next_planes: array<vec4<u32>>; // [DIGITS, rows / 16]
 @group(0) @binding(15) var<storage, read_write> next_info: array<vec2<u32>>;   // [rows / 16]
 @group(0) @binding(16) var<storage, read> next_norm: array<f32>;               // [rows]
-// Exact sums of squares: three u32 a slot, lowest first (EXACT_SUMS; written
-// through `exact_sums_out` by gemv_ternary_fixed_feeding).
-@group(0) @binding(17) var<storage, read> exact_sums: array<u32>;
+// Exact sums of squares (add_exact_sum): EXACT_PARTS parts a slot, each four
+// u32 (EXACT_SUMS; written through `exact_sums_out` by
+// gemv_ternary_fixed_feeding).
+@group(0) @binding(17) var<storage, read> exact_sums: array<vec4<u32>>;
 @group(0) @binding(18) var<storage, read_write> exact_sums_out: array<atomic<u32>>;
+const EXACT_PARTS: u32 = 4u;
 
 const WG: u32 = 256u;
 const ROWS_PER_TEAM: u32 = 4u;
@@ -165,9 +167,12 @@ fn norm_factor() -> f32 {
         return 1.0;
     }
     if ((p.flags & EXACT_SUMS) != 0u) {
-        let at = 3u * p.exact_slot;
-        let sum = f32(exact_sums[at + 2u]) * 16777216.0 + f32(exact_sums[at + 1u]) / 256.0
-            + f32(exact_sums[at]) / 1099511627776.0; // 2^24, 2^8, 2^40
+        // Word k of a part holds bits 24k.. of the sum times 2^40.
+        let weights = vec4<f32>(1.0 / 1099511627776.0, 1.0 / 65536.0, 256.0, 4294967296.0); // 2^-40, 2^-16, 2^8, 2^32
+        var sum = 0.0;
+        for (var part = 0u; part < EXACT_PARTS; part = part + 1u) {
+            sum = sum + dot(vec4<f32>(exact_sums[EXACT_PARTS * p.exact_slot + part]), weights);
+        }
         return norm_from_sums(vec2<f32>(sum, 0.0));
     }
     let words = p.cols / 16u;
@@ -178,11 +183,12 @@ fn norm_factor() -> f32 {
     return norm_from_sums(sums);
 }
 
-// Adds `value` (>= 0) to slot exact_slot of exact_sums_out: value * 2^40,
-// rounded down to an integer, in three u32 with carries (sums up to 2^56).
-// Integer adds commute, so the sum does not depend on the order the
-// workgroups add in.
-fn add_exact_sum(value: f32) {
+// Adds `value` (>= 0), times 2^40 and rounded down to an integer, to part
+// `part` of slot exact_slot of exact_sums_out: 24-bit pieces of it go to the
+// part's four u32 (bits 24k.. to word k), which hold the sums of up to 255
+// such pieces without overflow, so no add waits for another (no carries) and
+// the sum does not depend on the order of the adds. Sums below 2^56.
+fn add_exact_sum(value: f32, part: u32) {
     if (!(value > 0.0)) {
         return;
     }
@@ -190,26 +196,18 @@ fn add_exact_sum(value: f32) {
     let e = frexp(value);
     let mantissa = u32(e.fract * 16777216.0); // 2^24
     let shift = e.exp - 24 + 40;
+    let at = 4u * (EXACT_PARTS * p.exact_slot + part);
     if (shift < 0) {
-        add_exact_word(0u, mantissa >> u32(min(-shift, 31)));
+        atomicAdd(&exact_sums_out[at], mantissa >> u32(min(-shift, 31)));
         return;
     }
-    let word = u32(shift) / 32u;
-    let bit = u32(shift) % 32u;
-    add_exact_word(word, mantissa << bit);
-    if (bit > 8u) { // mantissa bits that spill into the next word
-        add_exact_word(word + 1u, mantissa >> (32u - bit));
+    let word = u32(shift) / 24u;
+    let bit = u32(shift) % 24u;
+    if (word < 4u) {
+        atomicAdd(&exact_sums_out[at + word], (mantissa << bit) & 0xffffffu);
     }
-}
-
-// Adds `value` to word `word` of the slot and carries into the words above.
-fn add_exact_word(word: u32, value: u32) {
-    var k = word;
-    var add = value;
-    while (add != 0u && k < 3u) {
-        let before = atomicAdd(&exact_sums_out[3u * p.exact_slot + k], add);
-        add = select(0u, 1u, before > 0xffffffffu - add);
-        k = k + 1u;
+    if (bit > 0u && word + 1u < 4u) {
+        atomicAdd(&exact_sums_out[at + word + 1u], mantissa >> (24u - bit));
     }
 }
 
@@ -307,7 +305,7 @@ fn gemv_ternary_fixed_feeding(
             }
             next_info[w] = word.info;
         }
-        add_exact_sum(squares);
+        add_exact_sum(squares, block % EXACT_PARTS);
     }
 }
 

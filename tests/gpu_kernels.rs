@@ -638,7 +638,8 @@ fn gemv_feeding_the_next_matches_the_cpu() {
             d.extend(block_on(ops.linear_of_fixed(&gm, Some(&biasb), true, Out::all(&yb, rows), feed)).unwrap());
             d.extend(block_on(ops.linear_of_fed(&gm2, slot, Some(&bias2b), Out::all(&zb, next_rows))).unwrap());
             assert!(block_on(ops.linear_of_fed(&gm2, 4, None, Out::all(&zb, next_rows))).is_err(), "4 slots");
-            gpu.ctx.queue.write_buffer(&gpu.fed_sums, 0, &[0; 48]); // zero at the step's start, as the engine does
+            // Zero at the step's start, as the engine does.
+            gpu.ctx.queue.write_buffer(&gpu.fed_sums, 0, &vec![0; gpu.fed_sums.size() as usize]);
             gpu.run(&d);
 
             let y: Vec<f32> =

@@ -55,6 +55,9 @@ const INLINE_STATS: u32 = 16;
 const SPLIT_K: u32 = 16; // gemm.wgsl's flag (the GEMV's 16 is INLINE_STATS)
 const SWIGLU: u32 = 32;
 const EXACT_SUMS: u32 = 64; // gemv_fixed.wgsl
+/// gemv_fixed.wgsl's EXACT_PARTS: each part of an exact sum takes up to 255
+/// feeding workgroups' adds.
+const EXACT_PARTS: usize = 4;
 
 /// Workgroups of argmax's first pass (at most 256: one thread each in the second, argmax.wgsl).
 const ARGMAX_PARTS: usize = 128;
@@ -227,8 +230,9 @@ struct FixedGemv<'b> {
 }
 
 /// The input a fixed-point GEMV writes for the next ([`Ops::feeds_next`]):
-/// block fixed point for a hidden-size input, and three u32 a layer of exact
-/// sums of squares (gemv_fixed.wgsl), which must be zero when a step starts.
+/// block fixed point for a hidden-size input, and a slot a layer of exact
+/// sums of squares (gemv_fixed.wgsl's add_exact_sum), which must be zero when
+/// a step starts.
 #[derive(Clone, Copy)]
 pub struct FedInput<'a> {
     pub fixed: FixedInput<'a>,
@@ -236,9 +240,10 @@ pub struct FedInput<'a> {
 }
 
 impl FedInput<'_> {
-    /// Bytes of exact sums for a model of `layers` layers.
+    /// Bytes of exact sums for a model of `layers` layers: EXACT_PARTS parts
+    /// of four u32 a slot.
     pub fn sums_bytes(layers: usize) -> u64 {
-        12 * layers as u64
+        16 * EXACT_PARTS as u64 * layers as u64
     }
 }
 
@@ -741,6 +746,7 @@ impl Ops<'_> {
             && m.chunks.len() == 1
             && m.rows.is_multiple_of(16)
             && fixed_gemv_lanes((m.cols / 16) as u32) <= 64
+            && m.rows / 16 <= 255 * EXACT_PARTS // workgroups of 16 rows or more
             && self.ctx.caps.limits.max_storage_buffers_per_shader_stage >= 10
             && next.iter().all(|n| self.fixed_gemv(n) && n.cols == m.rows)
     }
