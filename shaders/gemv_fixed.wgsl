@@ -5,9 +5,9 @@
 //
 // where `norm` is 1, or with NORM1 / NORM2 the product of the input's inverse
 // RMS values, which the input's writer leaves out of it and which this kernel
-// computes from the sums of squares the writer left: `sum_parts` of them after
-// the words' info (one per fixed_point.wgsl workgroup), or with EXACT_SUMS
-// one exact sum (NORM1 only) in `exact_sums` (below).
+// computes from the sums of squares the writer left: one per fixed_point.wgsl
+// workgroup (256 words) after the words' info, or with EXACT_SUMS one exact
+// sum (NORM1 only) in `exact_sums` (below).
 //
 // The inner sums are exact integer arithmetic: a packed word's digits (trit + 1)
 // at one position of its four bytes are one shift and mask away (digit_bytes,
@@ -51,8 +51,8 @@ struct Params {
     flags: u32,      // NORM1 | NORM2 | BIAS | RESIDUAL
     y_offset: u32,   // where the matrix's row 0 goes in y
     eps: f32,        // RMSNorm epsilon (NORM1, NORM2)
-    sum_parts: u32,  // NORM1: sums of squares after the input words' info
     exact_slot: u32, // EXACT_SUMS: the input's sum in exact_sums; the feeding GEMV's in exact_sums_out
+    _pad: u32,
 }
 
 const NORM1: u32 = 1u;
@@ -177,7 +177,7 @@ fn norm_factor() -> f32 {
     }
     let words = p.cols / 16u;
     var sums = vec2<f32>(0.0);
-    for (var k = 0u; k < p.sum_parts; k = k + 1u) {
+    for (var k = 0u; k < (words + 255u) / 256u; k = k + 1u) {
         sums = sums + bitcast<vec2<f32>>(info[words + k]);
     }
     return norm_from_sums(sums);

@@ -204,10 +204,10 @@ pub fn fixed_gemv_lanes(words: u32) -> u32 {
     (1 << most.ilog2()).min(256)
 }
 
-/// Checks that `fixed` holds an input of `m` and `sum_parts` sums of squares,
-/// where every fixed-point product passes, whoever wrote the input.
-fn check_fixed_input(m: &GpuMatrix, fixed: FixedInput<'_>, sum_parts: u32) -> Result<(), GpuError> {
-    let (plane_bytes, info_bytes) = FixedInput::with_sums(m.cols, sum_parts as usize);
+/// Checks that `fixed` holds an input of `m`, where every fixed-point product
+/// passes, whoever wrote the input.
+fn check_fixed_input(m: &GpuMatrix, fixed: FixedInput<'_>) -> Result<(), GpuError> {
+    let (plane_bytes, info_bytes) = FixedInput::bytes(m.cols);
     if fixed.planes.size() < plane_bytes || fixed.info.size() < info_bytes {
         return Err(GpuError::Limits(format!("{}: the fixed-point input scratch is too small", m.name)));
     }
@@ -223,8 +223,6 @@ struct FixedGemv<'b> {
     /// The input's digit planes (fixed_word.wgsl's DIGITS).
     digits: u32,
     bindings: Vec<(u32, &'b wgpu::Buffer)>,
-    /// With NORM1: the sums of squares after the input's words (gemv_fixed.wgsl).
-    sum_parts: u32,
     /// The slot of the exact sum of squares read (EXACT_SUMS) or written (feeding).
     exact_slot: u32,
 }
@@ -298,12 +296,8 @@ impl FixedInput<'_> {
     /// Bytes of digit planes and of word information for an input of `n`
     /// values written by fixed_point.wgsl (a workgroup per 256 words).
     pub fn bytes(n: usize) -> (u64, u64) {
-        Self::with_sums(n, (n / 16).div_ceil(256))
-    }
-
-    fn with_sums(n: usize, sum_parts: usize) -> (u64, u64) {
-        let words = (n / 16) as u64;
-        (3 * n as u64, 8 * (words + sum_parts as u64))
+        let words = n as u64 / 16;
+        (3 * n as u64, 8 * (words + words.div_ceil(256)))
     }
 }
 
@@ -544,8 +538,7 @@ impl Ops<'_> {
     }
 
     /// The parameters of a GEMV over one row chunk of `m` (gemv.wgsl's and
-    /// gemv_fixed.wgsl's `Params`; `sums`: the latter's `sum_parts` and
-    /// `exact_slot`).
+    /// gemv_fixed.wgsl's `Params`; `exact_slot`: the latter's).
     fn gemv_params(
         &self,
         m: &GpuMatrix,
@@ -553,11 +546,11 @@ impl Ops<'_> {
         flags: u32,
         y_offset: usize,
         eps: f32,
-        sums: [u32; 2],
+        exact_slot: u32,
     ) -> wgpu::Buffer {
         let values = [chunk.rows, m.cols, chunk.first_row, flags as usize, y_offset, eps.to_bits() as usize];
         let values = values.map(|v| v as u32);
-        self.uniform(&m.name, &[&values[..], &sums].concat())
+        self.uniform(&m.name, &[&values[..], &[exact_slot, 0]].concat())
     }
 
     /// The bindings every GEMV and GEMM dispatch takes for one row chunk, with
@@ -606,7 +599,7 @@ impl Ops<'_> {
         };
         let mut out = Vec::new();
         for chunk in &m.chunks {
-            let params = self.gemv_params(m, chunk, flags, y.offset, eps, [0, 0]);
+            let params = self.gemv_params(m, chunk, flags, y.offset, eps, 0);
             let bindings = self.chunk_bindings(chunk, if wide { 9 } else { 1 }, &params, &inputs, &y);
             let label = format!("gemv {} rows {}..", m.name, chunk.first_row);
             let workgroups = (chunk.rows as u32).div_ceil(team.rows_per_workgroup());
@@ -638,10 +631,9 @@ impl Ops<'_> {
         ];
         let words = (m.cols / 16) as u32;
         let label = format!("to fixed point {}", m.name);
-        let conversion_workgroups = words.div_ceil(256);
-        let mut out = vec![Dispatch::new(self.ctx, label, to_fixed, &bindings, grid(conversion_workgroups))];
+        let mut out = vec![Dispatch::new(self.ctx, label, to_fixed, &bindings, grid(words.div_ceil(256)))];
         let flags = inputs.flags & (NORM1 | NORM2 | BIAS | RESIDUAL);
-        out.extend(self.gemv_over_fixed(m, fixed, conversion_workgroups, inputs.bias, flags, y).await?);
+        out.extend(self.gemv_over_fixed(m, fixed, inputs.bias, flags, y).await?);
         Ok(out)
     }
 
@@ -664,7 +656,6 @@ impl Ops<'_> {
                 (12, inputs.norms.norm1.unwrap_or(self.dummy)),
                 (13, inputs.norms.norm2.unwrap_or(self.dummy)),
             ],
-            sum_parts: 0,
             exact_slot: 0,
         };
         let flags = inputs.flags & (NORM1 | NORM2 | BIAS | RESIDUAL);
@@ -672,25 +663,22 @@ impl Ops<'_> {
     }
 
     /// `y (+)= W · in (+ bias)` for one token, the input already in `fixed`
-    /// (gemv_fixed.wgsl; `flags`: its NORM1, NORM2, BIAS and RESIDUAL; with
-    /// NORM1, `sum_parts` sums of squares follow the input's words): one
+    /// (gemv_fixed.wgsl; `flags`: its NORM1, NORM2, BIAS and RESIDUAL): one
     /// dispatch per row chunk of `W`.
     async fn gemv_over_fixed(
         &mut self,
         m: &GpuMatrix,
         fixed: FixedInput<'_>,
-        sum_parts: u32,
         bias: Option<&wgpu::Buffer>,
         flags: u32,
         y: Out<'_>,
     ) -> Result<Vec<Dispatch>, GpuError> {
-        check_fixed_input(m, fixed, sum_parts)?;
+        check_fixed_input(m, fixed)?;
         let input = FixedGemv {
             kernel: Kernel::GemvTernaryFixed,
             label: "gemv",
             digits: fixed.digits,
             bindings: vec![(3, fixed.planes), (4, fixed.info), (17, self.dummy)],
-            sum_parts,
             exact_slot: 0,
         };
         self.fixed_gemv_dispatches(m, input, bias, flags, y).await
@@ -712,8 +700,7 @@ impl Ops<'_> {
         let block_rows = 256 / lanes * 4;
         let mut out = Vec::new();
         for chunk in &m.chunks {
-            let sums = [input.sum_parts, input.exact_slot];
-            let params = self.gemv_params(m, chunk, flags, y.offset, self.eps, sums);
+            let params = self.gemv_params(m, chunk, flags, y.offset, self.eps, input.exact_slot);
             let mut bindings = vec![(0, &params), (1, &chunk.weights), (7, bias.unwrap_or(self.dummy)), (8, y.buffer)];
             bindings.extend_from_slice(&input.bindings);
             if let Some(scales) = &chunk.scales {
@@ -740,7 +727,7 @@ impl Ops<'_> {
     /// device binds the kernel's ten storage buffers. That saves the next
     /// products' conversion dispatch.
     pub fn feeds_next(&self, m: &GpuMatrix, next: &[&GpuMatrix]) -> bool {
-        let (plane_bytes, info_bytes) = FixedInput::with_sums(m.rows, 0);
+        let (plane_bytes, info_bytes) = FixedInput::bytes(m.rows);
         self.fed_input.is_some_and(|fed| fed.fixed.planes.size() >= plane_bytes && fed.fixed.info.size() >= info_bytes)
             && self.fixed_gemv(m)
             && m.chunks.len() == 1
@@ -768,13 +755,13 @@ impl Ops<'_> {
         };
         let flags = bias.map_or(0, |_| BIAS) | if residual { RESIDUAL } else { 0 };
         let Some(feed) = feed else {
-            return self.gemv_over_fixed(m, fixed, 0, bias, flags, y).await;
+            return self.gemv_over_fixed(m, fixed, bias, flags, y).await;
         };
         let fed = fed_slot(self.fed_input, m, feed.slot)?;
         if y.offset != 0 || !self.feeds_next(m, &[]) {
             return Err(GpuError::Limits(format!("{}: this GEMV cannot write the next input", m.name)));
         }
-        check_fixed_input(m, fixed, 0)?;
+        check_fixed_input(m, fixed)?;
         let input = FixedGemv {
             kernel: Kernel::GemvTernaryFixedFeeding,
             label: "gemv feeding the next",
@@ -787,7 +774,6 @@ impl Ops<'_> {
                 (16, feed.norm),
                 (18, fed.sums),
             ],
-            sum_parts: 0,
             exact_slot: feed.slot as u32,
         };
         self.fixed_gemv_dispatches(m, input, bias, flags, y).await
@@ -807,13 +793,12 @@ impl Ops<'_> {
         if !self.fixed_gemv(m) {
             return Err(GpuError::Limits(format!("{}: no fixed-point GEMV for this matrix", m.name)));
         }
-        check_fixed_input(m, fed.fixed, 0)?;
+        check_fixed_input(m, fed.fixed)?;
         let input = FixedGemv {
             kernel: Kernel::GemvTernaryFixed,
             label: "gemv over the fed input",
             digits: fed.fixed.digits,
             bindings: vec![(3, fed.fixed.planes), (4, fed.fixed.info), (17, fed.sums)],
-            sum_parts: 0,
             exact_slot: slot as u32,
         };
         let flags = NORM1 | EXACT_SUMS | bias.map_or(0, |_| BIAS);
