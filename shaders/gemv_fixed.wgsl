@@ -27,8 +27,9 @@
 //
 // `gemv_ternary_fixed_feeding` computes the same (over an input in storage,
 // without norms) and also writes its output y, times `next_norm`, as the next
-// GEMV's fixed-point input: the o projection's output, the residual stream,
-// as gate and up's input under the post-attention norm. Each workgroup's rows
+// GEMV's fixed-point input: the residual stream, as the o projection leaves
+// it for gate and up (under the post-attention norm) and the down projection
+// for the next layer's q/k/v (under its input norm). Each workgroup's rows
 // are whole words of it, so no conversion dispatch runs between the two. Like
 // fixed_point.wgsl it leaves the inverse RMS out; the sum of y^2 it needs is
 // added up exactly by atomic adds of every workgroup into slot `exact_slot`
@@ -40,9 +41,16 @@
 // Dispatch: workgroups of 256 threads in teams of LANES threads; each team
 // computes four consecutive rows, each thread reading one packed word of each
 // row per step (neighbouring threads read neighbouring words) and the input's
-// word once for all four rows. Workgroups are laid out 2-D (x up to 65535):
-// index = wg.x + wg.y * num_wg.x; rows past the end are skipped.
-// Needs cols % 16 == 0 and GROUP_SIZE % 16 == 0.
+// word once for all four rows. With WORDS_PER_STEP 4 (long rows: the down
+// projection), each thread reads a whole 64-weight group of each row per step
+// instead, four words in one 16-byte load under one scale: the same weights
+// in a quarter of the load instructions, so that teams of 64 threads (16 rows
+// a workgroup, as the feeding GEMV needs) read long rows as fast as teams of
+// 256.
+// Workgroups are laid out 2-D (x up to 65535): index = wg.x + wg.y *
+// num_wg.x; rows past the end are skipped. Needs cols % 16 == 0 and
+// GROUP_SIZE % 16 == 0; WORDS_PER_STEP 4 needs cols % 64 == 0 and
+// GROUP_SIZE % 64 == 0.
 
 struct Params {
     rows: u32,       // rows in this chunk
@@ -64,9 +72,11 @@ const EXACT_SUMS: u32 = 64u;
 override GROUP_SIZE: u32 = 64u; // weights per scale
 override SCALE_DTYPE: u32 = 0u; // DTYPE_* of the scales
 override LANES: u32 = 64u;      // threads per row team: a power of two dividing 256
+override WORDS_PER_STEP: u32 = 1u; // packed words of a row a thread reads per step: 1 or 4
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> weights: array<u32>;      // [rows, cols / 16] packed
+@group(0) @binding(19) var<storage, read> weight_groups: array<vec4<u32>>; // the same, [rows, cols / 64] (WORDS_PER_STEP 4)
 @group(0) @binding(2) var<storage, read> scales: array<u32>;       // [rows, cols / GROUP_SIZE]
 @group(0) @binding(3) var<storage, read> planes: array<vec4<u32>>; // [DIGITS, cols / 16] (fixed_point.wgsl)
 @group(0) @binding(4) var<storage, read> info: array<vec2<u32>>;   // [cols / 16] scale, sum of A; then sums of squares
@@ -141,8 +151,13 @@ fn row_word(row: u32, w: u32) -> RowWord {
     if (row >= p.rows) {
         return RowWord(ZERO_TRITS_WORD, 0.0);
     }
+    return RowWord(weights[row * (p.cols / 16u) + w], row_scale(row, w));
+}
+
+// The scale of word `w` of `row` (a row of the matrix).
+fn row_scale(row: u32, w: u32) -> f32 {
     let s = row * (p.cols / GROUP_SIZE) + (16u * w) / GROUP_SIZE;
-    return RowWord(weights[row * (p.cols / 16u) + w], float_in_word(scales[word_of(s, SCALE_DTYPE)], s, SCALE_DTYPE));
+    return float_in_word(scales[word_of(s, SCALE_DTYPE)], s, SCALE_DTYPE);
 }
 
 // Word `w` of the team's four rows, and their scales.
@@ -420,6 +435,9 @@ fn first_team_words(first_row: u32, lid: u32) -> TeamWords {
 // step's words `first` on. The next step's weights are requested before this
 // step's are used: the GEMV waits on memory more than it computes.
 fn team_sums(first_row: u32, lid: u32, first: TeamWords) -> vec4<f32> {
+    if (WORDS_PER_STEP == 4u) {
+        return team_group_sums(first_row, lid);
+    }
     let words = p.cols / 16u;
     var w = lid % LANES;
     var next = first;
@@ -430,6 +448,42 @@ fn team_sums(first_row: u32, lid: u32, first: TeamWords) -> vec4<f32> {
             next = team_words(first_row, w + LANES);
         }
         acc = acc + step_sums(step, plane(0u, words, w), plane(1u, words, w), plane(2u, words, w), info[w]);
+    }
+    return acc;
+}
+
+// Group `g` (words 4g..4g + 3) of `row` and its scale; past the last row,
+// zero trits and scale 0.
+struct RowGroup {
+    words: vec4<u32>,
+    scale: f32,
+}
+
+fn row_group(row: u32, g: u32) -> RowGroup {
+    if (row >= p.rows) {
+        return RowGroup(vec4<u32>(ZERO_TRITS_WORD), 0.0);
+    }
+    return RowGroup(weight_groups[row * (p.cols / 64u) + g], row_scale(row, 4u * g));
+}
+
+// team_sums with WORDS_PER_STEP 4: this thread's share is groups lid % LANES,
+// + LANES, ... of the four rows, one 16-byte load and one scale per row and
+// step, multiplied word by word as team_sums does. The four loads of a step
+// keep enough weights in flight without a prefetch.
+fn team_group_sums(first_row: u32, lid: u32) -> vec4<f32> {
+    let words = p.cols / 16u;
+    var acc = vec4<f32>(0.0);
+    for (var g = lid % LANES; g < words / 4u; g = g + LANES) {
+        let r0 = row_group(first_row, g);
+        let r1 = row_group(first_row + 1u, g);
+        let r2 = row_group(first_row + 2u, g);
+        let r3 = row_group(first_row + 3u, g);
+        let scales = vec4<f32>(r0.scale, r1.scale, r2.scale, r3.scale);
+        for (var j = 0u; j < 4u; j = j + 1u) {
+            let w = 4u * g + j;
+            let step = TeamWords(vec4<u32>(r0.words[j], r1.words[j], r2.words[j], r3.words[j]), scales);
+            acc = acc + step_sums(step, plane(0u, words, w), plane(1u, words, w), plane(2u, words, w), info[w]);
+        }
     }
     return acc;
 }

@@ -427,7 +427,7 @@ fn gemv_of_swiglu_inputs_matches_the_cpu() {
             let (gub, yb) = (gpu.f32s(&gate_up), gpu.f32s(&residual));
             let mut ops = gpu.inline_ops(1e-6);
             assert!(ops.swiglu_in_linear(&gm));
-            let d = block_on(ops.linear_of_swiglu(&gm, &gub, None, true, Out::all(&yb, rows))).unwrap();
+            let d = block_on(ops.linear_of_swiglu(&gm, &gub, None, true, Out::all(&yb, rows), None)).unwrap();
             gpu.run(&d);
             assert_close(&format!("gemv of swiglu {}", m.name), &gpu.read(&yb, rows), &want, 1e-4);
             // Prefill keeps the separate SwiGLU pass.
@@ -521,9 +521,11 @@ fn fixed_point_gemv_matches_the_cpu() {
         let mut rng = Rng::new(12);
         let eps = 1e-6;
         let mut lanes = std::collections::BTreeSet::new();
+        let mut words_per_step = std::collections::BTreeSet::new();
         let mut own_conversion = std::collections::BTreeSet::new();
         // (rows, cols, split bytes): every team width from 4 to 256 threads
-        // (ops::fixed_gemv_lanes), rows not a multiple of a workgroup's, split
+        // reading a word of a row per step and 64 threads reading a group
+        // (ops::fixed_gemv_team), rows not a multiple of a workgroup's, split
         // matrices; inputs the GEMV converts itself (up to 2048 columns) and
         // inputs a conversion dispatch converts.
         for (rows, cols, max_binding) in [
@@ -534,13 +536,16 @@ fn fixed_point_gemv_matches_the_cpu() {
             (19, 3072, 1 << 20),
             (37, 6144, 1 << 20),
             (9, 12352, 3088 * 2),
+            (21, 16384, 4096 * 8),
         ] {
             for dtype in [DType::F32, DType::F16, DType::BF16] {
                 let mut source = MemorySource::default();
                 let (m, w) = packed_matrix(&mut rng, &mut source, rows, cols, dtype.clone());
                 let gm = gpu.matrix(&m, &source, max_binding);
                 assert!(max_binding > 1 << 19 || gm.chunks.len() > 1, "the test means to split {}", m.name);
-                lanes.insert(tritium::engine::ops::fixed_gemv_lanes((cols / 16) as u32));
+                let (team_lanes, team_words) = tritium::engine::ops::fixed_gemv_team(&gm);
+                lanes.insert(team_lanes);
+                words_per_step.insert(team_words);
                 own_conversion.insert(tritium::engine::ops::converts_own_input(&gm, 0));
                 // Inputs of very different sizes, so that each word's scale matters.
                 let x: Vec<f32> =
@@ -577,12 +582,13 @@ fn fixed_point_gemv_matches_the_cpu() {
                 let (gub, yb) = (gpu.f32s(&gate_up), gpu.f32s(&residual));
                 let mut ops = gpu.fixed_ops(eps);
                 assert!(ops.swiglu_in_linear(&gm));
-                let d = block_on(ops.linear_of_swiglu(&gm, &gub, None, true, Out::all(&yb, rows))).unwrap();
+                let d = block_on(ops.linear_of_swiglu(&gm, &gub, None, true, Out::all(&yb, rows), None)).unwrap();
                 gpu.run(&d);
                 assert_close(&format!("fixed gemv of swiglu {}", m.name), &gpu.read(&yb, rows), &want, 1e-5);
             }
         }
         assert_eq!(lanes.into_iter().collect::<Vec<_>>(), [4, 8, 16, 32, 64, 128, 256], "every team width");
+        assert_eq!(words_per_step.into_iter().collect::<Vec<_>>(), [1, 4], "words and groups a step");
         assert_eq!(own_conversion.into_iter().collect::<Vec<_>>(), [false, true], "both input conversions");
     }
 }
@@ -598,9 +604,11 @@ fn gemv_feeding_the_next_matches_the_cpu() {
         let mut rng = Rng::new(14);
         let eps = 1e-6;
         let mut lanes = std::collections::BTreeSet::new();
+        let mut words_per_step = std::collections::BTreeSet::new();
         // (rows, cols, next rows): every team width that feeds (4 to 64
-        // threads a row: 256 to 16 rows a workgroup), rows not a multiple of
-        // a workgroup's (the first two).
+        // threads a row: 256 to 16 rows a workgroup; the last case's threads
+        // read whole groups, as the down projection's do), rows not a
+        // multiple of a workgroup's (the first two).
         // The residual's size varies, so that the exact sums of squares span
         // their three words (and carry between them).
         let cases = [
@@ -609,13 +617,16 @@ fn gemv_feeding_the_next_matches_the_cpu() {
             (192, 768, 203, 1e-3),
             (448, 1536, 5, 30.0),
             (64, 3072, 130, 1.0),
+            (64, 16384, 21, 3.0),
         ];
         for (case, (rows, cols, next_rows, size)) in cases.into_iter().enumerate() {
             let mut source = MemorySource::default();
             let (m, w) = packed_matrix(&mut rng, &mut source, rows, cols, DType::F16);
             let (m2, w2) = packed_matrix(&mut rng, &mut source, next_rows, rows, DType::BF16);
             let (gm, gm2) = (gpu.matrix(&m, &source, 1 << 20), gpu.matrix(&m2, &source, 1 << 20));
-            lanes.insert(tritium::engine::ops::fixed_gemv_lanes((cols / 16) as u32));
+            let (team_lanes, team_words) = tritium::engine::ops::fixed_gemv_team(&gm);
+            lanes.insert(team_lanes);
+            words_per_step.insert(team_words);
             // The input as SwiGLU of gate and up values, of very different sizes.
             let gate_up: Vec<f32> =
                 random(&mut rng, 2 * cols).iter().enumerate().map(|(i, v)| v * (1 + i % 5) as f32).collect();
@@ -630,12 +641,20 @@ fn gemv_feeding_the_next_matches_the_cpu() {
 
             let mut ops = gpu.fixed_ops(eps);
             assert!(ops.feeds_next(&gm, &[&gm2]), "{} feeds {}", m.name, m2.name);
-            // A product of SwiGLU's output leaves x in the fixed-point scratch
-            // (its conversion dispatch), as attention leaves the o projection's input.
-            let mut d = block_on(ops.linear_of_swiglu(&gm, &gub, None, false, Out::all(&scratch, rows))).unwrap();
             // Each case in its own sum slot, as each layer has one.
             let (slot, feed) = (case % 4, Some(Feed { norm: &gb, slot: case % 4 }));
-            d.extend(block_on(ops.linear_of_fixed(&gm, Some(&biasb), true, Out::all(&yb, rows), feed)).unwrap());
+            let mut d = if case % 2 == 0 {
+                // A product of SwiGLU's output leaves x in the fixed-point scratch
+                // (its conversion dispatch), as attention leaves the o
+                // projection's input; the feeding GEMV then reads it.
+                let scratch_out = Out::all(&scratch, rows);
+                let mut d = block_on(ops.linear_of_swiglu(&gm, &gub, None, false, scratch_out, None)).unwrap();
+                d.extend(block_on(ops.linear_of_fixed(&gm, Some(&biasb), true, Out::all(&yb, rows), feed)).unwrap());
+                d
+            } else {
+                // Both in one call, as the down projection feeds the next layer.
+                block_on(ops.linear_of_swiglu(&gm, &gub, Some(&biasb), true, Out::all(&yb, rows), feed)).unwrap()
+            };
             d.extend(block_on(ops.linear_of_fed(&gm2, slot, Some(&bias2b), Out::all(&zb, next_rows))).unwrap());
             assert!(block_on(ops.linear_of_fed(&gm2, 4, None, Out::all(&zb, next_rows))).is_err(), "4 slots");
             // Zero at the step's start, as the engine does.
@@ -651,6 +670,7 @@ fn gemv_feeding_the_next_matches_the_cpu() {
             assert_close(&format!("gemv over the fed input {}", m2.name), &gpu.read(&zb, next_rows), &z, 1e-5);
         }
         assert_eq!(lanes.into_iter().collect::<Vec<_>>(), [4, 8, 16, 32, 64], "every team width that feeds");
+        assert_eq!(words_per_step.into_iter().collect::<Vec<_>>(), [1, 4], "words and groups a step");
 
         // What cannot feed: teams of 128 threads (8 rows a workgroup, half a
         // word), rows that are not whole words, or a next product of another width.
@@ -910,7 +930,7 @@ fn coop_gemm_matches_the_cpu_on_a_gpu_with_cooperative_matrices() {
             }
             let (gub, yb) = (gpu.f32s(&gate_up), gpu.f32s(&case.residual));
             let mut ops = gpu.coop_ops(graph_tokens, true);
-            let d = block_on(ops.linear_of_swiglu(&gm, &gub, None, true, Out::all(&yb, rows))).unwrap();
+            let d = block_on(ops.linear_of_swiglu(&gm, &gub, None, true, Out::all(&yb, rows), None)).unwrap();
             gpu.set_step(0, tokens as u32);
             gpu.run(&d);
             gpu.set_step(0, 1);

@@ -125,18 +125,28 @@ pub async fn layers_graph(
     // previous step's argmax).
     graph.extend(ops.embed(&w.embed_tokens, &a.token, &a.x).await?);
 
+    // Exact sums of squares of fed inputs (ops::Feed): a slot a layer for the
+    // o projection's feed of gate and up, then one for the down projection's
+    // feed of the next layer's q/k/v.
+    let layers = w.layers.len();
+    // Whether the previous layer's down projection wrote this layer's q/k/v input.
+    let mut qkv_fed = false;
     for (layer_index, layer) in w.layers.iter().enumerate() {
         // Attention block. One statistics pass over x serves input_layernorm and
         // any per-linear norms of q/k/v (they all normalize the same h).
         let qkv_norms = layer.qkv.iter().any(|(_, l)| l.norm.is_some());
-        if !layer.qkv.iter().all(|(_, l)| ops.computes_norm_stats(&l.weight)) {
+        if !qkv_fed && !layer.qkv.iter().all(|(_, l)| ops.computes_norm_stats(&l.weight)) {
             let w = qkv_norms.then_some(&layer.input_layernorm);
             graph.extend(ops.norm_stats(&a.x, hidden, w, eps, &a.stats_attn).await?);
         }
         for (offset, proj) in &layer.qkv {
+            let out = Out { buffer: &a.qkv, offset: *offset, width: qkv_width };
+            if qkv_fed {
+                graph.extend(ops.linear_of_fed(&proj.weight, layers + layer_index, proj.bias.as_ref(), out).await?);
+                continue;
+            }
             let norms =
                 InputNorms { stats: &a.stats_attn, norm1: Some(&layer.input_layernorm), norm2: proj.norm.as_ref() };
-            let out = Out { buffer: &a.qkv, offset: *offset, width: qkv_width };
             graph.extend(ops.linear(&proj.weight, &a.x, norms, proj.bias.as_ref(), false, out).await?);
         }
 
@@ -188,10 +198,20 @@ pub async fn layers_graph(
             graph.extend(ops.linear(&proj.weight, &a.x, norms, proj.bias.as_ref(), false, out).await?);
         }
         let d = &layer.down_proj;
+        qkv_fed = false;
         if ops.swiglu_in_linear(&d.weight) && d.norm.is_none() {
             // Small models' decode, and fixed-point GEMVs: SwiGLU is applied as
-            // the down projection reads (or converts) its input.
-            graph.extend(ops.linear_of_swiglu(&d.weight, &a.gate_up, d.bias.as_ref(), true, x_out).await?);
+            // the down projection reads (or converts) its input. Where it can,
+            // its GEMV also leaves the residual stream, times the next layer's
+            // input norm, as that layer's q/k/v input.
+            let next = w.layers.get(layer_index + 1).filter(|n| n.qkv.iter().all(|(_, l)| l.norm.is_none()));
+            let feed = next.and_then(|n| {
+                let qkv: Vec<&GpuMatrix> = n.qkv.iter().map(|(_, l)| &l.weight).collect();
+                let slot = layers + layer_index + 1;
+                ops.feeds_next(&d.weight, &qkv).then_some(Feed { norm: &n.input_layernorm, slot })
+            });
+            qkv_fed = feed.is_some();
+            graph.extend(ops.linear_of_swiglu(&d.weight, &a.gate_up, d.bias.as_ref(), true, x_out, feed).await?);
         } else {
             graph.push(ops.swiglu(inter, &a.gate_up, &a.mlp).await?);
             if d.norm.is_some() && !ops.computes_norm_stats(&d.weight) {

@@ -121,7 +121,7 @@ impl MemoryPlan {
         // runs): the widest, and the one a GEMV writes for the next.
         let (planes, info) = ops::FixedInput::bytes(widest_row(c));
         let (fed_planes, fed_info) = ops::FixedInput::bytes(c.hidden_size);
-        let fed_sums = ops::FedInput::sums_bytes(c.num_hidden_layers);
+        let fed_sums = ops::FedInput::sums_bytes(ops::FedInput::slots(c.num_hidden_layers));
         let scratch_bytes = scratch_bytes + f32s(gemm_parts) + planes + info + fed_planes + fed_info + fed_sums;
         // Prefill's GEMM input as f16 pairs, where it runs on cooperative matrices.
         let pair_bytes = ops::CoopInput::bytes(ubatch, widest_row(c));
@@ -172,7 +172,7 @@ fn activations(ctx: &GpuContext, c: &Config, tokens: usize, plan: &MemoryPlan, r
     use wgpu::BufferUsages as U;
     let fixed = ops::FixedInput::bytes(widest_row(c));
     let fed = ops::FixedInput::bytes(c.hidden_size);
-    let fed_sums = if decode { ops::FedInput::sums_bytes(c.num_hidden_layers) } else { 4 };
+    let fed_sums = if decode { ops::FedInput::sums_bytes(ops::FedInput::slots(c.num_hidden_layers)) } else { 4 };
     let partials =
         if decode { ops::attention_partial_floats(c.num_attention_heads, c.head_dim(), plan.ctx) } else { 1 };
     let coop = !decode && plan.coop_gemm;

@@ -139,11 +139,16 @@ pub const WIDE_GEMV_MIN_GROUPS: usize = 256;
 /// Whether `m`'s GEMV reads 64 weights per thread and row at a time
 /// (gemv_ternary_wide): long packed rows of whole 64-column groups, one scale each.
 pub fn wide_gemv(m: &GpuMatrix) -> bool {
+    whole_groups(m) && m.cols / 64 >= WIDE_GEMV_MIN_GROUPS
+}
+
+/// Whether `m` is packed in whole 64-column groups of one scale each.
+fn whole_groups(m: &GpuMatrix) -> bool {
     let groups_fit = match &m.storage {
         Storage::Packed { group_size, .. } => group_size % 64 == 0,
         Storage::Dense { .. } => false,
     };
-    groups_fit && m.cols.is_multiple_of(64) && m.cols / 64 >= WIDE_GEMV_MIN_GROUPS
+    groups_fit && m.cols.is_multiple_of(64)
 }
 
 pub struct Ops<'a> {
@@ -204,6 +209,27 @@ pub fn fixed_gemv_lanes(words: u32) -> u32 {
     (1 << most.ilog2()).min(256)
 }
 
+/// Shortest row, in packed words, whose fixed-point GEMV threads each read a
+/// whole 64-weight group (four words, one scale) of each row per step
+/// (gemv_fixed.wgsl's WORDS_PER_STEP 4), in teams of 64 threads: as fast as
+/// teams of 256 threads reading a word each (the 32B shape's down
+/// projection, 1,728 words a row, 28.6 against 28.5 µs a call on an H100),
+/// but with 16 rows a workgroup instead of 4, so that the down projection's
+/// GEMV can write the next layer's q/k/v input (Ops::feeds_next). With that,
+/// tg128 after pp512 went 126.7 -> 130.3 t/s (32B) and 429 -> 446 (7B).
+/// Shorter rows keep a word a step.
+pub const GROUP_STEP_MIN_WORDS: usize = 1024;
+
+/// The fixed-point GEMV's team for `m`: threads a row (LANES) and packed words
+/// each reads of a row per step (WORDS_PER_STEP).
+pub fn fixed_gemv_team(m: &GpuMatrix) -> (u32, u32) {
+    let words = m.cols / 16;
+    if whole_groups(m) && words >= GROUP_STEP_MIN_WORDS {
+        return (64, 4);
+    }
+    (fixed_gemv_lanes(words as u32), 1)
+}
+
 /// Checks that `fixed` holds an input of `m`, where every fixed-point product
 /// passes, whoever wrote the input.
 fn check_fixed_input(m: &GpuMatrix, fixed: FixedInput<'_>) -> Result<(), GpuError> {
@@ -238,10 +264,15 @@ pub struct FedInput<'a> {
 }
 
 impl FedInput<'_> {
-    /// Bytes of exact sums for a model of `layers` layers: EXACT_PARTS parts
-    /// of four u32 a slot.
-    pub fn sums_bytes(layers: usize) -> u64 {
-        16 * EXACT_PARTS as u64 * layers as u64
+    /// Bytes of `slots` exact sums: EXACT_PARTS parts of four u32 a slot.
+    pub fn sums_bytes(slots: usize) -> u64 {
+        16 * EXACT_PARTS as u64 * slots as u64
+    }
+
+    /// Sum slots the decode step of a model of `layers` layers uses: two a
+    /// layer (forward.rs).
+    pub fn slots(layers: usize) -> usize {
+        2 * layers
     }
 }
 
@@ -487,7 +518,9 @@ impl Ops<'_> {
     /// `y (+)= W · (silu(gate) * up) (+ bias)`, with each token's row of `gate_up`
     /// holding its gate values, then its up values: [`Ops::swiglu`] followed by
     /// [`Ops::linear`] without norms, in one dispatch. Only where
-    /// [`Ops::swiglu_in_linear`].
+    /// [`Ops::swiglu_in_linear`]. With a `feed`, the fixed-point GEMV also
+    /// writes `y * feed.norm` as the next products' input, as
+    /// [`Ops::linear_of_fixed`] does (where [`Ops::feeds_next`]).
     pub async fn linear_of_swiglu(
         &mut self,
         m: &GpuMatrix,
@@ -495,12 +528,23 @@ impl Ops<'_> {
         bias: Option<&wgpu::Buffer>,
         residual: bool,
         y: Out<'_>,
+        feed: Option<Feed<'_>>,
     ) -> Result<Vec<Dispatch>, GpuError> {
         if !self.swiglu_in_linear(m) {
             return Err(GpuError::Limits(format!("{}: no product that applies SwiGLU itself for this matrix", m.name)));
         }
         let norms = InputNorms { stats: self.dummy, norm1: None, norm2: None };
-        self.linear_with(m, gate_up, norms, bias, residual, y, SWIGLU).await
+        let Some(feed) = feed else {
+            return self.linear_with(m, gate_up, norms, bias, residual, y, SWIGLU).await;
+        };
+        // The conversion applies SwiGLU, and the GEMV over it feeds the next.
+        let Some(fixed) = self.fixed_input.filter(|_| self.fixed_gemv(m)) else {
+            return Err(GpuError::Limits(format!("{}: no fixed-point GEMV for this matrix", m.name)));
+        };
+        let inputs = LinearInputs { x: gate_up, norms, bias, flags: SWIGLU };
+        let mut out = vec![self.fixed_point_conversion(m, &inputs, fixed).await?];
+        out.extend(self.linear_of_fixed(m, bias, residual, y, Some(feed)).await?);
+        Ok(out)
     }
 
     /// [`Ops::linear`] with `input_flags` (SWIGLU) added to the kernel's flags.
@@ -618,6 +662,20 @@ impl Ops<'_> {
         inputs: LinearInputs<'_>,
         y: Out<'_>,
     ) -> Result<Vec<Dispatch>, GpuError> {
+        let mut out = vec![self.fixed_point_conversion(m, &inputs, fixed).await?];
+        let flags = inputs.flags & (NORM1 | NORM2 | BIAS | RESIDUAL);
+        out.extend(self.gemv_over_fixed(m, fixed, inputs.bias, flags, y).await?);
+        Ok(out)
+    }
+
+    /// The dispatch that writes `m`'s input, with the norms or SwiGLU its
+    /// flags say, into `fixed` (fixed_point.wgsl).
+    async fn fixed_point_conversion(
+        &mut self,
+        m: &GpuMatrix,
+        inputs: &LinearInputs<'_>,
+        fixed: FixedInput<'_>,
+    ) -> Result<Dispatch, GpuError> {
         let to_fixed = self.kernels.pipeline(Kernel::ToFixedPoint, &[("DIGITS", fixed.digits)]).await?;
         let input_flags = inputs.flags & (NORM1 | NORM2 | SWIGLU);
         let params = self.uniform("to_fixed_point", &[m.cols as u32, input_flags, 0, 0]);
@@ -631,10 +689,7 @@ impl Ops<'_> {
         ];
         let words = (m.cols / 16) as u32;
         let label = format!("to fixed point {}", m.name);
-        let mut out = vec![Dispatch::new(self.ctx, label, to_fixed, &bindings, grid(words.div_ceil(256)))];
-        let flags = inputs.flags & (NORM1 | NORM2 | BIAS | RESIDUAL);
-        out.extend(self.gemv_over_fixed(m, fixed, inputs.bias, flags, y).await?);
-        Ok(out)
+        Ok(Dispatch::new(self.ctx, label, to_fixed, &bindings, grid(words.div_ceil(256))))
     }
 
     /// [`Ops::gemv_fixed`] in one dispatch per row chunk, each workgroup
@@ -694,14 +749,17 @@ impl Ops<'_> {
         flags: u32,
         y: Out<'_>,
     ) -> Result<Vec<Dispatch>, GpuError> {
-        let lanes = fixed_gemv_lanes((m.cols / 16) as u32);
-        let constants = [("LANES", lanes), ("DIGITS", input.digits)];
+        let (lanes, words_per_step) = fixed_gemv_team(m);
+        let constants = [("LANES", lanes), ("DIGITS", input.digits), ("WORDS_PER_STEP", words_per_step)];
         let pipeline = self.matrix_pipeline(m, input.kernel, Kernel::GemvDense, &constants).await?;
         let block_rows = 256 / lanes * 4;
         let mut out = Vec::new();
         for chunk in &m.chunks {
             let params = self.gemv_params(m, chunk, flags, y.offset, self.eps, input.exact_slot);
             let mut bindings = vec![(0, &params), (1, &chunk.weights), (7, bias.unwrap_or(self.dummy)), (8, y.buffer)];
+            if input.kernel != Kernel::GemvTernaryFixedStaged {
+                bindings.push((19, &chunk.weights)); // the same words as 64-weight groups (team_sums)
+            }
             bindings.extend_from_slice(&input.bindings);
             if let Some(scales) = &chunk.scales {
                 bindings.push((2, scales));
@@ -724,7 +782,7 @@ impl Ops<'_> {
     /// as the fixed-point input of the products `next` (which then run as
     /// [`Ops::linear_of_fed`]): a workgroup's rows are whole words of it, the
     /// matrix is one chunk, each next product reads all of its rows, and the
-    /// device binds the kernel's ten storage buffers. That saves the next
+    /// device binds the kernel's eleven storage buffers. That saves the next
     /// products' conversion dispatch.
     pub fn feeds_next(&self, m: &GpuMatrix, next: &[&GpuMatrix]) -> bool {
         let (plane_bytes, info_bytes) = FixedInput::bytes(m.rows);
@@ -732,9 +790,9 @@ impl Ops<'_> {
             && self.fixed_gemv(m)
             && m.chunks.len() == 1
             && m.rows.is_multiple_of(16)
-            && fixed_gemv_lanes((m.cols / 16) as u32) <= 64
+            && fixed_gemv_team(m).0 <= 64
             && m.rows / 16 <= 255 * EXACT_PARTS // workgroups of 16 rows or more
-            && self.ctx.caps.limits.max_storage_buffers_per_shader_stage >= 10
+            && self.ctx.caps.limits.max_storage_buffers_per_shader_stage >= 11
             && next.iter().all(|n| self.fixed_gemv(n) && n.cols == m.rows)
     }
 
