@@ -38,6 +38,15 @@
 // workgroup. Needs rows % 16 == 0, LANES up to 64, one chunk, y_offset 0 and
 // at most 255 * EXACT_PARTS workgroups.
 //
+// `gemv_ternary_fixed_swiglu_feeding` computes the same for the stacked
+// gate and up projection (rows 0..rows/2 gate, then up) and also writes
+// silu(gate) * up as the down projection's fixed-point input: the first half
+// of each workgroup's teams computes its gate rows and the second half the
+// matching up rows, so that each workgroup holds whole words of SwiGLU's
+// output and no conversion dispatch runs before down. Needs LANES up to 32
+// (16 gate rows a workgroup or more), rows / 2 a multiple of a workgroup's
+// gate rows, and one chunk.
+//
 // Dispatch: workgroups of 256 threads in teams of LANES threads; each team
 // computes four consecutive rows, each thread reading one packed word of each
 // row per step (neighbouring threads read neighbouring words) and the input's
@@ -104,7 +113,8 @@ const ROWS_PER_TEAM: u32 = 4u;
 // up different rows read different banks.
 var<workgroup> partial: array<f32, 1280>; // [(WG / LANES) * ROWS_PER_TEAM rows, LANES + 1]
 
-// gemv_ternary_fixed_feeding: the workgroup's rows of y, and of y * next_norm.
+// gemv_ternary_fixed_feeding: the workgroup's rows of y, and of y * next_norm;
+// gemv_ternary_fixed_swiglu_feeding: its gate rows, then its up rows (x).
 var<workgroup> block_y: array<vec2<f32>, WG>;
 
 // gemv_ternary_fixed_staged: the workgroup's own fixed-point input.
@@ -314,14 +324,56 @@ fn gemv_ternary_fixed_feeding(
                 values[i] = vec4<f32>(block_y[at].y, block_y[at + 1u].y, block_y[at + 2u].y, block_y[at + 3u].y);
                 squares = squares + dot(raw, raw);
             }
-            let word = fixed_word(values);
-            for (var k = 0u; k < DIGITS; k = k + 1u) {
-                next_planes[k * next_words + w] = word.planes[k];
-            }
-            next_info[w] = word.info;
+            store_next_word(w, next_words, fixed_word(values));
         }
         add_exact_sum(squares, block % EXACT_PARTS);
     }
+}
+
+@compute @workgroup_size(256)
+fn gemv_ternary_fixed_swiglu_feeding(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) num_wg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let block = wg.x + wg.y * num_wg.x;
+    let half = p.rows / 2u;
+    let teams = WG / LANES;
+    let block_gates = teams / 2u * ROWS_PER_TEAM; // gate rows (and up rows) of the workgroup
+    let first_gate = block * block_gates;
+    // Teams 0..teams/2 take the gate rows, the others the up rows.
+    let team = lid / LANES;
+    let up_team = team / (teams / 2u);
+    let first_row = up_team * half + first_gate + (team % (teams / 2u)) * ROWS_PER_TEAM;
+    let acc = team_sums(first_row, lid, first_team_words(first_row, lid));
+    share_sums(lid, acc);
+    // Thread k writes the workgroup's k-th row: gate rows, then up rows.
+    if (lid < 2u * block_gates) {
+        let row = (lid / block_gates) * half + first_gate + lid % block_gates;
+        block_y[lid] = vec2<f32>(write_row(row, row_sum(lid), norm_factor()), 0.0);
+    }
+    workgroupBarrier();
+    // A thread a word turns silu(gate) * up into words of down's input (as
+    // fixed_point.wgsl does with SWIGLU).
+    if (lid < block_gates / 16u) {
+        var values: array<vec4<f32>, 4>;
+        for (var i = 0u; i < 4u; i = i + 1u) {
+            let at = 16u * lid + 4u * i;
+            let gate = vec4<f32>(block_y[at].x, block_y[at + 1u].x, block_y[at + 2u].x, block_y[at + 3u].x);
+            let b = block_gates + at;
+            let up = vec4<f32>(block_y[b].x, block_y[b + 1u].x, block_y[b + 2u].x, block_y[b + 3u].x);
+            values[i] = gate / (1.0 + exp(-gate)) * up; // as swiglu.wgsl
+        }
+        store_next_word(first_gate / 16u + lid, half / 16u, fixed_word(values));
+    }
+}
+
+// Stores `word` as word `w` of the next GEMV's input of `words` words.
+fn store_next_word(w: u32, words: u32, word: FixedWord) {
+    for (var k = 0u; k < DIGITS; k = k + 1u) {
+        next_planes[k * words + w] = word.planes[k];
+    }
+    next_info[w] = word.info;
 }
 
 // The team's four rows' sums over one input word: `step` holds the rows'

@@ -684,6 +684,81 @@ fn gemv_feeding_the_next_matches_the_cpu() {
     }
 }
 
+/// The stacked gate and up GEMV over a fed input that also writes SwiGLU of
+/// its halves as the down projection's fixed-point input
+/// (gemv_ternary_fixed_swiglu_feeding), and down's GEMV over it, against the
+/// CPU: `x` fed as in gemv_feeding_the_next_matches_the_cpu, `gu = Wgu
+/// rmsnorm(x, g) + bias`, `out = Wd (silu(gate) * up) + residual`.
+#[test]
+fn gemv_feeding_swiglu_matches_the_cpu() {
+    for mut gpu in gpus() {
+        let mut rng = Rng::new(15);
+        let eps = 1e-6;
+        let mut gate_rows_seen = std::collections::BTreeSet::new();
+        // (hidden, first product's columns, intermediate, down's rows): gate
+        // and up teams of 4, 8 and 32 threads (128, 64 and 16 gate rows a
+        // workgroup), the last two with 64 threads elsewhere.
+        for (hidden, cols, inter, out_rows) in
+            [(128, 64, 128, 37), (384, 64, 128, 5), (1536, 384, 64, 21), (3072, 64, 320, 130)]
+        {
+            let mut source = MemorySource::default();
+            let (m, w) = packed_matrix(&mut rng, &mut source, hidden, cols, DType::F16);
+            let (m_gu, w_gu) = packed_matrix(&mut rng, &mut source, 2 * inter, hidden, DType::BF16);
+            let (m_d, w_d) = packed_matrix(&mut rng, &mut source, out_rows, inter, DType::F32);
+            let gm = gpu.matrix(&m, &source, 1 << 20);
+            let (gm_gu, gm_d) = (gpu.matrix(&m_gu, &source, 1 << 20), gpu.matrix(&m_d, &source, 1 << 20));
+            // The first product's input as SwiGLU of gate and up values (its conversion dispatch).
+            let x_gate_up = random(&mut rng, 2 * cols);
+            let x: Vec<f32> =
+                x_gate_up[..cols].iter().zip(&x_gate_up[cols..]).map(|(g, u)| reference::silu(*g) * u).collect();
+            let (g, bias_gu) = (random(&mut rng, hidden), random(&mut rng, 2 * inter));
+            let residual = random(&mut rng, out_rows);
+            let (xb, yb, gb) = (gpu.f32s(&x_gate_up), gpu.f32s(&vec![0.0; hidden]), gpu.f32s(&g));
+            let (bias_gub, gub) = (gpu.f32s(&bias_gu), gpu.f32s(&vec![0.0; 2 * inter]));
+            let outb = gpu.f32s(&residual);
+
+            let mut ops = gpu.fixed_ops(eps);
+            assert!(ops.feeds_next(&gm, &[&gm_gu]) && ops.feeds_swiglu(&gm_gu, &gm_d), "{} feeds {}", m.name, m_d.name);
+            let feed = Some(Feed { norm: &gb, slot: 1 });
+            let mut d = block_on(ops.linear_of_swiglu(&gm, &xb, None, false, Out::all(&yb, hidden), feed)).unwrap();
+            let gu_out = Out::all(&gub, 2 * inter);
+            let gu_d = block_on(ops.linear_of_fed_feeding_swiglu(&gm_gu, 1, Some(&bias_gub), gu_out, &gm_d)).unwrap();
+            // Workgroups hold whole words of gate rows, and as many up rows.
+            let gate_rows = inter / gu_d[0].workgroups.iter().product::<u32>() as usize;
+            assert!(gate_rows.is_multiple_of(16), "{gate_rows} gate rows a workgroup");
+            gate_rows_seen.insert(gate_rows);
+            d.extend(gu_d);
+            d.extend(block_on(ops.linear_of_fixed(&gm_d, None, true, Out::all(&outb, out_rows), None)).unwrap());
+            gpu.ctx.queue.write_buffer(&gpu.fed_sums, 0, &vec![0; gpu.fed_sums.size() as usize]);
+            gpu.run(&d);
+
+            let y = matvec(&w, cols, &x);
+            let mut normed = vec![0.0; hidden];
+            reference::rmsnorm(&mut normed, &y, &g, eps);
+            let gu: Vec<f32> = matvec(&w_gu, hidden, &normed).iter().zip(&bias_gu).map(|(a, b)| a + b).collect();
+            assert_close(&format!("gate and up feeding down {}", m_gu.name), &gpu.read(&gub, 2 * inter), &gu, 1e-5);
+            let h: Vec<f32> = gu[..inter].iter().zip(&gu[inter..]).map(|(g, u)| reference::silu(*g) * u).collect();
+            let want: Vec<f32> = matvec(&w_d, inter, &h).iter().zip(&residual).map(|(a, r)| a + r).collect();
+            assert_close(
+                &format!("down over SwiGLU fed by gate and up {}", m_d.name),
+                &gpu.read(&outb, out_rows),
+                &want,
+                1e-5,
+            );
+        }
+        assert_eq!(gate_rows_seen.into_iter().collect::<Vec<_>>(), [16, 64, 128], "team widths 32, 8 and 4");
+
+        // What cannot feed SwiGLU on: gate rows that are not whole workgroups'
+        // (teams of 4 threads: 128 gate rows), or a down of another width.
+        let mut source = MemorySource::default();
+        let gate_up = gpu.matrix(&packed_matrix(&mut rng, &mut source, 128, 64, DType::F16).0, &source, 1 << 20);
+        let down = gpu.matrix(&packed_matrix(&mut rng, &mut source, 16, 64, DType::F16).0, &source, 1 << 20);
+        let wide_gate_up = gpu.matrix(&packed_matrix(&mut rng, &mut source, 256, 1536, DType::F16).0, &source, 1 << 20);
+        let ops = gpu.fixed_ops(eps);
+        assert!(!ops.feeds_swiglu(&gate_up, &down) && !ops.feeds_swiglu(&wide_gate_up, &down));
+    }
+}
+
 /// The fixed-point GEMV on 16- and 8-bit inputs (`--act-bits`) against the
 /// CPU's f32 product: each input is off by at most half a step, its word's
 /// largest |value| / 32512 or / 127, so row r is off by at most

@@ -184,8 +184,19 @@ pub async fn layers_graph(
             let w = mlp_norms.then_some(&layer.post_attention_layernorm);
             graph.extend(ops.norm_stats(&a.x, hidden, w, eps, &a.stats_mlp).await?);
         }
+        // Where it can, the stacked gate and up GEMV also leaves SwiGLU of its
+        // output as down's fixed-point input.
+        let d = &layer.down_proj;
+        let down_fed = mlp_fed
+            && d.norm.is_none()
+            && matches!(&layer.gate_up[..], [(0, gu)] if ops.feeds_swiglu(&gu.weight, &d.weight));
         for (offset, proj) in &layer.gate_up {
             let out = Out { buffer: &a.gate_up, offset: *offset, width: 2 * inter };
+            if down_fed {
+                let bias = proj.bias.as_ref();
+                graph.extend(ops.linear_of_fed_feeding_swiglu(&proj.weight, layer_index, bias, out, &d.weight).await?);
+                continue;
+            }
             if mlp_fed {
                 graph.extend(ops.linear_of_fed(&proj.weight, layer_index, proj.bias.as_ref(), out).await?);
                 continue;
@@ -197,20 +208,21 @@ pub async fn layers_graph(
             };
             graph.extend(ops.linear(&proj.weight, &a.x, norms, proj.bias.as_ref(), false, out).await?);
         }
-        let d = &layer.down_proj;
-        qkv_fed = false;
-        if ops.swiglu_in_linear(&d.weight) && d.norm.is_none() {
+        // Where it can, the down GEMV also leaves the residual stream, times
+        // the next layer's input norm, as that layer's q/k/v input.
+        let next = w.layers.get(layer_index + 1).filter(|n| n.qkv.iter().all(|(_, l)| l.norm.is_none()));
+        let feed = next.and_then(|n| {
+            let qkv: Vec<&GpuMatrix> = n.qkv.iter().map(|(_, l)| &l.weight).collect();
+            let slot = layers + layer_index + 1;
+            ops.feeds_next(&d.weight, &qkv).then_some(Feed { norm: &n.input_layernorm, slot })
+        });
+        let swiglu_in_linear = ops.swiglu_in_linear(&d.weight) && d.norm.is_none();
+        qkv_fed = feed.is_some() && (down_fed || swiglu_in_linear);
+        if down_fed {
+            graph.extend(ops.linear_of_fixed(&d.weight, d.bias.as_ref(), true, x_out, feed).await?);
+        } else if swiglu_in_linear {
             // Small models' decode, and fixed-point GEMVs: SwiGLU is applied as
-            // the down projection reads (or converts) its input. Where it can,
-            // its GEMV also leaves the residual stream, times the next layer's
-            // input norm, as that layer's q/k/v input.
-            let next = w.layers.get(layer_index + 1).filter(|n| n.qkv.iter().all(|(_, l)| l.norm.is_none()));
-            let feed = next.and_then(|n| {
-                let qkv: Vec<&GpuMatrix> = n.qkv.iter().map(|(_, l)| &l.weight).collect();
-                let slot = layers + layer_index + 1;
-                ops.feeds_next(&d.weight, &qkv).then_some(Feed { norm: &n.input_layernorm, slot })
-            });
-            qkv_fed = feed.is_some();
+            // the down projection reads (or converts) its input.
             graph.extend(ops.linear_of_swiglu(&d.weight, &a.gate_up, d.bias.as_ref(), true, x_out, feed).await?);
         } else {
             graph.push(ops.swiglu(inter, &a.gate_up, &a.mlp).await?);

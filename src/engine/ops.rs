@@ -230,6 +230,26 @@ pub fn fixed_gemv_team(m: &GpuMatrix) -> (u32, u32) {
     (fixed_gemv_lanes(words as u32), 1)
 }
 
+/// Most threads a row of the GEMV that writes SwiGLU's output as the down
+/// projection's input (gemv_ternary_fixed_swiglu_feeding): 32 give its
+/// workgroups 16 gate rows and 16 up rows, one word of that input. On an H100
+/// teams of 32 read the 32B shape's gate and up rows (320 words) as fast as
+/// teams of 64 (44.8 µs a call either way, the GEMV alone). Saving down's
+/// conversion dispatch took tg128 after pp512 from 694 to 728 t/s (1.5B),
+/// 494 to 520 (3B) and 443 to 455 (7B); 32B stayed at 130.
+const SWIGLU_FEEDING_LANES: u32 = 32;
+
+/// The team of gemv_fixed.wgsl's entry point `kernel` for `m`:
+/// [`fixed_gemv_team`], with at most [`SWIGLU_FEEDING_LANES`] threads a row
+/// for the GEMV that feeds SwiGLU's output on.
+fn kernel_team(kernel: Kernel, m: &GpuMatrix) -> (u32, u32) {
+    let (lanes, words_per_step) = fixed_gemv_team(m);
+    match kernel {
+        Kernel::GemvTernaryFixedSwigluFeeding => (lanes.min(SWIGLU_FEEDING_LANES), words_per_step),
+        _ => (lanes, words_per_step),
+    }
+}
+
 /// Checks that `fixed` holds an input of `m`, where every fixed-point product
 /// passes, whoever wrote the input.
 fn check_fixed_input(m: &GpuMatrix, fixed: FixedInput<'_>) -> Result<(), GpuError> {
@@ -749,7 +769,7 @@ impl Ops<'_> {
         flags: u32,
         y: Out<'_>,
     ) -> Result<Vec<Dispatch>, GpuError> {
-        let (lanes, words_per_step) = fixed_gemv_team(m);
+        let (lanes, words_per_step) = kernel_team(input.kernel, m);
         let constants = [("LANES", lanes), ("DIGITS", input.digits), ("WORDS_PER_STEP", words_per_step)];
         let pipeline = self.matrix_pipeline(m, input.kernel, Kernel::GemvDense, &constants).await?;
         let block_rows = 256 / lanes * 4;
@@ -857,6 +877,63 @@ impl Ops<'_> {
             label: "gemv over the fed input",
             digits: fed.fixed.digits,
             bindings: vec![(3, fed.fixed.planes), (4, fed.fixed.info), (17, fed.sums)],
+            exact_slot: slot as u32,
+        };
+        let flags = NORM1 | EXACT_SUMS | bias.map_or(0, |_| BIAS);
+        self.fixed_gemv_dispatches(m, input, bias, flags, y).await
+    }
+
+    /// Whether the GEMV of the stacked gate and up projection `gate_up`, over
+    /// the fed input ([`Ops::linear_of_fed`]), can also write SwiGLU of its
+    /// two halves as `down`'s fixed-point input, for
+    /// [`Ops::linear_of_fed_feeding_swiglu`]: both run as fixed-point GEMVs,
+    /// `gate_up` is one chunk, and each of its workgroups holds whole words
+    /// of gate rows (gemv_ternary_fixed_swiglu_feeding). That saves down's
+    /// conversion dispatch.
+    pub fn feeds_swiglu(&self, gate_up: &GpuMatrix, down: &GpuMatrix) -> bool {
+        let (lanes, _) = kernel_team(Kernel::GemvTernaryFixedSwigluFeeding, gate_up);
+        let block_gates = 256 / lanes / 2 * 4;
+        let half = gate_up.rows / 2;
+        self.fed_input.is_some()
+            && self.fixed_input.is_some_and(|fixed| check_fixed_input(down, fixed).is_ok())
+            && self.fixed_gemv(gate_up)
+            && self.fixed_gemv(down)
+            && gate_up.chunks.len() == 1
+            && gate_up.rows.is_multiple_of(2)
+            && half.is_multiple_of(block_gates as usize)
+            && block_gates.is_multiple_of(16)
+            && down.cols == half
+            && self.ctx.caps.limits.max_storage_buffers_per_shader_stage >= 10
+    }
+
+    /// [`Ops::linear_of_fed`] of the stacked gate and up projection `m`
+    /// whose GEMV also writes silu(gate) * up into the fixed-point scratch as
+    /// `down`'s input (where [`Ops::feeds_swiglu`]); down then runs as
+    /// [`Ops::linear_of_fixed`].
+    pub async fn linear_of_fed_feeding_swiglu(
+        &mut self,
+        m: &GpuMatrix,
+        slot: usize,
+        bias: Option<&wgpu::Buffer>,
+        y: Out<'_>,
+        down: &GpuMatrix,
+    ) -> Result<Vec<Dispatch>, GpuError> {
+        let fed = fed_slot(self.fed_input, m, slot)?;
+        let Some(fixed) = self.fixed_input.filter(|_| self.feeds_swiglu(m, down)) else {
+            return Err(GpuError::Limits(format!("{}: this GEMV cannot write {}'s input", m.name, down.name)));
+        };
+        check_fixed_input(m, fed.fixed)?;
+        let input = FixedGemv {
+            kernel: Kernel::GemvTernaryFixedSwigluFeeding,
+            label: "gemv over the fed input feeding down",
+            digits: fed.fixed.digits,
+            bindings: vec![
+                (3, fed.fixed.planes),
+                (4, fed.fixed.info),
+                (17, fed.sums),
+                (14, fixed.planes),
+                (15, fixed.info),
+            ],
             exact_slot: slot as u32,
         };
         let flags = NORM1 | EXACT_SUMS | bias.map_or(0, |_| BIAS);

@@ -54,6 +54,7 @@ pub enum Kernel {
     GemvTernaryFixed,
     GemvTernaryFixedStaged,
     GemvTernaryFixedFeeding,
+    GemvTernaryFixedSwigluFeeding,
     ToFixedPoint,
     GemmTernary,
     GemmDense,
@@ -94,6 +95,9 @@ impl Kernel {
             }
             Kernel::GemvTernaryFixedFeeding => {
                 (GEMV_FIXED_FILE, GEMV_FIXED, "gemv_ternary_fixed_feeding", DECODE_REDUCE_FIXED_WORD)
+            }
+            Kernel::GemvTernaryFixedSwigluFeeding => {
+                (GEMV_FIXED_FILE, GEMV_FIXED, "gemv_ternary_fixed_swiglu_feeding", DECODE_REDUCE_FIXED_WORD)
             }
             Kernel::ToFixedPoint => (
                 "fixed_point.wgsl",
