@@ -73,6 +73,7 @@ const POS_THREADS: u32 = 4u; // decode: threads per position for the scores
 const WG_PARTIAL: u32 = 128u; // SPLIT * POS_THREADS
 var<workgroup> weights: array<f32, 64>;
 var<workgroup> slices: array<vec4<f32>, WG_PARTIAL>;
+var<workgroup> group_stats: array<vec2<f32>, WG>; // combine: each thread's (running maximum, denominator)
 var<workgroup> dots: array<f32, WG_PARTIAL>; // attention_partial: each thread's part of a score
 var<workgroup> q_head: array<vec4<f32>, 64>; // this workgroup's query [head_dim / 4]
 var<workgroup> k_new: array<vec4<f32>, 64>;  // attention_partial: k and v at pos
@@ -237,51 +238,52 @@ fn attention_partial(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invoca
 }
 
 // Combines head `head`'s splits into `out`, and leaves its quads in `slices`.
+// One pass over the splits: thread (group, column) merges column `column` of
+// splits group, group + groups, ... as an online softmax does (a running
+// maximum, its sums rescaled as it grows), and the groups' results are merged
+// at the end. (Finding the maximum and the denominator first, each with a
+// workgroup reduction, took three passes.)
 fn combine_head(head: u32, lid: u32) {
     let used = (step.pos + SPLIT) / SPLIT; // splits holding positions 0..pos
     let quads = p.head_dim / 4u;
     let base = head * p.splits * (quads + 1u);
-
-    var local_max = -3.0e38;
-    for (var j = lid; j < used; j = j + WG) {
-        local_max = max(local_max, partials[base + j * (quads + 1u) + quads].x);
-    }
-    let top = workgroup_max(lid, WG, local_max);
-    var local_den = 0.0;
-    for (var j = lid; j < used; j = j + WG) {
-        let ml = partials[base + j * (quads + 1u) + quads];
-        local_den = local_den + exp(ml.x - top) * ml.y;
-    }
-    let den = workgroup_sum(lid, WG, local_den);
-    // Thread (group, column) adds up column `column` of splits group,
-    // group + groups, ..., two at a time, so that every thread has loads in flight.
     let groups = WG / quads;
     let group = lid / quads;
     let column = lid % quads;
-    var acc = vec4<f32>(0.0);
-    var acc2 = vec4<f32>(0.0);
+    var run_max = -3.0e38;
+    var den = 0.0; // sum of exp(m_j - run_max) l_j
+    var acc = vec4<f32>(0.0); // sum of exp(m_j - run_max) o_j, this column
     if (group < groups) {
-        var j = group;
-        for (; j + groups < used; j = j + 2u * groups) {
-            let r0 = base + j * (quads + 1u);
-            let r1 = r0 + groups * (quads + 1u);
-            acc = acc + exp(partials[r0 + quads].x - top) * partials[r0 + column];
-            acc2 = acc2 + exp(partials[r1 + quads].x - top) * partials[r1 + column];
-        }
-        if (j < used) {
-            let r0 = base + j * (quads + 1u);
-            acc = acc + exp(partials[r0 + quads].x - top) * partials[r0 + column];
+        for (var j = group; j < used; j = j + groups) {
+            let record = base + j * (quads + 1u);
+            let ml = partials[record + quads];
+            let o = partials[record + column];
+            let m = max(run_max, ml.x);
+            let rescale = exp(run_max - m);
+            let e = exp(ml.x - m);
+            den = den * rescale + e * ml.y;
+            acc = acc * rescale + e * o;
+            run_max = m;
         }
     }
-    slices[lid] = acc + acc2;
+    slices[lid] = acc;
+    group_stats[lid] = vec2<f32>(run_max, den);
     workgroupBarrier();
     if (lid < quads) {
-        var sum = vec4<f32>(0.0);
+        var top = -3.0e38;
         for (var k = 0u; k < groups; k = k + 1u) {
-            sum = sum + slices[k * quads + lid];
+            top = max(top, group_stats[k * quads + lid].x);
         }
-        out[head * quads + lid] = sum / den;
-        slices[lid] = sum / den; // only this thread reads or writes slot lid now
+        var sum = vec4<f32>(0.0);
+        var total = 0.0;
+        for (var k = 0u; k < groups; k = k + 1u) {
+            let stats = group_stats[k * quads + lid];
+            let f = exp(stats.x - top);
+            sum = sum + f * slices[k * quads + lid];
+            total = total + f * stats.y;
+        }
+        out[head * quads + lid] = sum / total;
+        slices[lid] = sum / total; // only this thread reads or writes slot lid now
     }
 }
 
