@@ -54,8 +54,8 @@
 // projection), each thread reads a whole 64-weight group of each row per step
 // instead, four words in one 16-byte load under one scale: the same weights
 // in a quarter of the load instructions, so that teams of 64 threads (16 rows
-// a workgroup, as the feeding GEMV needs) read long rows as fast as teams of
-// 256.
+// a workgroup, as the feeding GEMV needs) read long rows about as fast as
+// teams of 256.
 // Workgroups are laid out 2-D (x up to 65535): index = wg.x + wg.y *
 // num_wg.x; rows past the end are skipped. Needs cols % 16 == 0 and
 // GROUP_SIZE % 16 == 0; WORDS_PER_STEP 4 needs cols % 64 == 0 and

@@ -211,13 +211,12 @@ pub fn fixed_gemv_lanes(words: u32) -> u32 {
 
 /// Shortest row, in packed words, whose fixed-point GEMV threads each read a
 /// whole 64-weight group (four words, one scale) of each row per step
-/// (gemv_fixed.wgsl's WORDS_PER_STEP 4), in teams of 64 threads: as fast as
-/// teams of 256 threads reading a word each (the 32B shape's down
-/// projection, 1,728 words a row, 28.6 against 28.5 µs a call on an H100),
-/// but with 16 rows a workgroup instead of 4, so that the down projection's
-/// GEMV can write the next layer's q/k/v input (Ops::feeds_next). With that,
-/// tg128 after pp512 went 126.7 -> 130.3 t/s (32B) and 429 -> 446 (7B).
-/// Shorter rows keep a word a step.
+/// (gemv_fixed.wgsl's WORDS_PER_STEP 4), in teams of 64 threads: workgroups
+/// then hold 16 rows, whole words of the next input, where teams of 256
+/// threads reading a word each held 4, so the down projection's GEMV can
+/// write the next layer's q/k/v input (Ops::feeds_next). On an H100, tg128
+/// after pp512: group steps alone left 32B at 126.7 t/s and took 7B from 429
+/// to 426; with the feed, 130.3 and 446. Shorter rows keep a word a step.
 pub const GROUP_STEP_MIN_WORDS: usize = 1024;
 
 /// The fixed-point GEMV's team for `m`: threads a row (LANES) and packed words
@@ -232,11 +231,10 @@ pub fn fixed_gemv_team(m: &GpuMatrix) -> (u32, u32) {
 
 /// Most threads a row of the GEMV that writes SwiGLU's output as the down
 /// projection's input (gemv_ternary_fixed_swiglu_feeding): 32 give its
-/// workgroups 16 gate rows and 16 up rows, one word of that input. On an H100
-/// teams of 32 read the 32B shape's gate and up rows (320 words) as fast as
-/// teams of 64 (44.8 µs a call either way, the GEMV alone). Saving down's
-/// conversion dispatch took tg128 after pp512 from 694 to 728 t/s (1.5B),
-/// 494 to 520 (3B) and 443 to 455 (7B); 32B stayed at 130.
+/// workgroups 16 gate rows and 16 up rows, one word of that input. Saving
+/// down's conversion dispatch this way took tg128 after pp512 on an H100
+/// from 694 to 728 t/s (1.5B), 494 to 520 (3B) and 443 to 455 (7B); 32B,
+/// whose gate and up rows other GEMVs read with 64 threads, stayed at 130.
 const SWIGLU_FEEDING_LANES: u32 = 32;
 
 /// The team of gemv_fixed.wgsl's entry point `kernel` for `m`:
