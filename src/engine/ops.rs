@@ -1049,6 +1049,17 @@ impl Ops<'_> {
         inputs: LinearInputs<'_>,
         y: Out<'_>,
     ) -> Result<Vec<Dispatch>, GpuError> {
+        // gemm_coop.wgsl runs without bounds checks (kernels.rs): what it
+        // reads and writes must hold every index it takes.
+        let f32s = |n: usize| 4 * n as u64;
+        let small = coop.pairs.size() < CoopInput::bytes(self.tokens, m.cols)
+            || coop.unscale.size() < f32s(self.tokens)
+            || y.buffer.size() < f32s(self.tokens * y.width)
+            || inputs.bias.is_some_and(|b| b.size() < f32s(m.rows));
+        if small {
+            let msg = format!("{}: a buffer of the tensor-core GEMM is too small for {} tokens", m.name, self.tokens);
+            return Err(GpuError::Limits(msg));
+        }
         let swiglu = inputs.flags & SWIGLU != 0;
         let mut out = vec![self.f16_pairs(m.cols, inputs.x, &inputs.norms, swiglu).await?];
         let lo_offset = CoopInput::lo_offset(self.tokens, m.cols);
