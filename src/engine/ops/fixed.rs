@@ -1,0 +1,447 @@
+//! The decode step's fixed-point GEMVs (gemv_fixed.wgsl over block
+//! fixed-point inputs from fixed_point.wgsl, attention's combine or another
+//! GEMV): when they run, their team shapes, and the builders for each way
+//! their input arrives, including the GEMVs that write the next one's input
+//! (the o projection for gate and up, gate and up for down, down for the
+//! next layer's q/k/v).
+
+use super::*;
+
+/// Smallest hidden size whose decode step runs its packed GEMVs over fixed-point
+/// inputs by default: each GEMV then takes one more dispatch (a few µs), which
+/// the faster product pays back only on larger matrices (tg128 on an H100 with
+/// the f32 and the fixed-point GEMV: 0.5B, hidden 896, 838 and 753 t/s; 1.5B,
+/// hidden 1536, 489 and 510).
+pub const FIXED_GEMV_MIN_HIDDEN: usize = 1024;
+
+/// Whether the decode step of a model of config `c` uses the fixed-point GEMV
+/// on a GPU (`software`: a CPU-emulated one, where a dispatch costs little next
+/// to the arithmetic: lavapipe's 0.5B tg16 went 1.2 -> 3.6 t/s with it).
+pub fn fixed_gemv_wanted(path: GemvPath, c: &crate::model::Config, software: bool) -> bool {
+    match path {
+        GemvPath::Auto => software || c.hidden_size >= FIXED_GEMV_MIN_HIDDEN,
+        GemvPath::Fixed => true,
+        GemvPath::Float => false,
+    }
+}
+
+/// Threads sharing a row in the fixed-point GEMV (gemv_fixed.wgsl's LANES) for
+/// rows of `words` packed words: the largest power of two up to 256 that gives
+/// each thread at least three words. On an H100 (tg128): up to 256 threads
+/// rather than 64 for long rows, 32B 115.0 -> 116.0 t/s and 7B 365.8 -> 376.3;
+/// three words a thread rather than six, 1.5B 515 -> 553.
+pub fn fixed_gemv_lanes(words: u32) -> u32 {
+    let most = (words / 3).max(4);
+    (1 << most.ilog2()).min(256)
+}
+
+/// Shortest row, in packed words, whose fixed-point GEMV threads each read a
+/// whole 64-weight group (four words, one scale) of each row per step
+/// (gemv_fixed.wgsl's WORDS_PER_STEP 4), in teams of 64 threads: workgroups
+/// then hold 16 rows, whole words of the next input, where teams of 256
+/// threads reading a word each held 4, so the down projection's GEMV can
+/// write the next layer's q/k/v input (Ops::feeds_next). On an H100, tg128
+/// after pp512: group steps alone left 32B at 126.7 t/s and took 7B from 429
+/// to 426; with the feed, 130.3 and 446. Shorter rows keep a word a step.
+pub const GROUP_STEP_MIN_WORDS: usize = 1024;
+
+/// The fixed-point GEMV's team for `m`: threads a row (LANES) and packed words
+/// each reads of a row per step (WORDS_PER_STEP).
+pub fn fixed_gemv_team(m: &GpuMatrix) -> (u32, u32) {
+    let words = m.cols / 16;
+    if whole_groups(m) && words >= GROUP_STEP_MIN_WORDS {
+        return (64, 4);
+    }
+    (fixed_gemv_lanes(words as u32), 1)
+}
+
+/// Most threads a row of the GEMV that writes SwiGLU's output as the down
+/// projection's input (gemv_ternary_fixed_swiglu_feeding): 32 give its
+/// workgroups 16 gate rows and 16 up rows, one word of that input. Saving
+/// down's conversion dispatch this way took tg128 after pp512 on an H100
+/// from 694 to 728 t/s (1.5B), 494 to 520 (3B) and 443 to 455 (7B); 32B,
+/// whose gate and up rows other GEMVs read with 64 threads, stayed at 130.
+const SWIGLU_FEEDING_LANES: u32 = 32;
+
+/// The team of gemv_fixed.wgsl's entry point `kernel` for `m`:
+/// [`fixed_gemv_team`], with at most [`SWIGLU_FEEDING_LANES`] threads a row
+/// for the GEMV that feeds SwiGLU's output on.
+fn kernel_team(kernel: Kernel, m: &GpuMatrix) -> (u32, u32) {
+    let (lanes, words_per_step) = fixed_gemv_team(m);
+    match kernel {
+        Kernel::GemvTernaryFixedSwigluFeeding => (lanes.min(SWIGLU_FEEDING_LANES), words_per_step),
+        _ => (lanes, words_per_step),
+    }
+}
+
+/// Checks that `fixed` holds an input of `m`, where every fixed-point product
+/// passes, whoever wrote the input.
+fn check_fixed_input(m: &GpuMatrix, fixed: FixedInput<'_>) -> Result<(), GpuError> {
+    let (plane_bytes, info_bytes) = FixedInput::bytes(m.cols);
+    if fixed.planes.size() < plane_bytes || fixed.info.size() < info_bytes {
+        return Err(GpuError::Limits(format!("{}: the fixed-point input scratch is too small", m.name)));
+    }
+    Ok(())
+}
+
+/// What one gemv_fixed.wgsl dispatch reads besides the matrix, bias and
+/// output: its entry point, label and input (for the feeding GEMV, also what
+/// it writes for the next).
+struct FixedGemv<'b> {
+    kernel: Kernel,
+    label: &'static str,
+    /// The input's digit planes (fixed_word.wgsl's DIGITS).
+    digits: u32,
+    bindings: Vec<(u32, &'b wgpu::Buffer)>,
+    /// The slot of the exact sum of squares read (EXACT_SUMS) or written (feeding).
+    exact_slot: u32,
+}
+
+/// The input a fixed-point GEMV writes for the next ([`Ops::feeds_next`]):
+/// block fixed point for a hidden-size input, and a slot a layer of exact
+/// sums of squares (gemv_fixed.wgsl's add_exact_sum), which must be zero when
+/// a step starts.
+#[derive(Clone, Copy)]
+pub struct FedInput<'a> {
+    pub fixed: FixedInput<'a>,
+    pub sums: &'a wgpu::Buffer,
+}
+
+impl FedInput<'_> {
+    /// Bytes of `slots` exact sums: EXACT_PARTS parts of four u32 a slot.
+    pub fn sums_bytes(slots: usize) -> u64 {
+        16 * EXACT_PARTS as u64 * slots as u64
+    }
+
+    /// Sum slots the decode step of a model of `layers` layers uses: two a
+    /// layer (forward.rs).
+    pub fn slots(layers: usize) -> usize {
+        2 * layers
+    }
+}
+
+/// `fed`, where it has a sum slot `slot` (else an error about `m`).
+fn fed_slot<'b>(fed: Option<FedInput<'b>>, m: &GpuMatrix, slot: usize) -> Result<FedInput<'b>, GpuError> {
+    match fed {
+        Some(fed) if fed.sums.size() >= FedInput::sums_bytes(slot + 1) => Ok(fed),
+        _ => Err(GpuError::Limits(format!("{}: no fed input with a sum slot {slot}", m.name))),
+    }
+}
+
+/// Where a feeding GEMV's output goes as the next GEMV's input: the norm it
+/// is multiplied with, and the slot (the layer) of its exact sum of squares.
+#[derive(Clone, Copy)]
+pub struct Feed<'b> {
+    pub norm: &'b wgpu::Buffer,
+    pub slot: usize,
+}
+
+/// Longest input of a fixed-point GEMV that converts its input itself
+/// (gemv_fixed.wgsl's gemv_ternary_fixed_staged: 16 * STAGED_WORDS values).
+const STAGED_MAX_COLS: usize = 2048;
+
+/// Most rows of a matrix whose fixed-point GEMV converts its input itself: each
+/// workgroup repeats the conversion, which beats a conversion dispatch only
+/// while there are few workgroups and the input is short. H100, tg128 after
+/// pp512, with the q/k/v projection converting its own input: 1.5B 616 -> 653
+/// t/s, 3B 448 -> 471, but 7B (hidden 3584) 410 -> 404 and 32B 123.5 ->
+/// 119.8; gate/up (17,920 rows) as well on 1.5B: 620 (BENCHMARKS.md).
+const STAGED_MAX_ROWS: usize = 8192;
+
+/// Whether the fixed-point GEMV of `m` converts its own input in every
+/// workgroup instead of after a conversion dispatch: short inputs (without
+/// SwiGLU, which only the conversion applies) of matrices of few rows.
+pub fn converts_own_input(m: &GpuMatrix, input_flags: u32) -> bool {
+    m.cols <= STAGED_MAX_COLS && m.rows <= STAGED_MAX_ROWS && input_flags & SWIGLU == 0
+}
+
+/// A GEMV input in block fixed point (fixed_word.wgsl): three digit planes of
+/// `[n / 16]` vec4<u32> each, and `[n / 16]` (scale, sum) pairs followed by
+/// the sums of squares of the input's writer, one pair per workgroup.
+#[derive(Clone, Copy)]
+pub struct FixedInput<'a> {
+    pub planes: &'a wgpu::Buffer,
+    pub info: &'a wgpu::Buffer,
+    /// Digit planes written and read (fixed_word.wgsl's DIGITS): 3 for
+    /// 24-bit inputs, 2 or 1 for the reduced precision of `--act-bits`.
+    pub digits: u32,
+}
+
+impl FixedInput<'_> {
+    /// Bytes of digit planes and of word information for an input of `n`
+    /// values written by fixed_point.wgsl (a workgroup per 256 words).
+    pub fn bytes(n: usize) -> (u64, u64) {
+        let words = n as u64 / 16;
+        (3 * n as u64, 8 * (words + words.div_ceil(256)))
+    }
+}
+
+impl Ops<'_> {
+    /// [`Ops::gemv`] of a packed matrix over its input in block fixed point:
+    /// one dispatch turns the (normalized) input into `fixed`
+    /// (fixed_point.wgsl), then [`Ops::gemv_over_fixed`].
+    pub(super) async fn gemv_fixed(
+        &mut self,
+        m: &GpuMatrix,
+        fixed: FixedInput<'_>,
+        inputs: LinearInputs<'_>,
+        y: Out<'_>,
+    ) -> Result<Vec<Dispatch>, GpuError> {
+        let mut out = vec![self.fixed_point_conversion(m, &inputs, fixed).await?];
+        let flags = inputs.flags & (NORM1 | NORM2 | BIAS | RESIDUAL);
+        out.extend(self.gemv_over_fixed(m, fixed, inputs.bias, flags, y).await?);
+        Ok(out)
+    }
+
+    /// The dispatch that writes `m`'s input, with the norms or SwiGLU its
+    /// flags say, into `fixed` (fixed_point.wgsl).
+    pub(super) async fn fixed_point_conversion(
+        &mut self,
+        m: &GpuMatrix,
+        inputs: &LinearInputs<'_>,
+        fixed: FixedInput<'_>,
+    ) -> Result<Dispatch, GpuError> {
+        let to_fixed = self.kernels.pipeline(Kernel::ToFixedPoint, &[("DIGITS", fixed.digits)]).await?;
+        let input_flags = inputs.flags & (NORM1 | NORM2 | SWIGLU);
+        let params = self.uniform("to_fixed_point", &[m.cols as u32, input_flags, 0, 0]);
+        let bindings = [
+            (0, &params),
+            (1, inputs.x),
+            (2, inputs.norms.norm1.unwrap_or(self.dummy)),
+            (3, inputs.norms.norm2.unwrap_or(self.dummy)),
+            (4, fixed.planes),
+            (5, fixed.info),
+        ];
+        let words = (m.cols / 16) as u32;
+        let label = format!("to fixed point {}", m.name);
+        Ok(Dispatch::new(self.ctx, label, to_fixed, &bindings, grid(words.div_ceil(256))))
+    }
+
+    /// [`Ops::gemv_fixed`] in one dispatch per row chunk, each workgroup
+    /// converting the input itself (gemv_ternary_fixed_staged), where
+    /// [`converts_own_input`].
+    pub(super) async fn gemv_staged(
+        &mut self,
+        m: &GpuMatrix,
+        fixed: FixedInput<'_>,
+        inputs: LinearInputs<'_>,
+        y: Out<'_>,
+    ) -> Result<Vec<Dispatch>, GpuError> {
+        let input = FixedGemv {
+            kernel: Kernel::GemvTernaryFixedStaged,
+            label: "gemv converting its input",
+            digits: fixed.digits,
+            bindings: vec![
+                (11, inputs.x),
+                (12, inputs.norms.norm1.unwrap_or(self.dummy)),
+                (13, inputs.norms.norm2.unwrap_or(self.dummy)),
+            ],
+            exact_slot: 0,
+        };
+        let flags = inputs.flags & (NORM1 | NORM2 | BIAS | RESIDUAL);
+        self.fixed_gemv_dispatches(m, input, inputs.bias, flags, y).await
+    }
+
+    /// `y (+)= W · in (+ bias)` for one token, the input already in `fixed`
+    /// (gemv_fixed.wgsl; `flags`: its NORM1, NORM2, BIAS and RESIDUAL): one
+    /// dispatch per row chunk of `W`.
+    async fn gemv_over_fixed(
+        &mut self,
+        m: &GpuMatrix,
+        fixed: FixedInput<'_>,
+        bias: Option<&wgpu::Buffer>,
+        flags: u32,
+        y: Out<'_>,
+    ) -> Result<Vec<Dispatch>, GpuError> {
+        check_fixed_input(m, fixed)?;
+        let input = FixedGemv {
+            kernel: Kernel::GemvTernaryFixed,
+            label: "gemv",
+            digits: fixed.digits,
+            bindings: vec![(3, fixed.planes), (4, fixed.info), (17, self.dummy)],
+            exact_slot: 0,
+        };
+        self.fixed_gemv_dispatches(m, input, bias, flags, y).await
+    }
+
+    /// One dispatch of a gemv_fixed.wgsl entry point per row chunk of `m`,
+    /// with `input` bound beside the weights, bias and output.
+    async fn fixed_gemv_dispatches(
+        &mut self,
+        m: &GpuMatrix,
+        input: FixedGemv<'_>,
+        bias: Option<&wgpu::Buffer>,
+        flags: u32,
+        y: Out<'_>,
+    ) -> Result<Vec<Dispatch>, GpuError> {
+        let (lanes, words_per_step) = kernel_team(input.kernel, m);
+        let constants = [("LANES", lanes), ("DIGITS", input.digits), ("WORDS_PER_STEP", words_per_step)];
+        let pipeline = self.matrix_pipeline(m, input.kernel, Kernel::GemvDense, &constants).await?;
+        let block_rows = 256 / lanes * 4;
+        let mut out = Vec::new();
+        for chunk in &m.chunks {
+            let params = self.gemv_params(m, chunk, flags, y.offset, self.eps, input.exact_slot);
+            let mut bindings = vec![(0, &params), (1, &chunk.weights), (7, bias.unwrap_or(self.dummy)), (8, y.buffer)];
+            if input.kernel != Kernel::GemvTernaryFixedStaged {
+                bindings.push((19, &chunk.weights)); // the same words as 64-weight groups (team_sums)
+            }
+            bindings.extend_from_slice(&input.bindings);
+            if let Some(scales) = &chunk.scales {
+                bindings.push((2, scales));
+            }
+            let label = format!("{} {} rows {}..", input.label, m.name, chunk.first_row);
+            let workgroups = (chunk.rows as u32).div_ceil(block_rows);
+            out.push(Dispatch::new(self.ctx, label, pipeline.clone(), &bindings, grid(workgroups)));
+        }
+        Ok(out)
+    }
+
+    /// Whether [`Ops::attention`] can leave its output as `m`'s fixed-point
+    /// input, for [`Ops::linear_of_fixed`]: `m` runs as a fixed-point GEMV
+    /// without a norm of its own, and heads are whole words.
+    pub fn attention_feeds_fixed(&self, m: &GpuMatrix, has_norm: bool, head_dim: usize) -> bool {
+        !has_norm && self.fixed_gemv(m) && head_dim.is_multiple_of(16)
+    }
+
+    /// Whether the fixed-point GEMV of `m` can also write its output, normed,
+    /// as the fixed-point input of the products `next` (which then run as
+    /// [`Ops::linear_of_fed`]): a workgroup's rows are whole words of it, the
+    /// matrix is one chunk, each next product reads all of its rows, and the
+    /// device binds the kernel's eleven storage buffers. That saves the next
+    /// products' conversion dispatch.
+    pub fn feeds_next(&self, m: &GpuMatrix, next: &[&GpuMatrix]) -> bool {
+        let (plane_bytes, info_bytes) = FixedInput::bytes(m.rows);
+        self.fed_input.is_some_and(|fed| fed.fixed.planes.size() >= plane_bytes && fed.fixed.info.size() >= info_bytes)
+            && self.fixed_gemv(m)
+            && m.chunks.len() == 1
+            && m.rows.is_multiple_of(16)
+            && fixed_gemv_team(m).0 <= 64
+            && m.rows / 16 <= 255 * EXACT_PARTS // workgroups of 16 rows or more
+            && self.ctx.caps.limits.max_storage_buffers_per_shader_stage >= 11
+            && next.iter().all(|n| self.fixed_gemv(n) && n.cols == m.rows)
+    }
+
+    /// `y (+)= W · in (+ bias)` for one token, over the fixed-point input that
+    /// [`Ops::attention`] left (where [`Ops::attention_feeds_fixed`]). With a
+    /// `feed`, the GEMV also writes `y * feed.norm` as the next products'
+    /// input (where [`Ops::feeds_next`]), for [`Ops::linear_of_fed`].
+    pub async fn linear_of_fixed(
+        &mut self,
+        m: &GpuMatrix,
+        bias: Option<&wgpu::Buffer>,
+        residual: bool,
+        y: Out<'_>,
+        feed: Option<Feed<'_>>,
+    ) -> Result<Vec<Dispatch>, GpuError> {
+        let Some(fixed) = self.fixed_input.filter(|_| self.fixed_gemv(m)) else {
+            return Err(GpuError::Limits(format!("{}: no fixed-point GEMV for this matrix", m.name)));
+        };
+        let flags = bias.map_or(0, |_| BIAS) | if residual { RESIDUAL } else { 0 };
+        let Some(feed) = feed else {
+            return self.gemv_over_fixed(m, fixed, bias, flags, y).await;
+        };
+        let fed = fed_slot(self.fed_input, m, feed.slot)?;
+        if y.offset != 0 || !self.feeds_next(m, &[]) {
+            return Err(GpuError::Limits(format!("{}: this GEMV cannot write the next input", m.name)));
+        }
+        check_fixed_input(m, fixed)?;
+        let input = FixedGemv {
+            kernel: Kernel::GemvTernaryFixedFeeding,
+            label: "gemv feeding the next",
+            digits: fixed.digits,
+            bindings: vec![
+                (3, fixed.planes),
+                (4, fixed.info),
+                (14, fed.fixed.planes),
+                (15, fed.fixed.info),
+                (16, feed.norm),
+                (18, fed.sums),
+            ],
+            exact_slot: feed.slot as u32,
+        };
+        self.fixed_gemv_dispatches(m, input, bias, flags, y).await
+    }
+
+    /// `y (+)= W · in (+ bias)` for one token, over the input that a feeding
+    /// GEMV wrote with its norm into slot `slot` ([`Ops::linear_of_fixed`]
+    /// with a feed), whose inverse RMS this GEMV applies.
+    pub async fn linear_of_fed(
+        &mut self,
+        m: &GpuMatrix,
+        slot: usize,
+        bias: Option<&wgpu::Buffer>,
+        y: Out<'_>,
+    ) -> Result<Vec<Dispatch>, GpuError> {
+        let fed = fed_slot(self.fed_input, m, slot)?;
+        if !self.fixed_gemv(m) {
+            return Err(GpuError::Limits(format!("{}: no fixed-point GEMV for this matrix", m.name)));
+        }
+        check_fixed_input(m, fed.fixed)?;
+        let input = FixedGemv {
+            kernel: Kernel::GemvTernaryFixed,
+            label: "gemv over the fed input",
+            digits: fed.fixed.digits,
+            bindings: vec![(3, fed.fixed.planes), (4, fed.fixed.info), (17, fed.sums)],
+            exact_slot: slot as u32,
+        };
+        let flags = NORM1 | EXACT_SUMS | bias.map_or(0, |_| BIAS);
+        self.fixed_gemv_dispatches(m, input, bias, flags, y).await
+    }
+
+    /// Whether the GEMV of the stacked gate and up projection `gate_up`, over
+    /// the fed input ([`Ops::linear_of_fed`]), can also write SwiGLU of its
+    /// two halves as `down`'s fixed-point input, for
+    /// [`Ops::linear_of_fed_feeding_swiglu`]: both run as fixed-point GEMVs,
+    /// `gate_up` is one chunk, and each of its workgroups holds whole words
+    /// of gate rows (gemv_ternary_fixed_swiglu_feeding). That saves down's
+    /// conversion dispatch.
+    pub fn feeds_swiglu(&self, gate_up: &GpuMatrix, down: &GpuMatrix) -> bool {
+        let (lanes, _) = kernel_team(Kernel::GemvTernaryFixedSwigluFeeding, gate_up);
+        let block_gates = 256 / lanes / 2 * 4;
+        let half = gate_up.rows / 2;
+        self.fed_input.is_some()
+            && self.fixed_input.is_some_and(|fixed| check_fixed_input(down, fixed).is_ok())
+            && self.fixed_gemv(gate_up)
+            && self.fixed_gemv(down)
+            && gate_up.chunks.len() == 1
+            && gate_up.rows.is_multiple_of(2)
+            && half.is_multiple_of(block_gates as usize)
+            && block_gates.is_multiple_of(16)
+            && down.cols == half
+            && self.ctx.caps.limits.max_storage_buffers_per_shader_stage >= 10
+    }
+
+    /// [`Ops::linear_of_fed`] of the stacked gate and up projection `m`
+    /// whose GEMV also writes silu(gate) * up into the fixed-point scratch as
+    /// `down`'s input (where [`Ops::feeds_swiglu`]); down then runs as
+    /// [`Ops::linear_of_fixed`].
+    pub async fn linear_of_fed_feeding_swiglu(
+        &mut self,
+        m: &GpuMatrix,
+        slot: usize,
+        bias: Option<&wgpu::Buffer>,
+        y: Out<'_>,
+        down: &GpuMatrix,
+    ) -> Result<Vec<Dispatch>, GpuError> {
+        let fed = fed_slot(self.fed_input, m, slot)?;
+        let Some(fixed) = self.fixed_input.filter(|_| self.feeds_swiglu(m, down)) else {
+            return Err(GpuError::Limits(format!("{}: this GEMV cannot write {}'s input", m.name, down.name)));
+        };
+        check_fixed_input(m, fed.fixed)?;
+        let input = FixedGemv {
+            kernel: Kernel::GemvTernaryFixedSwigluFeeding,
+            label: "gemv over the fed input feeding down",
+            digits: fed.fixed.digits,
+            bindings: vec![
+                (3, fed.fixed.planes),
+                (4, fed.fixed.info),
+                (17, fed.sums),
+                (14, fixed.planes),
+                (15, fixed.info),
+            ],
+            exact_slot: slot as u32,
+        };
+        let flags = NORM1 | EXACT_SUMS | bias.map_or(0, |_| BIAS);
+        self.fixed_gemv_dispatches(m, input, bias, flags, y).await
+    }
+}
