@@ -320,8 +320,8 @@ fn gemv_ternary_fixed_feeding(
             var values: array<vec4<f32>, 4>;
             for (var i = 0u; i < 4u; i = i + 1u) {
                 let at = 16u * w + 4u * i - block_first_row;
-                let raw = vec4<f32>(block_y[at].x, block_y[at + 1u].x, block_y[at + 2u].x, block_y[at + 3u].x);
-                values[i] = vec4<f32>(block_y[at].y, block_y[at + 1u].y, block_y[at + 2u].y, block_y[at + 3u].y);
+                let raw = block_quad(at, 0u);
+                values[i] = block_quad(at, 1u);
                 squares = squares + dot(raw, raw);
             }
             store_next_word(w, next_words, fixed_word(values));
@@ -359,13 +359,17 @@ fn gemv_ternary_fixed_swiglu_feeding(
         var values: array<vec4<f32>, 4>;
         for (var i = 0u; i < 4u; i = i + 1u) {
             let at = 16u * lid + 4u * i;
-            let gate = vec4<f32>(block_y[at].x, block_y[at + 1u].x, block_y[at + 2u].x, block_y[at + 3u].x);
-            let b = block_gates + at;
-            let up = vec4<f32>(block_y[b].x, block_y[b + 1u].x, block_y[b + 2u].x, block_y[b + 3u].x);
+            let gate = block_quad(at, 0u);
+            let up = block_quad(block_gates + at, 0u);
             values[i] = gate / (1.0 + exp(-gate)) * up; // as swiglu.wgsl
         }
         store_next_word(first_gate / 16u + lid, half / 16u, fixed_word(values));
     }
+}
+
+// Component k of block_y[at .. at + 4].
+fn block_quad(at: u32, k: u32) -> vec4<f32> {
+    return vec4<f32>(block_y[at][k], block_y[at + 1u][k], block_y[at + 2u][k], block_y[at + 3u][k]);
 }
 
 // Stores `word` as word `w` of the next GEMV's input of `words` words.

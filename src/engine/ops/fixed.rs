@@ -63,6 +63,12 @@ pub fn fixed_gemv_team(m: &GpuMatrix) -> (u32, u32) {
 /// whose gate and up rows other GEMVs read with 64 threads, stayed at 130.
 const SWIGLU_FEEDING_LANES: u32 = 32;
 
+/// Rows a gemv_fixed.wgsl workgroup computes with teams of `lanes` threads:
+/// four a team, 256 threads a workgroup.
+fn block_rows(lanes: u32) -> u32 {
+    256 / lanes * 4
+}
+
 /// The team of gemv_fixed.wgsl's entry point `kernel` for `m`:
 /// [`fixed_gemv_team`], with at most [`SWIGLU_FEEDING_LANES`] threads a row
 /// for the GEMV that feeds SwiGLU's output on.
@@ -126,6 +132,26 @@ fn fed_slot<'b>(fed: Option<FedInput<'b>>, m: &GpuMatrix, slot: usize) -> Result
         Some(fed) if fed.sums.size() >= FedInput::sums_bytes(slot + 1) => Ok(fed),
         _ => Err(GpuError::Limits(format!("{}: no fed input with a sum slot {slot}", m.name))),
     }
+}
+
+/// The dispatch inputs of gemv_fixed.wgsl's entry point `kernel` over the
+/// input a feeding GEMV wrote into `fed` with its sum in slot `slot`, for `m`.
+fn over_fed<'b>(
+    fed: Option<FedInput<'b>>,
+    m: &GpuMatrix,
+    slot: usize,
+    kernel: Kernel,
+    label: &'static str,
+) -> Result<FixedGemv<'b>, GpuError> {
+    let fed = fed_slot(fed, m, slot)?;
+    check_fixed_input(m, fed.fixed)?;
+    Ok(FixedGemv {
+        kernel,
+        label,
+        digits: fed.fixed.digits,
+        bindings: vec![(3, fed.fixed.planes), (4, fed.fixed.info), (17, fed.sums)],
+        exact_slot: slot as u32,
+    })
 }
 
 /// Where a feeding GEMV's output goes as the next GEMV's input: the norm it
@@ -277,7 +303,6 @@ impl Ops<'_> {
         let (lanes, words_per_step) = kernel_team(input.kernel, m);
         let constants = [("LANES", lanes), ("DIGITS", input.digits), ("WORDS_PER_STEP", words_per_step)];
         let pipeline = self.matrix_pipeline(m, input.kernel, Kernel::GemvDense, &constants).await?;
-        let block_rows = 256 / lanes * 4;
         let mut out = Vec::new();
         for chunk in &m.chunks {
             let params = self.gemv_params(m, chunk, flags, y.offset, self.eps, input.exact_slot);
@@ -290,7 +315,7 @@ impl Ops<'_> {
                 bindings.push((2, scales));
             }
             let label = format!("{} {} rows {}..", input.label, m.name, chunk.first_row);
-            let workgroups = (chunk.rows as u32).div_ceil(block_rows);
+            let workgroups = (chunk.rows as u32).div_ceil(block_rows(lanes));
             out.push(Dispatch::new(self.ctx, label, pipeline.clone(), &bindings, grid(workgroups)));
         }
         Ok(out)
@@ -315,7 +340,7 @@ impl Ops<'_> {
             && self.fixed_gemv(m)
             && m.chunks.len() == 1
             && m.rows.is_multiple_of(16)
-            && fixed_gemv_team(m).0 <= 64
+            && block_rows(fixed_gemv_team(m).0).is_multiple_of(16)
             && m.rows / 16 <= 255 * EXACT_PARTS // workgroups of 16 rows or more
             && self.ctx.caps.limits.max_storage_buffers_per_shader_stage >= 11
             && next.iter().all(|n| self.fixed_gemv(n) && n.cols == m.rows)
@@ -372,18 +397,10 @@ impl Ops<'_> {
         bias: Option<&wgpu::Buffer>,
         y: Out<'_>,
     ) -> Result<Vec<Dispatch>, GpuError> {
-        let fed = fed_slot(self.fed_input, m, slot)?;
         if !self.fixed_gemv(m) {
             return Err(GpuError::Limits(format!("{}: no fixed-point GEMV for this matrix", m.name)));
         }
-        check_fixed_input(m, fed.fixed)?;
-        let input = FixedGemv {
-            kernel: Kernel::GemvTernaryFixed,
-            label: "gemv over the fed input",
-            digits: fed.fixed.digits,
-            bindings: vec![(3, fed.fixed.planes), (4, fed.fixed.info), (17, fed.sums)],
-            exact_slot: slot as u32,
-        };
+        let input = over_fed(self.fed_input, m, slot, Kernel::GemvTernaryFixed, "gemv over the fed input")?;
         let flags = NORM1 | EXACT_SUMS | bias.map_or(0, |_| BIAS);
         self.fixed_gemv_dispatches(m, input, bias, flags, y).await
     }
@@ -397,7 +414,7 @@ impl Ops<'_> {
     /// conversion dispatch.
     pub fn feeds_swiglu(&self, gate_up: &GpuMatrix, down: &GpuMatrix) -> bool {
         let (lanes, _) = kernel_team(Kernel::GemvTernaryFixedSwigluFeeding, gate_up);
-        let block_gates = 256 / lanes / 2 * 4;
+        let block_gates = block_rows(lanes) / 2;
         let half = gate_up.rows / 2;
         self.fed_input.is_some()
             && self.fixed_input.is_some_and(|fixed| check_fixed_input(down, fixed).is_ok())
@@ -423,24 +440,12 @@ impl Ops<'_> {
         y: Out<'_>,
         down: &GpuMatrix,
     ) -> Result<Vec<Dispatch>, GpuError> {
-        let fed = fed_slot(self.fed_input, m, slot)?;
         let Some(fixed) = self.fixed_input.filter(|_| self.feeds_swiglu(m, down)) else {
             return Err(GpuError::Limits(format!("{}: this GEMV cannot write {}'s input", m.name, down.name)));
         };
-        check_fixed_input(m, fed.fixed)?;
-        let input = FixedGemv {
-            kernel: Kernel::GemvTernaryFixedSwigluFeeding,
-            label: "gemv over the fed input feeding down",
-            digits: fed.fixed.digits,
-            bindings: vec![
-                (3, fed.fixed.planes),
-                (4, fed.fixed.info),
-                (17, fed.sums),
-                (14, fixed.planes),
-                (15, fixed.info),
-            ],
-            exact_slot: slot as u32,
-        };
+        let kernel = Kernel::GemvTernaryFixedSwigluFeeding;
+        let mut input = over_fed(self.fed_input, m, slot, kernel, "gemv over the fed input feeding down")?;
+        input.bindings.extend([(14, fixed.planes), (15, fixed.info)]);
         let flags = NORM1 | EXACT_SUMS | bias.map_or(0, |_| BIAS);
         self.fixed_gemv_dispatches(m, input, bias, flags, y).await
     }
