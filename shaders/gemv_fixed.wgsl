@@ -53,13 +53,14 @@
 // word once for all four rows. With WORDS_PER_STEP 4 (long rows: the down
 // projection), each thread reads a whole 64-weight group of each row per step
 // instead, four words in one 16-byte load under one scale: the same weights
-// in a quarter of the load instructions, so that teams of 64 threads (16 rows
-// a workgroup, as the feeding GEMV needs) read long rows about as fast as
-// teams of 256.
+// in a quarter of the load instructions and a quarter of the multiplies by
+// the rows' scales, so that teams of 64 threads (16 rows a workgroup, as the
+// feeding GEMV needs) read long rows faster than teams of 256.
 // Workgroups are laid out 2-D (x up to 65535): index = wg.x + wg.y *
-// num_wg.x; rows past the end are skipped. Needs cols % 16 == 0 and
-// GROUP_SIZE % 16 == 0; WORDS_PER_STEP 4 needs cols % 64 == 0 and
-// GROUP_SIZE % 64 == 0.
+// num_wg.x. Rows past the last one read the last row's weights (a team's
+// rows and their offsets are worked out once, before its loop) and are not
+// written. Needs cols % 16 == 0 and GROUP_SIZE % 16 == 0; WORDS_PER_STEP 4
+// needs cols % 64 == 0 and GROUP_SIZE % 64 == 0.
 
 struct Params {
     rows: u32,       // rows in this chunk
@@ -150,24 +151,22 @@ fn plane(k: u32, words: u32, w: u32) -> vec4<u32> {
     return planes[k * words + w];
 }
 
-// Packed word `w` of `row`, and the row's scale for it; past the last row, a
-// word of zero trits and scale 0.
-struct RowWord {
-    word: u32,
-    scale: f32,
+// Where the team's four rows start in the weights (in words) and in the
+// scales. Rows past the end of the matrix read its last row: their sums are
+// computed but never written.
+struct TeamRows {
+    words: vec4<u32>,
+    scales: vec4<u32>,
 }
 
-fn row_word(row: u32, w: u32) -> RowWord {
-    if (row >= p.rows) {
-        return RowWord(ZERO_TRITS_WORD, 0.0);
-    }
-    return RowWord(weights[row * (p.cols / 16u) + w], row_scale(row, w));
+fn team_rows(first_row: u32) -> TeamRows {
+    let rows = min(vec4<u32>(first_row) + vec4<u32>(0u, 1u, 2u, 3u), vec4<u32>(p.rows - 1u));
+    return TeamRows(rows * (p.cols / 16u), rows * (p.cols / GROUP_SIZE));
 }
 
-// The scale of word `w` of `row` (a row of the matrix).
-fn row_scale(row: u32, w: u32) -> f32 {
-    let s = row * (p.cols / GROUP_SIZE) + (16u * w) / GROUP_SIZE;
-    return float_in_word(scales[word_of(s, SCALE_DTYPE)], s, SCALE_DTYPE);
+// Scale `i` of the matrix.
+fn scale_at(i: u32) -> f32 {
+    return float_in_word(scales[word_of(i, SCALE_DTYPE)], i, SCALE_DTYPE);
 }
 
 // Word `w` of the team's four rows, and their scales.
@@ -176,12 +175,12 @@ struct TeamWords {
     scales: vec4<f32>,
 }
 
-fn team_words(first_row: u32, w: u32) -> TeamWords {
-    let r0 = row_word(first_row, w);
-    let r1 = row_word(first_row + 1u, w);
-    let r2 = row_word(first_row + 2u, w);
-    let r3 = row_word(first_row + 3u, w);
-    return TeamWords(vec4<u32>(r0.word, r1.word, r2.word, r3.word), vec4<f32>(r0.scale, r1.scale, r2.scale, r3.scale));
+fn team_words(t: TeamRows, w: u32) -> TeamWords {
+    let s = t.scales + vec4<u32>((16u * w) / GROUP_SIZE);
+    return TeamWords(
+        vec4<u32>(weights[t.words.x + w], weights[t.words.y + w], weights[t.words.z + w], weights[t.words.w + w]),
+        vec4<f32>(scale_at(s.x), scale_at(s.y), scale_at(s.z), scale_at(s.w)),
+    );
 }
 
 // The factor the input's norms leave to this kernel (norm_from_sums), from
@@ -380,15 +379,22 @@ fn store_next_word(w: u32, words: u32, word: FixedWord) {
     next_info[w] = word.info;
 }
 
+// The four rows' integer sums over one input word, digits times A minus the
+// word's sum of A (digits are trit + 1): `words4` holds the rows' packed
+// words, a0..a2 the word's digit planes and `word_info` its info.
+fn word_ints(words4: vec4<u32>, a0: vec4<u32>, a1: vec4<u32>, a2: vec4<u32>, word_info: vec2<u32>) -> vec4<i32> {
+    return vec4<i32>(
+        word_dot(words4.x, a0, a1, a2),
+        word_dot(words4.y, a0, a1, a2),
+        word_dot(words4.z, a0, a1, a2),
+        word_dot(words4.w, a0, a1, a2),
+    ) - bitcast<i32>(word_info.y);
+}
+
 // The team's four rows' sums over one input word: `step` holds the rows'
 // words and scales, a0..a2 the word's digit planes and `word_info` its info.
 fn step_sums(step: TeamWords, a0: vec4<u32>, a1: vec4<u32>, a2: vec4<u32>, word_info: vec2<u32>) -> vec4<f32> {
-    let ints = vec4<i32>(
-        word_dot(step.words.x, a0, a1, a2),
-        word_dot(step.words.y, a0, a1, a2),
-        word_dot(step.words.z, a0, a1, a2),
-        word_dot(step.words.w, a0, a1, a2),
-    ) - bitcast<i32>(word_info.y); // digits are trit + 1
+    let ints = word_ints(step.words, a0, a1, a2, word_info);
     return vec4<f32>(ints) * (step.scales * bitcast<f32>(word_info.x));
 }
 
@@ -436,7 +442,8 @@ fn gemv_ternary_fixed_staged(
     // The first weights are requested before the conversion, which runs
     // while they load.
     var w = lid % LANES;
-    var next = team_words(first_row, min(w, words - 1u));
+    let t = team_rows(first_row);
+    var next = team_words(t, min(w, words - 1u));
 
     // The input in block fixed point, one word per thread at a time, and the
     // sums of squares its norms need (as fixed_point.wgsl).
@@ -469,7 +476,7 @@ fn gemv_ternary_fixed_staged(
     for (; w < words; w = w + LANES) {
         let step = next;
         if (w + LANES < words) {
-            next = team_words(first_row, w + LANES);
+            next = team_words(t, w + LANES);
         }
         acc = acc + step_sums(step, staged_plane(0u, w), staged_plane(1u, w), staged_plane(2u, w), staged_info[w]);
     }
@@ -483,7 +490,7 @@ fn gemv_ternary_fixed_staged(
 // The first step's words of the team's rows from `first_row` on, for
 // team_sums, requested as early as a kernel can.
 fn first_team_words(first_row: u32, lid: u32) -> TeamWords {
-    return team_words(first_row, min(lid % LANES, p.cols / 16u - 1u));
+    return team_words(team_rows(first_row), min(lid % LANES, p.cols / 16u - 1u));
 }
 
 // The four rows' sums from `first_row` on over the whole input in storage:
@@ -495,51 +502,69 @@ fn team_sums(first_row: u32, lid: u32, first: TeamWords) -> vec4<f32> {
         return team_group_sums(first_row, lid);
     }
     let words = p.cols / 16u;
+    let t = team_rows(first_row);
     var w = lid % LANES;
     var next = first;
     var acc = vec4<f32>(0.0);
     for (; w < words; w = w + LANES) {
         let step = next;
         if (w + LANES < words) {
-            next = team_words(first_row, w + LANES);
+            next = team_words(t, w + LANES);
         }
         acc = acc + step_sums(step, plane(0u, words, w), plane(1u, words, w), plane(2u, words, w), info[w]);
     }
     return acc;
 }
 
-// Group `g` (words 4g..4g + 3) of `row` and its scale; past the last row,
-// zero trits and scale 0.
-struct RowGroup {
-    words: vec4<u32>,
-    scale: f32,
+// Group `g` (words 4g..4g + 3) of the team's four rows, and their scales.
+struct TeamGroups {
+    r0: vec4<u32>,
+    r1: vec4<u32>,
+    r2: vec4<u32>,
+    r3: vec4<u32>,
+    scales: vec4<f32>,
 }
 
-fn row_group(row: u32, g: u32) -> RowGroup {
-    if (row >= p.rows) {
-        return RowGroup(vec4<u32>(ZERO_TRITS_WORD), 0.0);
-    }
-    return RowGroup(weight_groups[row * (p.cols / 64u) + g], row_scale(row, 4u * g));
+fn team_groups(t: TeamRows, g: u32) -> TeamGroups {
+    let s = t.scales + vec4<u32>((64u * g) / GROUP_SIZE);
+    let q = t.words / 4u + vec4<u32>(g);
+    return TeamGroups(
+        weight_groups[q.x],
+        weight_groups[q.y],
+        weight_groups[q.z],
+        weight_groups[q.w],
+        vec4<f32>(scale_at(s.x), scale_at(s.y), scale_at(s.z), scale_at(s.w)),
+    );
+}
+
+// The four rows' sums over input word `w` (of `words`) in storage, before
+// the rows' scales multiply them: `words4` holds the rows' packed words.
+fn word_sums(words4: vec4<u32>, words: u32, w: u32) -> vec4<f32> {
+    let word_info = info[w];
+    let ints = word_ints(words4, plane(0u, words, w), plane(1u, words, w), plane(2u, words, w), word_info);
+    return vec4<f32>(ints) * bitcast<f32>(word_info.x);
 }
 
 // team_sums with WORDS_PER_STEP 4: this thread's share is groups lid % LANES,
 // + LANES, ... of the four rows, one 16-byte load and one scale per row and
-// step, multiplied word by word as team_sums does. The four loads of a step
-// keep enough weights in flight without a prefetch.
+// step. The four loads of a step keep enough weights in flight without a
+// prefetch, which would hold a second step's 80 bytes in registers: on an
+// H200 that left room for two workgroups a multiprocessor instead of three,
+// and the 32B down projection's 320 workgroups then ran in two waves (32B
+// 138.4 -> 130.5 t/s). The group's four words are summed before its scales
+// multiply them: one multiply-add per row and group instead of four.
 fn team_group_sums(first_row: u32, lid: u32) -> vec4<f32> {
     let words = p.cols / 16u;
+    let t = team_rows(first_row);
     var acc = vec4<f32>(0.0);
     for (var g = lid % LANES; g < words / 4u; g = g + LANES) {
-        let r0 = row_group(first_row, g);
-        let r1 = row_group(first_row + 1u, g);
-        let r2 = row_group(first_row + 2u, g);
-        let r3 = row_group(first_row + 3u, g);
-        let scales = vec4<f32>(r0.scale, r1.scale, r2.scale, r3.scale);
+        let step = team_groups(t, g);
+        var sums = vec4<f32>(0.0);
         for (var j = 0u; j < 4u; j = j + 1u) {
-            let w = 4u * g + j;
-            let step = TeamWords(vec4<u32>(r0.words[j], r1.words[j], r2.words[j], r3.words[j]), scales);
-            acc = acc + step_sums(step, plane(0u, words, w), plane(1u, words, w), plane(2u, words, w), info[w]);
+            let words4 = vec4<u32>(step.r0[j], step.r1[j], step.r2[j], step.r3[j]);
+            sums = sums + word_sums(words4, words, 4u * g + j);
         }
+        acc = acc + sums * step.scales;
     }
     return acc;
 }

@@ -42,7 +42,10 @@ pub fn fixed_gemv_lanes(words: u32) -> u32 {
 /// threads reading a word each held 4, so the down projection's GEMV can
 /// write the next layer's q/k/v input (Ops::feeds_next). On an H100, tg128
 /// after pp512: group steps alone left 32B at 126.7 t/s and took 7B from 429
-/// to 426; with the feed, 130.3 and 446. Shorter rows keep a word a step.
+/// to 426; with the feed, 130.3 and 446. Shorter rows keep a word a step:
+/// on an H200, group steps for gate/up (8, 16 or 32 threads a row) or for
+/// q/k/v and o (16, 32 or 64) each made 32B slower (133.5 and 136.4 t/s at
+/// best, against 138.4).
 pub const GROUP_STEP_MIN_WORDS: usize = 1024;
 
 /// The fixed-point GEMV's team for `m`: threads a row (LANES) and packed words
