@@ -273,7 +273,8 @@ fn gemv_ternary_fixed(
 ) {
     let block_first_row = (wg.x + wg.y * num_wg.x) * (WG / LANES * ROWS_PER_TEAM);
     let first_row = block_first_row + lid / LANES * ROWS_PER_TEAM;
-    let acc = team_sums(first_row, lid, first_team_words(first_row, lid));
+    let t = team_rows(first_row);
+    let acc = team_sums(t, lid, first_team_words(t, lid));
     // Thread k of the block writes row k.
     share_sums(lid, acc);
     let row = block_first_row + lid;
@@ -292,7 +293,8 @@ fn gemv_ternary_fixed_feeding(
     let block_rows = WG / LANES * ROWS_PER_TEAM;
     let block_first_row = block * block_rows;
     let first_row = block_first_row + lid / LANES * ROWS_PER_TEAM;
-    let first = first_team_words(first_row, lid);
+    let t = team_rows(first_row);
+    let first = first_team_words(t, lid);
     // Thread k of the block writes row k of y and of the next input; its
     // norm weight loads with the first weights.
     let row = block_first_row + lid;
@@ -301,7 +303,7 @@ fn gemv_ternary_fixed_feeding(
     if (writes_row) {
         norm_weight = next_norm[row];
     }
-    let acc = team_sums(first_row, lid, first);
+    let acc = team_sums(t, lid, first);
     share_sums(lid, acc);
     if (writes_row) {
         let out = write_row(row, row_sum(lid), 1.0);
@@ -344,7 +346,8 @@ fn gemv_ternary_fixed_swiglu_feeding(
     let team = lid / LANES;
     let up_team = team / (teams / 2u);
     let first_row = up_team * half + first_gate + (team % (teams / 2u)) * ROWS_PER_TEAM;
-    let acc = team_sums(first_row, lid, first_team_words(first_row, lid));
+    let t = team_rows(first_row);
+    let acc = team_sums(t, lid, first_team_words(t, lid));
     share_sums(lid, acc);
     // Thread k writes the workgroup's k-th row: gate rows, then up rows.
     if (lid < 2u * block_gates) {
@@ -487,22 +490,21 @@ fn gemv_ternary_fixed_staged(
     }
 }
 
-// The first step's words of the team's rows from `first_row` on, for
-// team_sums, requested as early as a kernel can.
-fn first_team_words(first_row: u32, lid: u32) -> TeamWords {
-    return team_words(team_rows(first_row), min(lid % LANES, p.cols / 16u - 1u));
+// The first step's words of the team's rows `t`, for team_sums, requested
+// as early as a kernel can.
+fn first_team_words(t: TeamRows, lid: u32) -> TeamWords {
+    return team_words(t, min(lid % LANES, p.cols / 16u - 1u));
 }
 
-// The four rows' sums from `first_row` on over the whole input in storage:
+// The sums of the team's four rows `t` over the whole input in storage:
 // this thread's share (words lid % LANES, + LANES, ...), from the first
 // step's words `first` on. The next step's weights are requested before this
 // step's are used: the GEMV waits on memory more than it computes.
-fn team_sums(first_row: u32, lid: u32, first: TeamWords) -> vec4<f32> {
+fn team_sums(t: TeamRows, lid: u32, first: TeamWords) -> vec4<f32> {
     if (WORDS_PER_STEP == 4u) {
-        return team_group_sums(first_row, lid);
+        return team_group_sums(t, lid);
     }
     let words = p.cols / 16u;
-    let t = team_rows(first_row);
     var w = lid % LANES;
     var next = first;
     var acc = vec4<f32>(0.0);
@@ -551,11 +553,10 @@ fn word_sums(words4: vec4<u32>, words: u32, w: u32) -> vec4<f32> {
 // prefetch, which would hold a second step's 80 bytes in registers: on an
 // H200 that left room for two workgroups a multiprocessor instead of three,
 // and the 32B down projection's 320 workgroups then ran in two waves (32B
-// 138.4 -> 130.5 t/s). The group's four words are summed before its scales
+// 137.9 -> 130.5 t/s). The group's four words are summed before its scales
 // multiply them: one multiply-add per row and group instead of four.
-fn team_group_sums(first_row: u32, lid: u32) -> vec4<f32> {
+fn team_group_sums(t: TeamRows, lid: u32) -> vec4<f32> {
     let words = p.cols / 16u;
-    let t = team_rows(first_row);
     var acc = vec4<f32>(0.0);
     for (var g = lid % LANES; g < words / 4u; g = g + LANES) {
         let step = team_groups(t, g);
