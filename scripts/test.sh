@@ -16,10 +16,18 @@ if [ "$(uname)" = Linux ] && ! { command -v Xvfb && command -v xdotool && comman
 fi
 
 # The browser test: headless Chromium (WebGPU on SwiftShader) driven from Node.
-if [ "$(uname)" = Linux ] && ! { [ -x /usr/lib/chromium/chromium ] && command -v node && command -v npm; } >/dev/null; then
-    echo "Installing chromium and nodejs for the browser test."
-    as_root apt-get update -q
-    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -q chromium nodejs npm
+# Only what is missing is installed: Debian's npm conflicts with a nodejs
+# that bundles its own npm (NodeSource's), which a machine may already have.
+if [ "$(uname)" = Linux ]; then
+    missing=()
+    [ -x /usr/lib/chromium/chromium ] || missing+=(chromium)
+    command -v node >/dev/null || missing+=(nodejs)
+    command -v npm >/dev/null || missing+=(npm)
+    if [ ${#missing[@]} -gt 0 ]; then
+        echo "Installing ${missing[*]} for the browser test."
+        as_root apt-get update -q
+        DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -q "${missing[@]}"
+    fi
 fi
 scripts/build-web.sh
 
