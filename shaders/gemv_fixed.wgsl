@@ -446,7 +446,7 @@ fn gemv_ternary_fixed_staged(
     // while they load.
     var w = lid % LANES;
     let t = team_rows(first_row);
-    var next = team_words(t, min(w, words - 1u));
+    var next = first_team_words(t, lid);
 
     // The input in block fixed point, one word per thread at a time, and the
     // sums of squares its norms need (as fixed_point.wgsl).
