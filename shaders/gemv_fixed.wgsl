@@ -250,18 +250,28 @@ fn norm_from_sums(sums: vec2<f32>) -> f32 {
     return inv_rms * inverseSqrt(inv_rms * inv_rms * sums.y / n + p.eps);
 }
 
-// Writes row `row` (of this chunk) of y: `sum` times the norm factor `norm`,
-// plus bias and residual as the flags say; returns what it wrote.
-fn write_row(row: u32, sum: f32, norm: f32) -> f32 {
+// What row `row` (of this chunk) of y adds to its product: its bias and the
+// residual already in y, as the flags say. Loaded after the sums, it holds
+// the workgroup up by one more memory round trip at its end, so the entry
+// points load it with their first weights (gemv_ternary_fixed_feeding's
+// group steps excepted).
+fn row_addend(row: u32) -> f32 {
     let r = p.row_offset + row;
-    var out = sum * norm;
+    var addend = 0.0;
     if ((p.flags & BIAS) != 0u) {
-        out = out + bias[r];
+        addend = addend + bias[r];
     }
     if ((p.flags & RESIDUAL) != 0u) {
-        out = out + y[p.y_offset + r];
+        addend = addend + y[p.y_offset + r];
     }
-    y[p.y_offset + r] = out;
+    return addend;
+}
+
+// Writes row `row` (of this chunk) of y: `sum` times the norm factor `norm`,
+// plus `addend` (row_addend); returns what it wrote.
+fn write_row(row: u32, sum: f32, norm: f32, addend: f32) -> f32 {
+    let out = sum * norm + addend;
+    y[p.y_offset + p.row_offset + row] = out;
     return out;
 }
 
@@ -274,12 +284,20 @@ fn gemv_ternary_fixed(
     let block_first_row = (wg.x + wg.y * num_wg.x) * (WG / LANES * ROWS_PER_TEAM);
     let first_row = block_first_row + lid / LANES * ROWS_PER_TEAM;
     let t = team_rows(first_row);
-    let acc = team_sums(t, lid, first_team_words(t, lid));
-    // Thread k of the block writes row k.
-    share_sums(lid, acc);
+    let first = first_team_words(t, lid);
+    // Thread k of the block writes row k; what that adds, and the norm
+    // factor, load with the first weights.
     let row = block_first_row + lid;
-    if (lid < WG / LANES * ROWS_PER_TEAM && row < p.rows) {
-        _ = write_row(row, row_sum(lid), norm_factor());
+    let writes_row = lid < WG / LANES * ROWS_PER_TEAM && row < p.rows;
+    var addend = 0.0;
+    if (writes_row) {
+        addend = row_addend(row);
+    }
+    let norm = norm_factor();
+    let acc = team_sums(t, lid, first);
+    share_sums(lid, acc);
+    if (writes_row) {
+        _ = write_row(row, row_sum(lid), norm, addend);
     }
 }
 
@@ -296,17 +314,27 @@ fn gemv_ternary_fixed_feeding(
     let t = team_rows(first_row);
     let first = first_team_words(t, lid);
     // Thread k of the block writes row k of y and of the next input; its
-    // norm weight loads with the first weights.
+    // norm weight, and with word steps what the row adds, load with the
+    // first weights. With group steps (the down projection) the addend loads
+    // after the sums: held through that loop, it made 32B's down GEMV slower
+    // on an H200 (tg128 137.9 -> 136.2 t/s), as the prefetch's registers did.
     let row = block_first_row + lid;
     let writes_row = lid < block_rows && row < p.rows;
     var norm_weight = 0.0;
+    var addend = 0.0;
     if (writes_row) {
         norm_weight = next_norm[row];
+        if (WORDS_PER_STEP == 1u) {
+            addend = row_addend(row);
+        }
     }
     let acc = team_sums(t, lid, first);
     share_sums(lid, acc);
+    if (writes_row && WORDS_PER_STEP == 4u) {
+        addend = row_addend(row);
+    }
     if (writes_row) {
-        let out = write_row(row, row_sum(lid), 1.0);
+        let out = write_row(row, row_sum(lid), 1.0, addend);
         block_y[lid] = vec2<f32>(out, out * norm_weight);
     }
     workgroupBarrier();
@@ -347,12 +375,20 @@ fn gemv_ternary_fixed_swiglu_feeding(
     let up_team = team / (teams / 2u);
     let first_row = up_team * half + first_gate + (team % (teams / 2u)) * ROWS_PER_TEAM;
     let t = team_rows(first_row);
-    let acc = team_sums(t, lid, first_team_words(t, lid));
+    let first = first_team_words(t, lid);
+    // Thread k writes the workgroup's k-th row: gate rows, then up rows. What
+    // that adds, and the norm factor, load with the first weights.
+    let writes_row = lid < 2u * block_gates;
+    let row = (lid / block_gates) * half + first_gate + lid % block_gates;
+    var addend = 0.0;
+    if (writes_row) {
+        addend = row_addend(row);
+    }
+    let norm = norm_factor();
+    let acc = team_sums(t, lid, first);
     share_sums(lid, acc);
-    // Thread k writes the workgroup's k-th row: gate rows, then up rows.
-    if (lid < 2u * block_gates) {
-        let row = (lid / block_gates) * half + first_gate + lid % block_gates;
-        block_y[lid] = vec2<f32>(write_row(row, row_sum(lid), norm_factor()), 0.0);
+    if (writes_row) {
+        block_y[lid] = vec2<f32>(write_row(row, row_sum(lid), norm, addend), 0.0);
     }
     workgroupBarrier();
     // A thread a word turns silu(gate) * up into words of down's input (as
@@ -447,6 +483,12 @@ fn gemv_ternary_fixed_staged(
     var w = lid % LANES;
     let t = team_rows(first_row);
     var next = first_team_words(t, lid);
+    let row = block_first_row + lid;
+    let writes_row = lid < WG / LANES * ROWS_PER_TEAM && row < p.rows;
+    var addend = 0.0;
+    if (writes_row) {
+        addend = row_addend(row);
+    }
 
     // The input in block fixed point, one word per thread at a time, and the
     // sums of squares its norms need (as fixed_point.wgsl).
@@ -484,9 +526,8 @@ fn gemv_ternary_fixed_staged(
         acc = acc + step_sums(step, staged_plane(0u, w), staged_plane(1u, w), staged_plane(2u, w), staged_info[w]);
     }
     share_sums(lid, acc);
-    let row = block_first_row + lid;
-    if (lid < WG / LANES * ROWS_PER_TEAM && row < p.rows) {
-        _ = write_row(row, row_sum(lid), norm_from_sums(sums));
+    if (writes_row) {
+        _ = write_row(row, row_sum(lid), norm_from_sums(sums), addend);
     }
 }
 
