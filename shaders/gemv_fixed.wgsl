@@ -123,24 +123,28 @@ const STAGED_WORDS: u32 = 128u;
 var<workgroup> staged_planes: array<vec4<u32>, 384>; // [3, STAGED_WORDS] (fixed_word.wgsl)
 var<workgroup> staged_info: array<vec2<u32>, STAGED_WORDS>;
 
-// sum_c digit * A over the 16 weights of `word`; the input word's digit planes
-// are `a0` (lowest), `a1`, `a2` (those past DIGITS are not used). Below 2^28
-// in size: no overflow.
-fn word_dot(word: u32, a0: vec4<u32>, a1: vec4<u32>, a2: vec4<u32>) -> i32 {
-    let d0 = digit_bytes(word, 0u);
-    let d1 = digit_bytes(word, 1u);
-    let d2 = digit_bytes(word, 2u);
-    let d3 = digit_bytes(word, 3u);
-    let low = dot4I8Packed(d0, a0.x) + dot4I8Packed(d1, a0.y) + dot4I8Packed(d2, a0.z) + dot4I8Packed(d3, a0.w);
-    if (DIGITS == 1u) {
-        return low;
+// sum_c digit * A - offset over the 16 weights of `word`; the input word's
+// digit planes are `a0` (lowest), `a1`, `a2` (those past DIGITS are not
+// read). Each plane's products start from the higher planes' sum times 256
+// (the lowest also from -offset), so that the adds ride in the integer dot
+// products' own accumulation instead of taking instructions of their own.
+// Below 2^28 in size: no overflow.
+fn word_dot(word: u32, a0: vec4<u32>, a1: vec4<u32>, a2: vec4<u32>, offset: i32) -> i32 {
+    let d = vec4<u32>(digit_bytes(word, 0u), digit_bytes(word, 1u), digit_bytes(word, 2u), digit_bytes(word, 3u));
+    var higher = 0;
+    if (DIGITS == 3u) {
+        higher = plane_dot(d, a2, 0);
     }
-    let mid = dot4I8Packed(d0, a1.x) + dot4I8Packed(d1, a1.y) + dot4I8Packed(d2, a1.z) + dot4I8Packed(d3, a1.w);
-    if (DIGITS == 2u) {
-        return mid * 256 + low;
+    if (DIGITS >= 2u) {
+        higher = plane_dot(d, a1, higher * 256);
     }
-    let high = dot4I8Packed(d0, a2.x) + dot4I8Packed(d1, a2.y) + dot4I8Packed(d2, a2.z) + dot4I8Packed(d3, a2.w);
-    return (high * 256 + mid) * 256 + low;
+    return plane_dot(d, a0, higher * 256 - offset);
+}
+
+// start + the products of a word's digits `d` (digit_bytes 0..3) with one
+// digit plane `a` of its inputs.
+fn plane_dot(d: vec4<u32>, a: vec4<u32>, start: i32) -> i32 {
+    return start + dot4I8Packed(d.x, a.x) + dot4I8Packed(d.y, a.y) + dot4I8Packed(d.z, a.z) + dot4I8Packed(d.w, a.w);
 }
 
 // Digit plane k of input word w (zeros past DIGITS, which are not read).
@@ -422,12 +426,13 @@ fn store_next_word(w: u32, words: u32, word: FixedWord) {
 // word's sum of A (digits are trit + 1): `words4` holds the rows' packed
 // words, a0..a2 the word's digit planes and `word_info` its info.
 fn word_ints(words4: vec4<u32>, a0: vec4<u32>, a1: vec4<u32>, a2: vec4<u32>, word_info: vec2<u32>) -> vec4<i32> {
+    let sum_a = bitcast<i32>(word_info.y);
     return vec4<i32>(
-        word_dot(words4.x, a0, a1, a2),
-        word_dot(words4.y, a0, a1, a2),
-        word_dot(words4.z, a0, a1, a2),
-        word_dot(words4.w, a0, a1, a2),
-    ) - bitcast<i32>(word_info.y);
+        word_dot(words4.x, a0, a1, a2, sum_a),
+        word_dot(words4.y, a0, a1, a2, sum_a),
+        word_dot(words4.z, a0, a1, a2, sum_a),
+        word_dot(words4.w, a0, a1, a2, sum_a),
+    );
 }
 
 // The team's four rows' sums over one input word: `step` holds the rows'
