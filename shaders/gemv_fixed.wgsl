@@ -50,17 +50,22 @@
 // Dispatch: workgroups of 256 threads in teams of LANES threads; each team
 // computes four consecutive rows, each thread reading one packed word of each
 // row per step (neighbouring threads read neighbouring words) and the input's
-// word once for all four rows. With WORDS_PER_STEP 4 (long rows: the down
-// projection), each thread reads a whole 64-weight group of each row per step
-// instead, four words in one 16-byte load under one scale: the same weights
-// in a quarter of the load instructions and a quarter of the multiplies by
-// the rows' scales, so that teams of 64 threads (16 rows a workgroup, as the
-// feeding GEMV needs) read long rows faster than teams of 256.
+// word once for all four rows. With WORDS_PER_STEP 2 (rows long enough for
+// several such steps a thread: the gate and up projection of 7B and 32B),
+// each thread reads two neighbouring words of each row per step, under one
+// scale, so that a step's loads, addresses and scales serve twice the
+// weights. With WORDS_PER_STEP 4 (long rows: the down projection), each
+// thread reads a whole 64-weight group of each row per step instead, four
+// words in one 16-byte load under one scale: the same weights in a quarter of
+// the load instructions and a quarter of the multiplies by the rows' scales,
+// so that teams of 64 threads (16 rows a workgroup, as the feeding GEMV
+// needs) read long rows faster than teams of 256.
 // Workgroups are laid out 2-D (x up to 65535): index = wg.x + wg.y *
 // num_wg.x. Rows past the last one read the last row's weights (a team's
 // rows and their offsets are worked out once, before its loop) and are not
-// written. Needs cols % 16 == 0 and GROUP_SIZE % 16 == 0; WORDS_PER_STEP 4
-// needs cols % 64 == 0 and GROUP_SIZE % 64 == 0.
+// written. Needs cols % 16 == 0 and GROUP_SIZE % 16 == 0; WORDS_PER_STEP 2
+// needs cols % 32 == 0 and GROUP_SIZE % 32 == 0, WORDS_PER_STEP 4 cols % 64
+// == 0 and GROUP_SIZE % 64 == 0.
 
 struct Params {
     rows: u32,       // rows in this chunk
@@ -82,7 +87,7 @@ const EXACT_SUMS: u32 = 64u;
 override GROUP_SIZE: u32 = 64u; // weights per scale
 override SCALE_DTYPE: u32 = 0u; // DTYPE_* of the scales
 override LANES: u32 = 64u;      // threads per row team: a power of two dividing 256
-override WORDS_PER_STEP: u32 = 1u; // packed words of a row a thread reads per step: 1 or 4
+override WORDS_PER_STEP: u32 = 1u; // packed words of a row a thread reads per step: 1, 2 or 4
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> weights: array<u32>;      // [rows, cols / 16] packed
@@ -318,7 +323,7 @@ fn gemv_ternary_fixed_feeding(
     let t = team_rows(first_row);
     let first = first_team_words(t, lid);
     // Thread k of the block writes row k of y and of the next input; its
-    // norm weight, and with word steps what the row adds, load with the
+    // norm weight, and but for group steps what the row adds, load with the
     // first weights. With group steps (the down projection) the addend loads
     // after the sums: held through that loop, it made 32B's down GEMV slower
     // on an H200 (tg128 137.9 -> 136.2 t/s), as the prefetch's registers did.
@@ -328,7 +333,7 @@ fn gemv_ternary_fixed_feeding(
     var addend = 0.0;
     if (writes_row) {
         norm_weight = next_norm[row];
-        if (WORDS_PER_STEP == 1u) {
+        if (WORDS_PER_STEP != 4u) {
             addend = row_addend(row);
         }
     }
@@ -545,10 +550,15 @@ fn first_team_words(t: TeamRows, lid: u32) -> TeamWords {
 // The sums of the team's four rows `t` over the whole input in storage:
 // this thread's share (words lid % LANES, + LANES, ...), from the first
 // step's words `first` on. The next step's weights are requested before this
-// step's are used: the GEMV waits on memory more than it computes.
+// step's are used: the GEMV waits on memory more than it computes. With
+// WORDS_PER_STEP 2 or 4, team_pair_sums or team_group_sums, which load their
+// own first step.
 fn team_sums(t: TeamRows, lid: u32, first: TeamWords) -> vec4<f32> {
     if (WORDS_PER_STEP == 4u) {
         return team_group_sums(t, lid);
+    }
+    if (WORDS_PER_STEP == 2u) {
+        return team_pair_sums(t, lid);
     }
     let words = p.cols / 16u;
     var w = lid % LANES;
@@ -611,6 +621,46 @@ fn team_group_sums(t: TeamRows, lid: u32) -> vec4<f32> {
             let words4 = vec4<u32>(step.r0[j], step.r1[j], step.r2[j], step.r3[j]);
             sums = sums + word_sums(words4, words, 4u * g + j);
         }
+        acc = acc + sums * step.scales;
+    }
+    return acc;
+}
+
+// Words 2p and 2p + 1 of the team's four rows (`p`: a pair of words under
+// one scale), and their scales.
+struct TeamPairs {
+    first: vec4<u32>,
+    second: vec4<u32>,
+    scales: vec4<f32>,
+}
+
+fn team_pairs(t: TeamRows, pair: u32) -> TeamPairs {
+    let w = 2u * pair;
+    let s = t.scales + vec4<u32>((16u * w) / GROUP_SIZE);
+    let at = t.words + vec4<u32>(w);
+    return TeamPairs(
+        vec4<u32>(weights[at.x], weights[at.y], weights[at.z], weights[at.w]),
+        vec4<u32>(weights[at.x + 1u], weights[at.y + 1u], weights[at.z + 1u], weights[at.w + 1u]),
+        vec4<f32>(scale_at(s.x), scale_at(s.y), scale_at(s.z), scale_at(s.w)),
+    );
+}
+
+// team_sums with WORDS_PER_STEP 2: this thread's share is pairs lid % LANES,
+// + LANES, ... of the four rows, the next pair's words and scales requested
+// before this one's are used. Both words' sums are added before one
+// multiply by the rows' scales.
+fn team_pair_sums(t: TeamRows, lid: u32) -> vec4<f32> {
+    let words = p.cols / 16u;
+    let pairs = words / 2u;
+    var pair = lid % LANES;
+    var next = team_pairs(t, min(pair, pairs - 1u));
+    var acc = vec4<f32>(0.0);
+    for (; pair < pairs; pair = pair + LANES) {
+        let step = next;
+        if (pair + LANES < pairs) {
+            next = team_pairs(t, pair + LANES);
+        }
+        let sums = word_sums(step.first, words, 2u * pair) + word_sums(step.second, words, 2u * pair + 1u);
         acc = acc + sums * step.scales;
     }
     return acc;

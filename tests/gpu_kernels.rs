@@ -697,7 +697,9 @@ fn gemv_feeding_swiglu_matches_the_cpu() {
         let mut gate_rows_seen = std::collections::BTreeSet::new();
         // (hidden, first product's columns, intermediate, down's rows): gate
         // and up teams of 4, 8 and 32 threads (128, 64 and 16 gate rows a
-        // workgroup), the last two with 64 threads elsewhere.
+        // workgroup), the last two with 64 threads elsewhere; the last one's
+        // gate and up rows long enough that each thread reads two words a
+        // step (ops::PAIR_STEP_MIN_STEPS).
         for (hidden, cols, inter, out_rows) in
             [(128, 64, 128, 37), (384, 64, 128, 5), (1536, 384, 64, 21), (3072, 64, 320, 130)]
         {

@@ -72,15 +72,38 @@ fn block_rows(lanes: u32) -> u32 {
     256 / lanes * 4
 }
 
+/// Fewest steps of two words each thread of a word-step GEMV must take for
+/// its team to read two packed words of a row per step, under one scale
+/// (gemv_fixed.wgsl's WORDS_PER_STEP 2), instead of one: the loads, their
+/// addresses and the scales of a step then serve twice the weights. On an
+/// H200 (tg128 after pp512, A/B in one session) the gate/up GEMV took 32B
+/// from 141.0 to 147.2 t/s (5 steps a thread) and 7B from 477.5 to 481.6
+/// (3.5), left 3B equal (553.1 / 552.7, 2 steps) and 1.5B slower (769.8 ->
+/// 755.6, 1.5), and 32B's q/k/v and o (2.5 steps) gained nothing (140.8).
+pub const PAIR_STEP_MIN_STEPS: usize = 3;
+
 /// The team of gemv_fixed.wgsl's entry point `kernel` for `m`:
 /// [`fixed_gemv_team`], with at most [`SWIGLU_FEEDING_LANES`] threads a row
-/// for the GEMV that feeds SwiGLU's output on.
+/// for the GEMV that feeds SwiGLU's output on, and two words a step
+/// ([`PAIR_STEP_MIN_STEPS`]) in the entry points that read their input from
+/// storage.
 fn kernel_team(kernel: Kernel, m: &GpuMatrix) -> (u32, u32) {
     let (lanes, words_per_step) = fixed_gemv_team(m);
-    match kernel {
-        Kernel::GemvTernaryFixedSwigluFeeding => (lanes.min(SWIGLU_FEEDING_LANES), words_per_step),
-        _ => (lanes, words_per_step),
+    let lanes = match kernel {
+        Kernel::GemvTernaryFixedSwigluFeeding => lanes.min(SWIGLU_FEEDING_LANES),
+        _ => lanes,
+    };
+    let pairs_a_thread = m.cols / 32 / lanes as usize;
+    let reads_storage = kernel != Kernel::GemvTernaryFixedStaged;
+    if words_per_step == 1 && reads_storage && whole_pairs(m) && pairs_a_thread >= PAIR_STEP_MIN_STEPS {
+        return (lanes, 2);
     }
+    (lanes, words_per_step)
+}
+
+/// Whether `m`'s rows are whole pairs of packed words under one scale each.
+fn whole_pairs(m: &GpuMatrix) -> bool {
+    matches!(&m.storage, Storage::Packed { group_size, .. } if group_size % 32 == 0) && m.cols.is_multiple_of(32)
 }
 
 /// Checks that `fixed` holds an input of `m`, where every fixed-point product
