@@ -260,13 +260,16 @@ fn norm_from_sums(sums: vec2<f32>) -> f32 {
 }
 
 // What row `row` (of this chunk) of y adds to its product: its bias and the
-// residual already in y, as the flags say. Loaded after the sums, it holds
-// the workgroup up by one more memory round trip at its end, so the entry
-// points load it with their first weights (gemv_ternary_fixed_feeding's
-// group steps excepted).
-fn row_addend(row: u32) -> f32 {
-    let r = p.row_offset + row;
+// residual already in y, as the flags say; 0 where this thread writes no row
+// (`writes_row` false). Loaded after the sums, it holds the workgroup up by
+// one more memory round trip at its end, so the entry points load it with
+// their first weights (gemv_ternary_fixed_feeding's group steps excepted).
+fn row_addend(row: u32, writes_row: bool) -> f32 {
     var addend = 0.0;
+    if (!writes_row) {
+        return addend;
+    }
+    let r = p.row_offset + row;
     if ((p.flags & BIAS) != 0u) {
         addend = addend + bias[r];
     }
@@ -298,10 +301,7 @@ fn gemv_ternary_fixed(
     // factor, load with the first weights.
     let row = block_first_row + lid;
     let writes_row = lid < WG / LANES * ROWS_PER_TEAM && row < p.rows;
-    var addend = 0.0;
-    if (writes_row) {
-        addend = row_addend(row);
-    }
+    let addend = row_addend(row, writes_row);
     let norm = norm_factor();
     let acc = team_sums(t, lid, first);
     share_sums(lid, acc);
@@ -330,17 +330,17 @@ fn gemv_ternary_fixed_feeding(
     let row = block_first_row + lid;
     let writes_row = lid < block_rows && row < p.rows;
     var norm_weight = 0.0;
-    var addend = 0.0;
     if (writes_row) {
         norm_weight = next_norm[row];
-        if (WORDS_PER_STEP != 4u) {
-            addend = row_addend(row);
-        }
+    }
+    var addend = 0.0;
+    if (WORDS_PER_STEP != 4u) {
+        addend = row_addend(row, writes_row);
     }
     let acc = team_sums(t, lid, first);
     share_sums(lid, acc);
-    if (writes_row && WORDS_PER_STEP == 4u) {
-        addend = row_addend(row);
+    if (WORDS_PER_STEP == 4u) {
+        addend = row_addend(row, writes_row);
     }
     if (writes_row) {
         let out = write_row(row, row_sum(lid), 1.0, addend);
@@ -389,10 +389,7 @@ fn gemv_ternary_fixed_swiglu_feeding(
     // that adds, and the norm factor, load with the first weights.
     let writes_row = lid < 2u * block_gates;
     let row = (lid / block_gates) * half + first_gate + lid % block_gates;
-    var addend = 0.0;
-    if (writes_row) {
-        addend = row_addend(row);
-    }
+    let addend = row_addend(row, writes_row);
     let norm = norm_factor();
     let acc = team_sums(t, lid, first);
     share_sums(lid, acc);
@@ -495,10 +492,7 @@ fn gemv_ternary_fixed_staged(
     var next = first_team_words(t, lid);
     let row = block_first_row + lid;
     let writes_row = lid < WG / LANES * ROWS_PER_TEAM && row < p.rows;
-    var addend = 0.0;
-    if (writes_row) {
-        addend = row_addend(row);
-    }
+    let addend = row_addend(row, writes_row);
 
     // The input in block fixed point, one word per thread at a time, and the
     // sums of squares its norms need (as fixed_point.wgsl).
