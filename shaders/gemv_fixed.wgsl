@@ -185,11 +185,16 @@ struct TeamWords {
 }
 
 fn team_words(t: TeamRows, w: u32) -> TeamWords {
-    let s = t.scales + vec4<u32>((16u * w) / GROUP_SIZE);
     return TeamWords(
         vec4<u32>(weights[t.words.x + w], weights[t.words.y + w], weights[t.words.z + w], weights[t.words.w + w]),
-        vec4<f32>(scale_at(s.x), scale_at(s.y), scale_at(s.z), scale_at(s.w)),
+        team_scales(t, w),
     );
+}
+
+// The scales of word `w` of the team's four rows.
+fn team_scales(t: TeamRows, w: u32) -> vec4<f32> {
+    let s = t.scales + vec4<u32>((16u * w) / GROUP_SIZE);
+    return vec4<f32>(scale_at(s.x), scale_at(s.y), scale_at(s.z), scale_at(s.w));
 }
 
 // The factor the input's norms leave to this kernel (norm_from_sums), from
@@ -578,15 +583,9 @@ struct TeamGroups {
 }
 
 fn team_groups(t: TeamRows, g: u32) -> TeamGroups {
-    let s = t.scales + vec4<u32>((64u * g) / GROUP_SIZE);
     let q = t.words / 4u + vec4<u32>(g);
-    return TeamGroups(
-        weight_groups[q.x],
-        weight_groups[q.y],
-        weight_groups[q.z],
-        weight_groups[q.w],
-        vec4<f32>(scale_at(s.x), scale_at(s.y), scale_at(s.z), scale_at(s.w)),
-    );
+    let scales = team_scales(t, 4u * g);
+    return TeamGroups(weight_groups[q.x], weight_groups[q.y], weight_groups[q.z], weight_groups[q.w], scales);
 }
 
 // The four rows' sums over input word `w` (of `words`) in storage, before
@@ -621,22 +620,15 @@ fn team_group_sums(t: TeamRows, lid: u32) -> vec4<f32> {
 }
 
 // Words 2p and 2p + 1 of the team's four rows (`p`: a pair of words under
-// one scale), and their scales.
+// one scale): the first with the rows' scales, then the second.
 struct TeamPairs {
-    first: vec4<u32>,
+    first: TeamWords,
     second: vec4<u32>,
-    scales: vec4<f32>,
 }
 
 fn team_pairs(t: TeamRows, pair: u32) -> TeamPairs {
-    let w = 2u * pair;
-    let s = t.scales + vec4<u32>((16u * w) / GROUP_SIZE);
-    let at = t.words + vec4<u32>(w);
-    return TeamPairs(
-        vec4<u32>(weights[at.x], weights[at.y], weights[at.z], weights[at.w]),
-        vec4<u32>(weights[at.x + 1u], weights[at.y + 1u], weights[at.z + 1u], weights[at.w + 1u]),
-        vec4<f32>(scale_at(s.x), scale_at(s.y), scale_at(s.z), scale_at(s.w)),
-    );
+    let at = t.words + vec4<u32>(2u * pair + 1u);
+    return TeamPairs(team_words(t, 2u * pair), vec4<u32>(weights[at.x], weights[at.y], weights[at.z], weights[at.w]));
 }
 
 // team_sums with WORDS_PER_STEP 2: this thread's share is pairs lid % LANES,
@@ -654,8 +646,8 @@ fn team_pair_sums(t: TeamRows, lid: u32) -> vec4<f32> {
         if (pair + LANES < pairs) {
             next = team_pairs(t, pair + LANES);
         }
-        let sums = word_sums(step.first, words, 2u * pair) + word_sums(step.second, words, 2u * pair + 1u);
-        acc = acc + sums * step.scales;
+        let sums = word_sums(step.first.words, words, 2u * pair) + word_sums(step.second, words, 2u * pair + 1u);
+        acc = acc + sums * step.first.scales;
     }
     return acc;
 }
