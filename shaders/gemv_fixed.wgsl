@@ -51,21 +51,15 @@
 // computes four consecutive rows, each thread reading one packed word of each
 // row per step (neighbouring threads read neighbouring words) and the input's
 // word once for all four rows. With WORDS_PER_STEP 2 (rows long enough for
-// several such steps a thread: the gate and up projection of 7B and 32B),
-// each thread reads two neighbouring words of each row per step, under one
-// scale, so that a step's loads, addresses and scales serve twice the
-// weights. With WORDS_PER_STEP 4 (long rows: the down projection), each
-// thread reads a whole 64-weight group of each row per step instead, four
-// words in one 16-byte load under one scale: the same weights in a quarter of
-// the load instructions and a quarter of the multiplies by the rows' scales,
-// so that teams of 64 threads (16 rows a workgroup, as the feeding GEMV
-// needs) read long rows faster than teams of 256.
+// several such steps a thread: the gate/up and down projections of 7B and
+// 32B), each thread reads two neighbouring words of each row per step, in
+// one 8-byte load under one scale, so that a step's loads, addresses and
+// scales serve twice the weights.
 // Workgroups are laid out 2-D (x up to 65535): index = wg.x + wg.y *
 // num_wg.x. Rows past the last one read the last row's weights (a team's
 // rows and their offsets are worked out once, before its loop) and are not
 // written. Needs cols % 16 == 0 and GROUP_SIZE % 16 == 0; WORDS_PER_STEP 2
-// needs cols % 32 == 0 and GROUP_SIZE % 32 == 0, WORDS_PER_STEP 4 cols % 64
-// == 0 and GROUP_SIZE % 64 == 0.
+// needs cols % 32 == 0 and GROUP_SIZE % 32 == 0.
 
 struct Params {
     rows: u32,       // rows in this chunk
@@ -87,11 +81,11 @@ const EXACT_SUMS: u32 = 64u;
 override GROUP_SIZE: u32 = 64u; // weights per scale
 override SCALE_DTYPE: u32 = 0u; // DTYPE_* of the scales
 override LANES: u32 = 64u;      // threads per row team: a power of two dividing 256
-override WORDS_PER_STEP: u32 = 1u; // packed words of a row a thread reads per step: 1, 2 or 4
+override WORDS_PER_STEP: u32 = 1u; // packed words of a row a thread reads per step: 1 or 2
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> weights: array<u32>;      // [rows, cols / 16] packed
-@group(0) @binding(19) var<storage, read> weight_groups: array<vec4<u32>>; // the same, [rows, cols / 64] (WORDS_PER_STEP 4)
+@group(0) @binding(19) var<storage, read> weight_pairs: array<vec2<u32>>; // the same, [rows, cols / 32] (WORDS_PER_STEP 2)
 @group(0) @binding(2) var<storage, read> scales: array<u32>;       // [rows, cols / GROUP_SIZE]
 @group(0) @binding(3) var<storage, read> planes: array<vec4<u32>>; // [DIGITS, cols / 16] (fixed_point.wgsl)
 @group(0) @binding(4) var<storage, read> info: array<vec2<u32>>;   // [cols / 16] scale, sum of A; then sums of squares
@@ -268,7 +262,7 @@ fn norm_from_sums(sums: vec2<f32>) -> f32 {
 // residual already in y, as the flags say; 0 where this thread writes no row
 // (`writes_row` false). Loaded after the sums, it holds the workgroup up by
 // one more memory round trip at its end, so the entry points load it with
-// their first weights (gemv_ternary_fixed_feeding's group steps excepted).
+// their first weights.
 fn row_addend(row: u32, writes_row: bool) -> f32 {
     var addend = 0.0;
     if (!writes_row) {
@@ -328,25 +322,16 @@ fn gemv_ternary_fixed_feeding(
     let t = team_rows(first_row);
     let first = first_team_words(t, lid);
     // Thread k of the block writes row k of y and of the next input; its
-    // norm weight, and but for group steps what the row adds, load with the
-    // first weights. With group steps (the down projection) the addend loads
-    // after the sums: held through that loop, it made 32B's down GEMV slower
-    // on an H200 (tg128 137.9 -> 136.2 t/s), as the prefetch's registers did.
+    // norm weight, and what the row adds, load with the first weights.
     let row = block_first_row + lid;
     let writes_row = lid < block_rows && row < p.rows;
     var norm_weight = 0.0;
     if (writes_row) {
         norm_weight = next_norm[row];
     }
-    var addend = 0.0;
-    if (WORDS_PER_STEP != 4u) {
-        addend = row_addend(row, writes_row);
-    }
+    let addend = row_addend(row, writes_row);
     let acc = team_sums(t, lid, first);
     share_sums(lid, acc);
-    if (WORDS_PER_STEP == 4u) {
-        addend = row_addend(row, writes_row);
-    }
     if (writes_row) {
         let out = write_row(row, row_sum(lid), 1.0, addend);
         block_y[lid] = vec2<f32>(out, out * norm_weight);
@@ -550,12 +535,8 @@ fn first_team_words(t: TeamRows, lid: u32) -> TeamWords {
 // this thread's share (words lid % LANES, + LANES, ...), from the first
 // step's words `first` on. The next step's weights are requested before this
 // step's are used: the GEMV waits on memory more than it computes. With
-// WORDS_PER_STEP 2 or 4, team_pair_sums or team_group_sums, which load their
-// own first step.
+// WORDS_PER_STEP 2, team_pair_sums, which loads its own first step.
 fn team_sums(t: TeamRows, lid: u32, first: TeamWords) -> vec4<f32> {
-    if (WORDS_PER_STEP == 4u) {
-        return team_group_sums(t, lid);
-    }
     if (WORDS_PER_STEP == 2u) {
         return team_pair_sums(t, lid);
     }
@@ -573,21 +554,6 @@ fn team_sums(t: TeamRows, lid: u32, first: TeamWords) -> vec4<f32> {
     return acc;
 }
 
-// Group `g` (words 4g..4g + 3) of the team's four rows, and their scales.
-struct TeamGroups {
-    r0: vec4<u32>,
-    r1: vec4<u32>,
-    r2: vec4<u32>,
-    r3: vec4<u32>,
-    scales: vec4<f32>,
-}
-
-fn team_groups(t: TeamRows, g: u32) -> TeamGroups {
-    let q = t.words / 4u + vec4<u32>(g);
-    let scales = team_scales(t, 4u * g);
-    return TeamGroups(weight_groups[q.x], weight_groups[q.y], weight_groups[q.z], weight_groups[q.w], scales);
-}
-
 // The four rows' sums over input word `w` (of `words`) in storage, before
 // the rows' scales multiply them: `words4` holds the rows' packed words.
 fn word_sums(words4: vec4<u32>, words: u32, w: u32) -> vec4<f32> {
@@ -596,39 +562,22 @@ fn word_sums(words4: vec4<u32>, words: u32, w: u32) -> vec4<f32> {
     return vec4<f32>(ints) * bitcast<f32>(word_info.x);
 }
 
-// team_sums with WORDS_PER_STEP 4: this thread's share is groups lid % LANES,
-// + LANES, ... of the four rows, one 16-byte load and one scale per row and
-// step. The four loads of a step keep enough weights in flight without a
-// prefetch, which would hold a second step's 80 bytes in registers: on an
-// H200 that left room for two workgroups a multiprocessor instead of three,
-// and the 32B down projection's 320 workgroups then ran in two waves (32B
-// 137.9 -> 130.5 t/s). The group's four words are summed before its scales
-// multiply them: one multiply-add per row and group instead of four.
-fn team_group_sums(t: TeamRows, lid: u32) -> vec4<f32> {
-    let words = p.cols / 16u;
-    var acc = vec4<f32>(0.0);
-    for (var g = lid % LANES; g < words / 4u; g = g + LANES) {
-        let step = team_groups(t, g);
-        var sums = vec4<f32>(0.0);
-        for (var j = 0u; j < 4u; j = j + 1u) {
-            let words4 = vec4<u32>(step.r0[j], step.r1[j], step.r2[j], step.r3[j]);
-            sums = sums + word_sums(words4, words, 4u * g + j);
-        }
-        acc = acc + sums * step.scales;
-    }
-    return acc;
-}
-
-// Words 2p and 2p + 1 of the team's four rows (`p`: a pair of words under
-// one scale): the first with the rows' scales, then the second.
+// Words 2p and 2p + 1 of the team's four rows (`pair`: a pair of words
+// under one scale), one 8-byte load a row, and the rows' scales.
 struct TeamPairs {
-    first: TeamWords,
+    first: vec4<u32>,
     second: vec4<u32>,
+    scales: vec4<f32>,
 }
 
 fn team_pairs(t: TeamRows, pair: u32) -> TeamPairs {
-    let at = t.words + vec4<u32>(2u * pair + 1u);
-    return TeamPairs(team_words(t, 2u * pair), vec4<u32>(weights[at.x], weights[at.y], weights[at.z], weights[at.w]));
+    let at = t.words / 2u + vec4<u32>(pair);
+    let r0 = weight_pairs[at.x];
+    let r1 = weight_pairs[at.y];
+    let r2 = weight_pairs[at.z];
+    let r3 = weight_pairs[at.w];
+    let first = vec4<u32>(r0.x, r1.x, r2.x, r3.x);
+    return TeamPairs(first, vec4<u32>(r0.y, r1.y, r2.y, r3.y), team_scales(t, 2u * pair));
 }
 
 // team_sums with WORDS_PER_STEP 2: this thread's share is pairs lid % LANES,
@@ -646,8 +595,8 @@ fn team_pair_sums(t: TeamRows, lid: u32) -> vec4<f32> {
         if (pair + LANES < pairs) {
             next = team_pairs(t, pair + LANES);
         }
-        let sums = word_sums(step.first.words, words, 2u * pair) + word_sums(step.second, words, 2u * pair + 1u);
-        acc = acc + sums * step.first.scales;
+        let sums = word_sums(step.first, words, 2u * pair) + word_sums(step.second, words, 2u * pair + 1u);
+        acc = acc + sums * step.scales;
     }
     return acc;
 }

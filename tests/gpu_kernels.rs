@@ -524,7 +524,7 @@ fn fixed_point_gemv_matches_the_cpu() {
         let mut words_per_step = std::collections::BTreeSet::new();
         let mut own_conversion = std::collections::BTreeSet::new();
         // (rows, cols, split bytes): every team width from 4 to 256 threads
-        // reading a word of a row per step and 64 threads reading a group
+        // reading a word of a row per step and 64 threads reading two
         // (ops::fixed_gemv_team), rows not a multiple of a workgroup's, split
         // matrices; inputs the GEMV converts itself (up to 2048 columns) and
         // inputs a conversion dispatch converts.
@@ -588,7 +588,7 @@ fn fixed_point_gemv_matches_the_cpu() {
             }
         }
         assert_eq!(lanes.into_iter().collect::<Vec<_>>(), [4, 8, 16, 32, 64, 128, 256], "every team width");
-        assert_eq!(words_per_step.into_iter().collect::<Vec<_>>(), [1, 4], "words and groups a step");
+        assert_eq!(words_per_step.into_iter().collect::<Vec<_>>(), [1, 2], "one and two words a step");
         assert_eq!(own_conversion.into_iter().collect::<Vec<_>>(), [false, true], "both input conversions");
     }
 }
@@ -607,7 +607,7 @@ fn gemv_feeding_the_next_matches_the_cpu() {
         let mut words_per_step = std::collections::BTreeSet::new();
         // (rows, cols, next rows): every team width that feeds (4 to 64
         // threads a row: 256 to 16 rows a workgroup; the last case's threads
-        // read whole groups, as the down projection's do), rows not a
+        // read two words a step, as 32B's down projection's do), rows not a
         // multiple of a workgroup's (the first two).
         // The residual's size varies, so that the exact sums of squares span
         // their three words (and carry between them).
@@ -670,7 +670,7 @@ fn gemv_feeding_the_next_matches_the_cpu() {
             assert_close(&format!("gemv over the fed input {}", m2.name), &gpu.read(&zb, next_rows), &z, 1e-5);
         }
         assert_eq!(lanes.into_iter().collect::<Vec<_>>(), [4, 8, 16, 32, 64], "every team width that feeds");
-        assert_eq!(words_per_step.into_iter().collect::<Vec<_>>(), [1, 4], "words and groups a step");
+        assert_eq!(words_per_step.into_iter().collect::<Vec<_>>(), [1, 2], "one and two words a step");
 
         // What cannot feed: teams of 128 threads (8 rows a workgroup, half a
         // word), rows that are not whole words, or a next product of another width.

@@ -35,27 +35,27 @@ pub fn fixed_gemv_lanes(words: u32) -> u32 {
     (1 << most.ilog2()).min(256)
 }
 
-/// Shortest row, in packed words, whose fixed-point GEMV threads each read a
-/// whole 64-weight group (four words, one scale) of each row per step
-/// (gemv_fixed.wgsl's WORDS_PER_STEP 4), in teams of 64 threads: workgroups
-/// then hold 16 rows, whole words of the next input, where teams of 256
-/// threads reading a word each held 4, so the down projection's GEMV can
-/// write the next layer's q/k/v input (Ops::feeds_next). On an H100, tg128
-/// after pp512: group steps alone left 32B at 126.7 t/s and took 7B from 429
-/// to 426; with the feed, 130.3 and 446. Shorter rows keep a word a step:
-/// on an H200, group steps for gate/up (8, 16 or 32 threads a row) or for
-/// q/k/v and o (16, 32 or 64) each made 32B slower (133.5 and 136.4 t/s at
-/// best, against 138.4).
-pub const GROUP_STEP_MIN_WORDS: usize = 1024;
+/// Shortest row, in packed words, whose fixed-point GEMV runs in teams of 64
+/// threads (then reading two words of a row per step, PAIR_STEP_MIN_STEPS)
+/// rather than [`fixed_gemv_lanes`]' 128 or 256: workgroups then hold 16
+/// rows, whole words of the next input, so the down projection's GEMV of
+/// 7B and 32B can write the next layer's q/k/v input (Ops::feeds_next). On
+/// an H100 (tg128 after pp512) that feed took 7B from 429 to 446 t/s, with
+/// each thread reading a 64-weight group of a row per step. On an H200 the
+/// pair steps that replaced those group steps (A/B in one session) took
+/// 32B from 146.3 to 150.4 t/s and 7B from 484.5 to 497.8; the same team
+/// for 3B's and 1.5B's down projection (688 and 560 words: feeding q/k/v
+/// instead of a conversion dispatch) left them equal (550.6 / 550.7, 783.5
+/// / 782.6), so shorter rows keep their wider teams.
+pub const LONG_ROW_MIN_WORDS: usize = 1024;
 
-/// The fixed-point GEMV's team for `m`: threads a row (LANES) and packed words
-/// each reads of a row per step (WORDS_PER_STEP).
+/// The fixed-point GEMV's team for `m` over an input in storage: threads a
+/// row (LANES) and packed words each reads of a row per step
+/// (WORDS_PER_STEP).
 pub fn fixed_gemv_team(m: &GpuMatrix) -> (u32, u32) {
     let words = m.cols / 16;
-    if whole_groups(m) && words >= GROUP_STEP_MIN_WORDS {
-        return (64, 4);
-    }
-    (fixed_gemv_lanes(words as u32), 1)
+    let lanes = if words >= LONG_ROW_MIN_WORDS { 64 } else { fixed_gemv_lanes(words as u32) };
+    (lanes, words_per_step(m, lanes))
 }
 
 /// Most threads a row of the GEMV that writes SwiGLU's output as the down
@@ -72,33 +72,42 @@ fn block_rows(lanes: u32) -> u32 {
     256 / lanes * 4
 }
 
-/// Fewest steps of two words each thread of a word-step GEMV must take for
-/// its team to read two packed words of a row per step, under one scale
-/// (gemv_fixed.wgsl's WORDS_PER_STEP 2), instead of one: the loads, their
-/// addresses and the scales of a step then serve twice the weights. On an
-/// H200 (tg128 after pp512, A/B in one session) the gate/up GEMV took 32B
-/// from 141.0 to 147.2 t/s (5 steps a thread) and 7B from 477.5 to 481.6
-/// (3.5), left 3B equal (553.1 / 552.7, 2 steps) and 1.5B slower (769.8 ->
-/// 755.6, 1.5), and 32B's q/k/v and o (2.5 steps) gained nothing (140.8).
+/// Fewest steps of two words each thread of a GEMV over an input in storage
+/// must take for its team to read two packed words of a row per step, in
+/// one 8-byte load under one scale (gemv_fixed.wgsl's WORDS_PER_STEP 2),
+/// instead of one: the loads, their addresses and the scales of a step then
+/// serve twice the weights. On an H200 (tg128 after pp512, A/B in one
+/// session) the gate/up GEMV took 32B from 141.0 to 147.2 t/s (5 steps a
+/// thread) and 7B from 477.5 to 481.6 (3.5), left 3B equal (553.1 / 552.7,
+/// 2 steps) and 1.5B slower (769.8 -> 755.6, 1.5); 32B's q/k/v and o (2.5
+/// steps) gained nothing (140.8), nor later with the 8-byte loads (150.9
+/// against 150.6).
 pub const PAIR_STEP_MIN_STEPS: usize = 3;
+
+/// Packed words a thread of a team of `lanes` reads of a row of `m` per step.
+fn words_per_step(m: &GpuMatrix, lanes: u32) -> u32 {
+    let pairs_a_thread = m.cols / 32 / lanes as usize;
+    if whole_pairs(m) && pairs_a_thread >= PAIR_STEP_MIN_STEPS {
+        2
+    } else {
+        1
+    }
+}
 
 /// The team of gemv_fixed.wgsl's entry point `kernel` for `m`:
 /// [`fixed_gemv_team`], with at most [`SWIGLU_FEEDING_LANES`] threads a row
-/// for the GEMV that feeds SwiGLU's output on, and two words a step
-/// ([`PAIR_STEP_MIN_STEPS`]) in the entry points that read their input from
-/// storage.
+/// for the GEMV that feeds SwiGLU's output on, and a word a step for the
+/// GEMV that converts its input itself (whose input is in workgroup memory).
 fn kernel_team(kernel: Kernel, m: &GpuMatrix) -> (u32, u32) {
-    let (lanes, words_per_step) = fixed_gemv_team(m);
-    let lanes = match kernel {
-        Kernel::GemvTernaryFixedSwigluFeeding => lanes.min(SWIGLU_FEEDING_LANES),
-        _ => lanes,
-    };
-    let pairs_a_thread = m.cols / 32 / lanes as usize;
-    let reads_storage = kernel != Kernel::GemvTernaryFixedStaged;
-    if words_per_step == 1 && reads_storage && whole_pairs(m) && pairs_a_thread >= PAIR_STEP_MIN_STEPS {
-        return (lanes, 2);
+    let (lanes, _) = fixed_gemv_team(m);
+    match kernel {
+        Kernel::GemvTernaryFixedStaged => (lanes, 1),
+        Kernel::GemvTernaryFixedSwigluFeeding => {
+            let lanes = lanes.min(SWIGLU_FEEDING_LANES);
+            (lanes, words_per_step(m, lanes))
+        }
+        _ => fixed_gemv_team(m),
     }
-    (lanes, words_per_step)
 }
 
 /// Whether `m`'s rows are whole pairs of packed words under one scale each.
@@ -334,7 +343,7 @@ impl Ops<'_> {
             let params = self.gemv_params(m, chunk, flags, y.offset, self.eps, input.exact_slot);
             let mut bindings = vec![(0, &params), (1, &chunk.weights), (7, bias.unwrap_or(self.dummy)), (8, y.buffer)];
             if input.kernel != Kernel::GemvTernaryFixedStaged {
-                bindings.push((19, &chunk.weights)); // the same words as 64-weight groups (team_sums)
+                bindings.push((19, &chunk.weights)); // the same words as pairs (team_pair_sums)
             }
             bindings.extend_from_slice(&input.bindings);
             if let Some(scales) = &chunk.scales {
