@@ -110,7 +110,9 @@ const WG: u32 = 256u;
 const ROWS_PER_TEAM: u32 = 4u;
 
 // Each row's per-thread sums, padded to LANES + 1 so that the threads adding
-// up different rows read different banks.
+// up different rows read different banks. The workgroup memory of an entry
+// point stays small: with this array and block_y sized for workgroups of 512
+// threads (12 KB instead of 7), 32B decoded 3 % slower on an H200.
 var<workgroup> partial: array<f32, 1280>; // [(WG / LANES) * ROWS_PER_TEAM rows, LANES + 1]
 
 // gemv_ternary_fixed_feeding: the workgroup's rows of y, and of y * next_norm;
