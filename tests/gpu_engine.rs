@@ -223,3 +223,19 @@ fn what_does_not_fit_is_refused_with_a_reason() {
     let err = engine.prefill(&[1, 600], 0).unwrap_err().to_string();
     assert!(err.contains("token id 600 is out of range"), "{err}");
 }
+
+/// A device that is gone before the weights reach it (here destroyed on
+/// purpose, as a driver loses one that runs out of memory) fails the load
+/// with an error, not a panic: no upload maps a buffer the device could not
+/// create.
+#[test]
+fn a_lost_device_fails_the_load_without_a_panic() {
+    let ctx = gpu();
+    let model = Model::open(&fixture("gqa-tied")).unwrap();
+    let (c, options, mut quiet) = (model.config(), EngineOptions::default(), |_, _| {});
+    ctx.device.destroy();
+    let load = Engine::load(&ctx, c, &model.layout, &model.checkpoint, &options, &mut quiet);
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| pollster::block_on(load).map(|_| ())));
+    let outcome = result.expect("loading onto a lost device panicked");
+    assert!(outcome.is_err(), "loading onto a lost device succeeded");
+}

@@ -347,16 +347,16 @@ impl<'a> Uploader<'a> {
 }
 
 impl GpuContext {
-    /// A buffer created with `contents` (padded to 4 bytes).
+    /// A buffer created with `contents` (padded to 4 bytes). Written through
+    /// the queue rather than mapped at creation: where the device has lost
+    /// its memory or itself, the buffer is invalid, and mapping it would
+    /// panic, where a write only records the error the next wait reports.
     pub fn buffer_init(&self, label: &str, contents: &[u8], usage: wgpu::BufferUsages) -> wgpu::Buffer {
-        use wgpu::util::DeviceExt;
         let mut padded = contents.to_vec();
         padded.resize(contents.len().div_ceil(4).max(1) * 4, 0);
-        self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-            label: Some(label),
-            contents: &padded,
-            usage,
-        })
+        let buffer = self.buffer(label, padded.len() as u64, usage | wgpu::BufferUsages::COPY_DST);
+        self.queue.write_buffer(&buffer, 0, &padded);
+        buffer
     }
 
     /// A zeroed buffer of `size` bytes.
