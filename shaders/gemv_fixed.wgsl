@@ -579,7 +579,8 @@ fn team_pairs(t: TeamRows, pair: u32) -> TeamPairs {
     let r2 = weight_pairs[at.z];
     let r3 = weight_pairs[at.w];
     let first = vec4<u32>(r0.x, r1.x, r2.x, r3.x);
-    return TeamPairs(first, vec4<u32>(r0.y, r1.y, r2.y, r3.y), team_scales(t, 2u * pair));
+    let second = vec4<u32>(r0.y, r1.y, r2.y, r3.y);
+    return TeamPairs(first, second, team_scales(t, 2u * pair));
 }
 
 // team_sums with WORDS_PER_STEP 2: this thread's share is pairs lid % LANES,

@@ -99,14 +99,14 @@ fn words_per_step(m: &GpuMatrix, lanes: u32) -> u32 {
 /// for the GEMV that feeds SwiGLU's output on, and a word a step for the
 /// GEMV that converts its input itself (whose input is in workgroup memory).
 fn kernel_team(kernel: Kernel, m: &GpuMatrix) -> (u32, u32) {
-    let (lanes, _) = fixed_gemv_team(m);
+    let (lanes, words) = fixed_gemv_team(m);
     match kernel {
         Kernel::GemvTernaryFixedStaged => (lanes, 1),
         Kernel::GemvTernaryFixedSwigluFeeding => {
             let lanes = lanes.min(SWIGLU_FEEDING_LANES);
             (lanes, words_per_step(m, lanes))
         }
-        _ => fixed_gemv_team(m),
+        _ => (lanes, words),
     }
 }
 
