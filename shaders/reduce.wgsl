@@ -2,7 +2,9 @@
 // reduce; every invocation of the workgroup must call them (they hold barriers).
 // reduce_portable.wgsl builds on the functions here (the default path, and
 // --portable); reduce_subgroup.wgsl (--subgroups) uses only the scratch.
-// `size` is the workgroup size, a power of two no larger than 256.
+// `size` is the workgroup size, a power of two no larger than 256, or a smaller
+// power of two when only the first `size` invocations' values count and the
+// others pass the reduction's identity (0 for a sum, the lowest value for a max).
 
 var<workgroup> reduce_scratch: array<f32, 256>;
 
