@@ -23,10 +23,11 @@
 // Layout: partials [heads, splits, quads + 1] vec4: quads = head_dim / 4 vec4s of
 // o_j, then (m_j, l_j, 0, 0). Needs head_dim % 4 == 0 and head_dim <= 256.
 // Dispatch: partial [heads, splits] workgroups of WG_PARTIAL threads, and
-// combine [heads] workgroups of WG_COMBINE; splits = ceil(ctx / SPLIT), and splits past
-// the current position return at once. A partial workgroup gives each key
-// POS_THREADS threads, each a quarter of the dot product, and each thread a
-// few values: its memory latency is paid in a few rounds, not one per vec4.
+// combine [heads] workgroups of WG_COMBINE; splits = ceil(ctx / SPLIT), and
+// splits past the current position return at once. A partial workgroup gives
+// each key POS_THREADS threads, each a quarter of the dot product, and each
+// thread a few values: its memory latency is paid in a few rounds, not one
+// per vec4.
 //
 // `attention_causal` serves prefill: a chunk of step.tokens query positions
 // (step.pos, step.pos + 1, ...), q read from rows of q_stride vec4s (each
@@ -71,14 +72,16 @@ const CHUNK: u32 = 64u; // attention_causal: positions per piece, one per thread
 const SPLIT: u32 = 32u; // decode: positions per split
 const POS_THREADS: u32 = 4u; // decode: threads per position for the scores
 const WG_PARTIAL: u32 = 128u; // SPLIT * POS_THREADS
-// Combine threads: eight groups of a head's splits for head_dim 128, so that
-// each thread merges a few splits in turn rather than one in two (64 threads:
-// tg128 after pp512 on an H200, 32B 149.7 -> 151.9 t/s, 0.5B 904 -> 913).
+// Combine threads: for head_dim 128, eight groups of threads each merge a few
+// of a head's splits in turn, where 64 threads made two groups that each
+// merged half of them (tg128 after pp512 on an H200: 32B 149.7 -> 151.9
+// t/s, 0.5B 904 -> 913).
 const WG_COMBINE: u32 = 256u;
 var<workgroup> weights: array<f32, 64>;
 var<workgroup> slices: array<vec4<f32>, WG_PARTIAL>;
-// The combine's own array: sharing `slices` sized for it cost the partial
-// (more workgroup memory a workgroup) more than the combine gained, 32B 146.1 t/s.
+// The combine's own array: sharing `slices`, sized for it, gave the partial
+// 2 KB more workgroup memory a workgroup, which cost more than the combine
+// gained (32B 146.1 t/s against 149.0).
 var<workgroup> combine_slices: array<vec4<f32>, WG_COMBINE>;
 var<workgroup> group_stats: array<vec2<f32>, WG_COMBINE>; // combine: each thread's (running maximum, denominator)
 var<workgroup> dots: array<f32, WG_PARTIAL>; // attention_partial: each thread's part of a score
@@ -292,8 +295,9 @@ fn combine_head(head: u32, lid: u32) {
             sum = sum + f * combine_slices[k * quads + lid];
             total = total + f * stats.y;
         }
-        out[head * quads + lid] = sum / total;
-        combine_slices[lid] = sum / total; // only this thread reads or writes slot lid now
+        let merged = sum / total;
+        out[head * quads + lid] = merged;
+        combine_slices[lid] = merged; // only this thread reads or writes slot lid now
     }
 }
 
