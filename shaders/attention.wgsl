@@ -22,12 +22,12 @@
 //
 // Layout: partials [heads, splits, quads + 1] vec4: quads = head_dim / 4 vec4s of
 // o_j, then (m_j, l_j, 0, 0). Needs head_dim % 4 == 0 and head_dim <= 256.
-// Dispatch: partial [heads, splits] workgroups of WG_PARTIAL threads, and
-// combine [heads] workgroups of WG_COMBINE; splits = ceil(ctx / SPLIT), and
-// splits past the current position return at once. A partial workgroup gives
-// each key POS_THREADS threads, each a quarter of the dot product, and each
-// thread a few values: its memory latency is paid in a few rounds, not one
-// per vec4.
+// Dispatch: partial [heads, pos / SPLIT + 1] workgroups of WG_PARTIAL
+// threads (the splits holding positions 0..=pos; any past it return at once),
+// and combine [heads] workgroups of WG_COMBINE; p.splits = ceil(ctx / SPLIT)
+// lays out the partials. A partial workgroup gives each key POS_THREADS
+// threads, each a quarter of the dot product, and each thread a few values:
+// its memory latency is paid in a few rounds, not one per vec4.
 //
 // `attention_causal` serves prefill: a chunk of step.tokens query positions
 // (step.pos, step.pos + 1, ...), q read from rows of q_stride vec4s (each

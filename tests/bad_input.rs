@@ -174,6 +174,10 @@ fn bad_command_line_values() {
         &["/nonexistent/model is not a folder"],
     );
     tritium_fails(
+        &["bench", "--synthetic", "tiny", "-p", "8", "-n", "4", "--ctx", "10"],
+        &["--ctx 10 is shorter than -p + -n = 12", "--ctx 12 or more"],
+    );
+    tritium_fails(
         &["synth", "--shape", "qwen9", "--output", "/tmp/never"],
         &["unknown shape \"qwen9\"", "qwen2.5-32b"],
     );

@@ -148,8 +148,24 @@ fn bench_measures_prompt_and_generation_and_profiles_each_dispatch() {
     let run = bench("--act-bits=8");
     assert!(run.stdout.contains("decode GEMV fixed on 8-bit inputs"), "{}", run.stdout);
 
-    // --json: one object per repetition with the fields llama-bench users script against.
-    let run = tritium_ok(&["bench", "--synthetic", "tiny", "-p", "8", "-n", "2", "-r", "2", "--json", "--act-bits=16"]);
+    // --json: one object per repetition with the fields llama-bench users
+    // script against; a KV cache longer than -p + -n (decode attention then
+    // launches only the splits holding the positions so far).
+    let run = tritium_ok(&[
+        "bench",
+        "--synthetic",
+        "tiny",
+        "-p",
+        "8",
+        "-n",
+        "2",
+        "-r",
+        "2",
+        "--json",
+        "--act-bits=16",
+        "--ctx",
+        "200",
+    ]);
     let lines: Vec<serde_json::Value> = run.stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(lines.len(), 2, "{}", run.stdout);
     for (rep, line) in lines.iter().enumerate() {
@@ -158,6 +174,7 @@ fn bench_measures_prompt_and_generation_and_profiles_each_dispatch() {
             (&line["prompt_tokens"], &line["gen_tokens"], &line["repetition"]),
             (&8.into(), &2.into(), &rep.into())
         );
+        assert_eq!(line["ctx"], 200, "{line}");
         assert_eq!((&line["gemv"], &line["act_bits"], &line["gemm"]), (&"fixed".into(), &16.into(), &"float".into()));
         for field in ["prefill_tok_s", "decode_tok_s", "weight_bytes", "decode_gb_s", "gpu_memory_bytes", "load_s"] {
             assert!(line[field].as_f64().is_some_and(|v| v > 0.0), "{field} in {line}");

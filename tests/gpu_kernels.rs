@@ -198,10 +198,20 @@ impl Gpu {
     }
 
     fn run(&self, dispatches: &[Dispatch]) {
+        self.run_grids(dispatches, |d, pass| d.encode(pass));
+    }
+
+    /// Runs `dispatches` as the engine runs a step at `pos`: decode
+    /// attention launches only the workgroups that hold positions 0..=pos.
+    fn run_at(&self, dispatches: &[Dispatch], pos: usize) {
+        self.run_grids(dispatches, |d, pass| d.encode_at(pass, pos));
+    }
+
+    fn run_grids(&self, dispatches: &[Dispatch], encode: impl Fn(&Dispatch, &mut wgpu::ComputePass<'_>)) {
         let mut encoder = self.ctx.device.create_command_encoder(&Default::default());
         {
             let mut pass = encoder.begin_compute_pass(&Default::default());
-            dispatches.iter().for_each(|d| d.encode(&mut pass));
+            dispatches.iter().for_each(|d| encode(d, &mut pass));
         }
         self.ctx.queue.submit([encoder.finish()]);
         block_on(self.ctx.idle()).unwrap();
@@ -1196,7 +1206,7 @@ fn attention_matches_the_cpu_loop() {
                 block_on(ops.attention(heads, kv_heads, head_dim, ctx, &qkvb, &tb, (&kb, &vb), &partials, &out, fixed))
                     .unwrap();
             gpu.set_pos(pos as u32);
-            gpu.run(&d);
+            gpu.run_at(&d, pos);
             assert_close(&format!("attention heads={heads} pos={pos}"), &gpu.read(&out, heads * head_dim), &want, 1e-5);
             if fixed {
                 let got = gpu.read_fixed_point(heads * head_dim);

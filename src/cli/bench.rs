@@ -21,6 +21,7 @@ use crate::synth::{shape_by_name, Shape, SynthModel};
   tritium bench                                   # synthetic Qwen2.5-0.5B shape, pp512 + tg128, 3 repetitions
   tritium bench --synthetic qwen2.5-32b --roof    # also measure the device's read bandwidth
   tritium bench --model DIR -p 128 -n 64 -r 5 --json
+  tritium bench --ctx 32768                       # decode with the KV cache chat gives 0.5B
 Synthetic models have random packed weights of the exact shape, made on the fly (no files).
 pp = prompt tokens per second; tg = generated tokens per second (greedy, after the prompt).")]
 pub struct BenchArgs {
@@ -43,6 +44,11 @@ pub struct BenchArgs {
     /// step's activations would not fit a storage binding).
     #[arg(long)]
     pub ubatch: Option<usize>,
+    /// KV cache positions to allocate (default -p + -n). `chat` and `run`
+    /// allocate the model's whole context, up to a 4 GiB cache (8,192
+    /// positions for 32B, 32,768 for 0.5B): pass that to time decode as they run.
+    #[arg(long)]
+    pub ctx: Option<usize>,
     #[command(flatten)]
     pub device: DeviceArgs,
     /// Also measure the device's streaming-read bandwidth and report decode as a fraction of it.
@@ -84,10 +90,18 @@ pub fn run(args: BenchArgs) -> Result<()> {
             (format!("{} (synthetic)", shape.name), synth.config.clone(), synth.layout()?, &synth)
         }
     };
-    let ctx = prompt_tokens + gen_tokens;
-    if ctx > config.max_position_embeddings {
-        bail!("-p + -n = {ctx} exceeds the model's max_position_embeddings ({})", config.max_position_embeddings);
+    let used = prompt_tokens + gen_tokens;
+    if used > config.max_position_embeddings {
+        bail!("-p + -n = {used} exceeds the model's max_position_embeddings ({})", config.max_position_embeddings);
     }
+    let ctx = match args.ctx {
+        Some(c) if c < used => bail!("--ctx {c} is shorter than -p + -n = {used}; pass --ctx {used} or more"),
+        Some(c) if c > config.max_position_embeddings => {
+            bail!("--ctx {c} exceeds the model's max_position_embeddings ({})", config.max_position_embeddings)
+        }
+        Some(c) => c,
+        None => used,
+    };
 
     // The roof first, on an otherwise empty device.
     let roof = if args.roof { Some(pollster::block_on(measure_read_bandwidth(&gpu, 20))?) } else { None };
@@ -119,7 +133,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
             let gb_s = plan.weight_bytes as f64 * tg / 1e9;
             let line = serde_json::json!({
                 "model": name, "adapter": adapter, "backend": backend, "gemv": engine.decode_gemv(), "act_bits": engine.act_bits(), "gemm": engine.prefill_gemm(),
-                "prompt_tokens": prompt_tokens, "gen_tokens": gen_tokens, "ubatch": plan.ubatch,
+                "prompt_tokens": prompt_tokens, "gen_tokens": gen_tokens, "ubatch": plan.ubatch, "ctx": plan.ctx,
                 "prefill_tok_s": pp, "decode_tok_s": tg,
                 "weight_bytes": plan.weight_bytes, "decode_gb_s": gb_s,
                 "gpu_memory_bytes": plan.total(), "kv_cache_bytes": plan.kv_cache_bytes,

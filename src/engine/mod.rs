@@ -399,7 +399,7 @@ impl Engine {
             let mut pass = encoder
                 .begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("token"), timestamp_writes: None });
             for d in &self.graph {
-                d.encode(&mut pass);
+                d.encode_at(&mut pass, pos);
             }
         }
         match read {

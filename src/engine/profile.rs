@@ -75,7 +75,7 @@ impl Engine {
             let mut pass = encoder.begin_compute_pass(&Default::default());
             pass.write_timestamp(&queries, 0);
             for (i, d) in graph.iter().take(count).enumerate() {
-                d.encode(&mut pass);
+                d.encode_at(&mut pass, pos);
                 pass.write_timestamp(&queries, i as u32 + 1);
             }
         }

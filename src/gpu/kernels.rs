@@ -245,7 +245,12 @@ pub struct Dispatch {
     pub label: String,
     pub pipeline: wgpu::ComputePipeline,
     pub bind_group: wgpu::BindGroup,
+    /// Every workgroup it may launch.
     pub workgroups: [u32; 3],
+    /// Decode attention: each row (y) of workgroups takes this many context
+    /// positions, and a step at position `pos` launches only the rows holding
+    /// positions 0..=pos (see `workgroups_at`).
+    pub positions_per_row: Option<u32>,
 }
 
 /// Most workgroups in one dimension that every WebGPU device accepts.
@@ -278,13 +283,41 @@ impl Dispatch {
             layout: &layout,
             entries: &entries,
         });
-        Dispatch { label, pipeline, bind_group, workgroups }
+        Dispatch { label, pipeline, bind_group, workgroups, positions_per_row: None }
     }
 
+    /// Launches only the rows of workgroups that hold positions 0..=pos at a
+    /// step at `pos`, `positions` positions a row. Rows past it would return
+    /// at once, but launching them is not free: with the 8,192-position cache
+    /// chat gives 32B, they were 9,440 of a layer's 10,240 attention workgroups
+    /// at position 639 (3 % of its decode time; BENCHMARKS.md, round 15).
+    pub fn follows_position(mut self, positions: u32) -> Self {
+        self.positions_per_row = Some(positions);
+        self
+    }
+
+    /// The workgroups a step at position `pos` launches.
+    pub fn workgroups_at(&self, pos: usize) -> [u32; 3] {
+        let [x, y, z] = self.workgroups;
+        match self.positions_per_row {
+            Some(positions) => [x, y.min(pos as u32 / positions + 1), z],
+            None => [x, y, z],
+        }
+    }
+
+    /// Encodes every workgroup it may launch.
     pub fn encode(&self, pass: &mut wgpu::ComputePass<'_>) {
+        self.encode_grid(pass, self.workgroups);
+    }
+
+    /// Encodes it for a step at position `pos` (`workgroups_at`).
+    pub fn encode_at(&self, pass: &mut wgpu::ComputePass<'_>, pos: usize) {
+        self.encode_grid(pass, self.workgroups_at(pos));
+    }
+
+    fn encode_grid(&self, pass: &mut wgpu::ComputePass<'_>, [x, y, z]: [u32; 3]) {
         pass.set_pipeline(&self.pipeline);
         pass.set_bind_group(0, &self.bind_group, &[]);
-        let [x, y, z] = self.workgroups;
         pass.dispatch_workgroups(x, y, z);
     }
 }

@@ -808,7 +808,8 @@ impl Ops<'_> {
             combine_bindings.extend([(8, fixed.planes), (9, fixed.info)]);
         }
         Ok(vec![
-            Dispatch::new(self.ctx, "attention partial", partial, &partial_bindings, [heads as u32, splits, 1]),
+            Dispatch::new(self.ctx, "attention partial", partial, &partial_bindings, [heads as u32, splits, 1])
+                .follows_position(ATTENTION_CHUNK as u32),
             Dispatch::new(self.ctx, "attention combine", combine, &combine_bindings, [heads as u32, 1, 1]),
         ])
     }
