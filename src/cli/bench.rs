@@ -44,9 +44,10 @@ pub struct BenchArgs {
     /// step's activations would not fit a storage binding).
     #[arg(long)]
     pub ubatch: Option<usize>,
-    /// KV cache positions to allocate (default -p + -n). `chat` and `run`
-    /// allocate the model's whole context, up to a 4 GiB cache (8,192
-    /// positions for 32B, 32,768 for 0.5B): pass that to time decode as they run.
+    /// KV cache positions to allocate (default -p + -n). `chat`, `gui` and
+    /// the browser demo allocate the model's whole context, up to a 4 GiB
+    /// cache (8,192 positions for 32B, 32,768 for 0.5B): pass that to time
+    /// decode as they run it.
     #[arg(long)]
     pub ctx: Option<usize>,
     #[command(flatten)]
