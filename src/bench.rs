@@ -1,11 +1,12 @@
 //! Measuring prompt processing and generation speed, in the spirit of llama-bench:
 //! a warm-up, then `repetitions` runs of a `prompt_tokens` prompt followed by
-//! `gen_tokens` greedy tokens.
+//! `gen_tokens` greedy (or sampled) tokens.
 
 use std::time::Instant;
 
 use crate::backend::{Backend, RunError};
 use crate::rng::Rng;
+use crate::sampling::Sampler;
 
 /// One repetition's timings.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -14,8 +15,16 @@ pub struct RunTimes {
     pub decode_s: f64,
 }
 
-/// Runs the prompt through (positions `0..p`) then decodes `n` tokens after it.
-pub fn run_once(backend: &mut dyn Backend, p: usize, n: usize, seed: u64) -> Result<RunTimes, RunError> {
+/// Runs the prompt through (positions `0..p`) then decodes `n` tokens after
+/// it: greedy, the argmax taken on the GPU, or with `sampler` as chat
+/// samples, each token's logits read back and drawn from on the host.
+pub fn run_once(
+    backend: &mut dyn Backend,
+    p: usize,
+    n: usize,
+    seed: u64,
+    sampler: Option<&mut Sampler>,
+) -> Result<RunTimes, RunError> {
     let mut rng = Rng::new(seed);
     let vocab = backend.vocab_size() as u64;
     let prompt: Vec<u32> = (0..p).map(|_| (rng.next_u64() % vocab) as u32).collect();
@@ -23,8 +32,21 @@ pub fn run_once(backend: &mut dyn Backend, p: usize, n: usize, seed: u64) -> Res
     let next = backend.prefill_greedy(&prompt, 0)?;
     let prefill_s = started.elapsed().as_secs_f64();
     let started = Instant::now();
-    if n > 0 {
-        backend.decode_greedy(next, p, n)?;
+    match sampler {
+        None => {
+            if n > 0 {
+                backend.decode_greedy(next, p, n)?;
+            }
+        }
+        Some(sampler) => {
+            let mut history = prompt;
+            history.push(next);
+            for pos in p..p + n {
+                let logits = backend.forward(history[pos], pos)?;
+                let token = sampler.sample(logits, &history);
+                history.push(token);
+            }
+        }
     }
     Ok(RunTimes { prefill_s, decode_s: started.elapsed().as_secs_f64() })
 }

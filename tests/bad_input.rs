@@ -178,6 +178,14 @@ fn bad_command_line_values() {
         &["--ctx 10 is shorter than -p + -n = 12", "--ctx 12 or more"],
     );
     tritium_fails(
+        &["bench", "--synthetic", "tiny", "-p", "8", "-n", "4", "--top-k", "40"],
+        &["--top-k and --top-p apply when sampling", "add --temperature"],
+    );
+    tritium_fails(
+        &["bench", "--synthetic", "tiny", "--temperature=-1"],
+        &["temperature must be 0 (greedy) or positive"],
+    );
+    tritium_fails(
         &["synth", "--shape", "qwen9", "--output", "/tmp/never"],
         &["unknown shape \"qwen9\"", "qwen2.5-32b"],
     );

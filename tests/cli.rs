@@ -181,4 +181,30 @@ fn bench_measures_prompt_and_generation_and_profiles_each_dispatch() {
         }
         assert!(line["adapter"].is_string() && line["backend"] == "Vulkan", "{line}");
     }
+
+    // Generation sampled as chat samples: each token's logits read back.
+    let run = tritium_ok(&[
+        "bench",
+        "--synthetic",
+        "tiny",
+        "-p",
+        "8",
+        "-n",
+        "3",
+        "-r",
+        "1",
+        "--json",
+        "--temperature",
+        "0.7",
+        "--top-k",
+        "40",
+        "--top-p",
+        "0.8",
+    ]);
+    let line: serde_json::Value = serde_json::from_str(run.stdout.trim()).unwrap();
+    assert_eq!((&line["top_k"], &line["gen_tokens"]), (&40.into(), &3.into()), "{line}");
+    for (field, want) in [("temperature", 0.7), ("top_p", 0.8)] {
+        assert!(line[field].as_f64().is_some_and(|v| (v - want).abs() < 1e-6), "{field} in {line}");
+    }
+    assert!(line["decode_tok_s"].as_f64().is_some_and(|v| v > 0.0), "{line}");
 }

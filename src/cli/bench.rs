@@ -14,6 +14,7 @@ use crate::engine::{Engine, EngineOptions, KernelTime};
 use crate::gpu::roof::measure_read_bandwidth;
 use crate::gpu::weights::WeightSource;
 use crate::model::{Config, Layout, Model};
+use crate::sampling::{Sampler, SamplingParams};
 use crate::synth::{shape_by_name, Shape, SynthModel};
 
 #[derive(Args, Debug)]
@@ -23,7 +24,7 @@ use crate::synth::{shape_by_name, Shape, SynthModel};
   tritium bench --model DIR -p 128 -n 64 -r 5 --json
   tritium bench --ctx 32768                       # decode with the KV cache chat gives 0.5B
 Synthetic models have random packed weights of the exact shape, made on the fly (no files).
-pp = prompt tokens per second; tg = generated tokens per second (greedy, after the prompt).")]
+pp = prompt tokens per second; tg = generated tokens per second (greedy unless --temperature, after the prompt).")]
 pub struct BenchArgs {
     /// Benchmark the model in this folder.
     #[arg(long, conflicts_with = "synthetic")]
@@ -44,6 +45,18 @@ pub struct BenchArgs {
     /// step's activations would not fit a storage binding).
     #[arg(long)]
     pub ubatch: Option<usize>,
+    /// Sample the generated tokens at this temperature, as `chat` does (its
+    /// defaults: --temperature 0.7 --top-k 40 --top-p 0.8), each token's
+    /// logits read back and drawn from on the host; 0, the default, takes
+    /// the argmax on the GPU and queues the steps without waiting.
+    #[arg(long, default_value_t = 0.0)]
+    pub temperature: f32,
+    /// With --temperature: sample among the k most likely tokens (0 = all).
+    #[arg(long, default_value_t = 0)]
+    pub top_k: usize,
+    /// With --temperature: sample among the most likely tokens whose probabilities add up to p.
+    #[arg(long, default_value_t = 1.0)]
+    pub top_p: f32,
     /// KV cache positions to allocate (default -p + -n). `chat`, `gui` and
     /// the browser demo allocate the model's whole context, up to a 4 GiB
     /// cache (8,192 positions for 32B, 32,768 for 0.5B): pass that to time
@@ -74,6 +87,18 @@ pub fn run(args: BenchArgs) -> Result<()> {
         (args.prompt_tokens.unwrap_or(p), args.gen_tokens.unwrap_or(n), args.repetitions.unwrap_or(r));
     if prompt_tokens == 0 || repetitions == 0 {
         bail!("-p and -r must be at least 1");
+    }
+    let sampling = |seed| SamplingParams {
+        temperature: args.temperature,
+        top_k: args.top_k,
+        top_p: args.top_p,
+        seed,
+        ..Default::default()
+    };
+    sampling(0).validate().map_err(anyhow::Error::msg)?;
+    let sampled = args.temperature > 0.0;
+    if !sampled && (args.top_k != 0 || args.top_p != 1.0) {
+        bail!("--top-k and --top-p apply when sampling: add --temperature (chat samples at 0.7)");
     }
     if software {
         eprintln!("{} is a software (CPU-emulated) adapter: expect CPU speeds, not GPU ones.", gpu.info.name);
@@ -119,14 +144,16 @@ pub fn run(args: BenchArgs) -> Result<()> {
     // (software drivers compile at first use) and brings the GPU to its working
     // clocks. After a shorter one, the first measured repetition of 0.5B decode
     // on an H100 ran up to 20 % slower than the rest.
-    run_once(&mut engine, prompt_tokens, gen_tokens, 1)?;
+    let sampler = |seed| sampled.then(|| Sampler::new(sampling(seed)));
+    run_once(&mut engine, prompt_tokens, gen_tokens, 1, sampler(1).as_mut())?;
 
     let adapter = gpu.info.name.clone();
     let backend = format!("{:?}", gpu.info.backend);
     let mut prefill = Vec::new();
     let mut decode = Vec::new();
     for rep in 0..repetitions {
-        let t = run_once(&mut engine, prompt_tokens, gen_tokens, 100 + rep as u64)?;
+        let seed = 100 + rep as u64;
+        let t = run_once(&mut engine, prompt_tokens, gen_tokens, seed, sampler(seed).as_mut())?;
         let (pp, tg) = (prompt_tokens as f64 / t.prefill_s, gen_tokens as f64 / t.decode_s.max(1e-12));
         prefill.push(pp);
         decode.push(tg);
@@ -135,6 +162,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
             let line = serde_json::json!({
                 "model": name, "adapter": adapter, "backend": backend, "gemv": engine.decode_gemv(), "act_bits": engine.act_bits(), "gemm": engine.prefill_gemm(),
                 "prompt_tokens": prompt_tokens, "gen_tokens": gen_tokens, "ubatch": plan.ubatch, "ctx": plan.ctx,
+                "temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p,
                 "prefill_tok_s": pp, "decode_tok_s": tg,
                 "weight_bytes": plan.weight_bytes, "decode_gb_s": gb_s,
                 "gpu_memory_bytes": plan.total(), "kv_cache_bytes": plan.kv_cache_bytes,
@@ -175,6 +203,12 @@ pub fn run(args: BenchArgs) -> Result<()> {
         human(plan.total()),
         plan.ubatch
     );
+    if sampled {
+        println!(
+            "sampling temperature {}, top-k {}, top-p {}: each generated token's logits read back and drawn from on the host, as chat does",
+            args.temperature, args.top_k, args.top_p
+        );
+    }
     println!();
     println!("| test   |            t/s | weights read |");
     println!("| ------ | -------------: | -----------: |");
