@@ -151,21 +151,9 @@ fn bench_measures_prompt_and_generation_and_profiles_each_dispatch() {
     // --json: one object per repetition with the fields llama-bench users
     // script against; a KV cache longer than -p + -n (decode attention then
     // launches only the splits holding the positions so far).
-    let run = tritium_ok(&[
-        "bench",
-        "--synthetic",
-        "tiny",
-        "-p",
-        "8",
-        "-n",
-        "2",
-        "-r",
-        "2",
-        "--json",
-        "--act-bits=16",
-        "--ctx",
-        "200",
-    ]);
+    let bench_json =
+        |more: &[&str]| tritium_ok(&[&["bench", "--synthetic", "tiny", "-p", "8", "--json"], more].concat());
+    let run = bench_json(&["-n", "2", "-r", "2", "--act-bits=16", "--ctx", "200"]);
     let lines: Vec<serde_json::Value> = run.stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(lines.len(), 2, "{}", run.stdout);
     for (rep, line) in lines.iter().enumerate() {
@@ -183,24 +171,7 @@ fn bench_measures_prompt_and_generation_and_profiles_each_dispatch() {
     }
 
     // Generation sampled as chat samples: each token's logits read back.
-    let run = tritium_ok(&[
-        "bench",
-        "--synthetic",
-        "tiny",
-        "-p",
-        "8",
-        "-n",
-        "3",
-        "-r",
-        "1",
-        "--json",
-        "--temperature",
-        "0.7",
-        "--top-k",
-        "40",
-        "--top-p",
-        "0.8",
-    ]);
+    let run = bench_json(&["-n", "3", "-r", "1", "--temperature", "0.7", "--top-k", "40", "--top-p", "0.8"]);
     let line: serde_json::Value = serde_json::from_str(run.stdout.trim()).unwrap();
     assert_eq!((&line["top_k"], &line["gen_tokens"]), (&40.into(), &3.into()), "{line}");
     for (field, want) in [("temperature", 0.7), ("top_p", 0.8)] {

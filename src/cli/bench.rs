@@ -8,7 +8,7 @@ use clap::Args;
 
 use super::inspect::human;
 use super::progress::bytes_bar;
-use super::run::{open_gpu, DeviceArgs};
+use super::run::{open_gpu, DeviceArgs, SamplingArgs};
 use crate::bench::{mean_std, run_once};
 use crate::engine::{Engine, EngineOptions, KernelTime};
 use crate::gpu::roof::measure_read_bandwidth;
@@ -23,6 +23,7 @@ use crate::synth::{shape_by_name, Shape, SynthModel};
   tritium bench --synthetic qwen2.5-32b --roof    # also measure the device's read bandwidth
   tritium bench --model DIR -p 128 -n 64 -r 5 --json
   tritium bench --ctx 32768                       # decode with the KV cache chat gives 0.5B
+  tritium bench --temperature 0.7 --top-k 40 --top-p 0.8   # generation sampled as chat samples
 Synthetic models have random packed weights of the exact shape, made on the fly (no files).
 pp = prompt tokens per second; tg = generated tokens per second (greedy unless --temperature, after the prompt).")]
 pub struct BenchArgs {
@@ -45,18 +46,11 @@ pub struct BenchArgs {
     /// step's activations would not fit a storage binding).
     #[arg(long)]
     pub ubatch: Option<usize>,
-    /// Sample the generated tokens at this temperature, as `chat` does (its
-    /// defaults: --temperature 0.7 --top-k 40 --top-p 0.8), each token's
-    /// logits read back and drawn from on the host; 0, the default, takes
-    /// the argmax on the GPU and queues the steps without waiting.
-    #[arg(long, default_value_t = 0.0)]
-    pub temperature: f32,
-    /// With --temperature: sample among the k most likely tokens (0 = all).
-    #[arg(long, default_value_t = 0)]
-    pub top_k: usize,
-    /// With --temperature: sample among the most likely tokens whose probabilities add up to p.
-    #[arg(long, default_value_t = 1.0)]
-    pub top_p: f32,
+    // Generation is greedy, the argmax taken on the GPU and the steps queued
+    // without waiting; with --temperature it is sampled as `chat` samples,
+    // each token's logits read back and drawn from on the host.
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
     /// KV cache positions to allocate (default -p + -n). `chat`, `gui` and
     /// the browser demo allocate the model's whole context, up to a 4 GiB
     /// cache (8,192 positions for 32B, 32,768 for 0.5B): pass that to time
@@ -88,16 +82,11 @@ pub fn run(args: BenchArgs) -> Result<()> {
     if prompt_tokens == 0 || repetitions == 0 {
         bail!("-p and -r must be at least 1");
     }
-    let sampling = |seed| SamplingParams {
-        temperature: args.temperature,
-        top_k: args.top_k,
-        top_p: args.top_p,
-        seed,
-        ..Default::default()
-    };
+    let SamplingArgs { temperature, top_k, top_p } = args.sampling;
+    let sampling = |seed| SamplingParams { temperature, top_k, top_p, seed, ..Default::default() };
     sampling(0).validate().map_err(anyhow::Error::msg)?;
-    let sampled = args.temperature > 0.0;
-    if !sampled && (args.top_k != 0 || args.top_p != 1.0) {
+    let sampled = temperature > 0.0;
+    if !sampled && (top_k != 0 || top_p != 1.0) {
         bail!("--top-k and --top-p apply when sampling: add --temperature (chat samples at 0.7)");
     }
     if software {
@@ -162,7 +151,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
             let line = serde_json::json!({
                 "model": name, "adapter": adapter, "backend": backend, "gemv": engine.decode_gemv(), "act_bits": engine.act_bits(), "gemm": engine.prefill_gemm(),
                 "prompt_tokens": prompt_tokens, "gen_tokens": gen_tokens, "ubatch": plan.ubatch, "ctx": plan.ctx,
-                "temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p,
+                "temperature": temperature, "top_k": top_k, "top_p": top_p,
                 "prefill_tok_s": pp, "decode_tok_s": tg,
                 "weight_bytes": plan.weight_bytes, "decode_gb_s": gb_s,
                 "gpu_memory_bytes": plan.total(), "kv_cache_bytes": plan.kv_cache_bytes,
@@ -206,7 +195,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
     if sampled {
         println!(
             "sampling temperature {}, top-k {}, top-p {}: each generated token's logits read back and drawn from on the host, as chat does",
-            args.temperature, args.top_k, args.top_p
+            temperature, top_k, top_p
         );
     }
     println!();

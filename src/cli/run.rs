@@ -139,15 +139,9 @@ pub struct ScoreArgs {
     pub out: PathBuf,
 }
 
+/// How `generate` and `bench` pick each generated token: greedy unless --temperature.
 #[derive(Args, Debug)]
-#[command(after_help = "Example: tritium generate --model DIR --ids 1,2,3 --max-tokens 16 --temperature 0 --print-ids
-Generation stops after --max-tokens or at the model's eos_token_id (which is then printed too).")]
-pub struct GenerateArgs {
-    #[command(flatten)]
-    pub model: ModelArgs,
-    /// Most tokens to generate.
-    #[arg(long, default_value_t = 128)]
-    pub max_tokens: usize,
+pub struct SamplingArgs {
     /// 0 picks the most likely token every step (greedy); higher values sample more freely.
     #[arg(long, default_value_t = 0.0)]
     pub temperature: f32,
@@ -157,6 +151,19 @@ pub struct GenerateArgs {
     /// Sample only among the most likely tokens whose probabilities add up to p.
     #[arg(long, default_value_t = 1.0)]
     pub top_p: f32,
+}
+
+#[derive(Args, Debug)]
+#[command(after_help = "Example: tritium generate --model DIR --ids 1,2,3 --max-tokens 16 --temperature 0 --print-ids
+Generation stops after --max-tokens or at the model's eos_token_id (which is then printed too).")]
+pub struct GenerateArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Most tokens to generate.
+    #[arg(long, default_value_t = 128)]
+    pub max_tokens: usize,
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
     /// Drop tokens less likely than min-p times the most likely one.
     #[arg(long, default_value_t = 0.0)]
     pub min_p: f32,
@@ -329,9 +336,9 @@ pub fn score(args: ScoreArgs) -> Result<()> {
 
 pub fn generate(args: GenerateArgs) -> Result<()> {
     let params = SamplingParams {
-        temperature: args.temperature,
-        top_k: args.top_k,
-        top_p: args.top_p,
+        temperature: args.sampling.temperature,
+        top_k: args.sampling.top_k,
+        top_p: args.sampling.top_p,
         min_p: args.min_p,
         repetition_penalty: args.repeat_penalty,
         seed: args.seed,
