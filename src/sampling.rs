@@ -96,12 +96,13 @@ impl Sampler {
         let limit = if p.top_k > 0 { p.top_k.min(logits.len()) } else { logits.len() };
         let mut ranking = Ranking::new(&logits, limit);
         let max = logits[ranking.at(0) as usize];
-        let weight = |t: u32| ((logits[t as usize] - max) / p.temperature).exp();
+        let weight_of_logit = |l: f32| ((l - max) / p.temperature).exp();
+        let weight = |t: u32| weight_of_logit(logits[t as usize]);
         // The probabilities' denominator, over the top k or all: sums over
         // the whole vocabulary go in id order (it is never sorted), others
         // best first.
         let every_weight: Option<Vec<f32>> =
-            (limit == logits.len()).then(|| logits.iter().map(|&l| ((l - max) / p.temperature).exp()).collect());
+            (limit == logits.len()).then(|| logits.iter().map(|&l| weight_of_logit(l)).collect());
         let total: f32 = match &every_weight {
             Some(weights) => weights.iter().sum(),
             None => (0..limit).map(|i| weight(ranking.at(i))).sum(),

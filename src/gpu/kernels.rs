@@ -301,7 +301,7 @@ impl Dispatch {
         let [x, y, z] = self.workgroups;
         match self.positions_per_row {
             Some(positions) => [x, y.min(pos as u32 / positions + 1), z],
-            None => [x, y, z],
+            None => self.workgroups,
         }
     }
 
