@@ -78,80 +78,91 @@ impl Sampler {
 
     /// Picks the next token; `history` is every token so far (for the penalty).
     pub fn sample(&mut self, logits: &[f32], history: &[u32]) -> u32 {
-        let p = &self.params;
-        let mut logits = logits.to_vec();
-        if p.repetition_penalty != 1.0 {
-            for &t in history {
-                if let Some(l) = logits.get_mut(t as usize) {
-                    *l = if *l > 0.0 { *l / p.repetition_penalty } else { *l * p.repetition_penalty };
-                }
+        let r = if self.params.temperature == 0.0 { 0.0 } else { self.next_random() };
+        sample_with(&self.params, logits, history, r)
+    }
+
+    /// The random number in [0, 1) that the next sampled token draws with
+    /// (the GPU samples with the numbers the host would, sample.wgsl).
+    pub fn next_random(&mut self) -> f32 {
+        self.rng.next_f32()
+    }
+}
+
+/// The token `p` picks from `logits` for the random number `r` in [0, 1)
+/// (unused when greedy); `history` is every token so far (for the penalty).
+pub fn sample_with(p: &SamplingParams, logits: &[f32], history: &[u32], mut r: f32) -> u32 {
+    let mut logits = logits.to_vec();
+    if p.repetition_penalty != 1.0 {
+        for &t in history {
+            if let Some(l) = logits.get_mut(t as usize) {
+                *l = if *l > 0.0 { *l / p.repetition_penalty } else { *l * p.repetition_penalty };
             }
         }
-        if p.temperature == 0.0 {
-            return argmax(&logits);
-        }
-        // Candidates best first, ranked only as far as the filters and the
-        // draw reach: sorting all of a 152k vocabulary cost 7.7 ms a sampled
-        // token on an H200's host, more than a 32B decode step.
-        let limit = if p.top_k > 0 { p.top_k.min(logits.len()) } else { logits.len() };
-        let mut ranking = Ranking::new(&logits, limit);
-        let max = logits[ranking.at(0) as usize];
-        let weight_of_logit = |l: f32| ((l - max) / p.temperature).exp();
-        let weight = |t: u32| weight_of_logit(logits[t as usize]);
-        // The probabilities' denominator, over the top k or all: sums over
-        // the whole vocabulary go in id order (it is never sorted), others
-        // best first.
-        let every_weight: Option<Vec<f32>> =
-            (limit == logits.len()).then(|| logits.iter().map(|&l| weight_of_logit(l)).collect());
-        let total: f32 = match &every_weight {
-            Some(weights) => weights.iter().sum(),
-            None => (0..limit).map(|i| weight(ranking.at(i))).sum(),
-        };
-        // min-p (relative to the most likely token, whose probability is
-        // 1 / total) and top-p (the smallest prefix whose mass reaches p; 1
-        // keeps all) keep the first `keep` candidates.
-        let keep = if p.min_p == 0.0 && p.top_p >= 1.0 {
-            limit
-        } else {
-            let floor = p.min_p * (1.0 / total);
-            let (mut keep, mut mass) = (0, 0.0);
-            while keep < limit {
-                let q = weight(ranking.at(keep)) / total;
-                if keep > 0 && q < floor {
-                    break;
-                }
-                keep += 1;
-                mass += q;
-                if p.top_p < 1.0 && mass >= p.top_p {
-                    break;
-                }
+    }
+    if p.temperature == 0.0 {
+        return argmax(&logits);
+    }
+    // Candidates best first, ranked only as far as the filters and the
+    // draw reach: sorting all of a 152k vocabulary cost 7.7 ms a sampled
+    // token on an H200's host, more than a 32B decode step.
+    let limit = if p.top_k > 0 { p.top_k.min(logits.len()) } else { logits.len() };
+    let mut ranking = Ranking::new(&logits, limit);
+    let max = logits[ranking.at(0) as usize];
+    let weight_of_logit = |l: f32| ((l - max) / p.temperature).exp();
+    let weight = |t: u32| weight_of_logit(logits[t as usize]);
+    // The probabilities' denominator, over the top k or all: sums over
+    // the whole vocabulary go in id order (it is never sorted), others
+    // best first.
+    let every_weight: Option<Vec<f32>> =
+        (limit == logits.len()).then(|| logits.iter().map(|&l| weight_of_logit(l)).collect());
+    let total: f32 = match &every_weight {
+        Some(weights) => weights.iter().sum(),
+        None => (0..limit).map(|i| weight(ranking.at(i))).sum(),
+    };
+    // min-p (relative to the most likely token, whose probability is
+    // 1 / total) and top-p (the smallest prefix whose mass reaches p; 1
+    // keeps all) keep the first `keep` candidates.
+    let keep = if p.min_p == 0.0 && p.top_p >= 1.0 {
+        limit
+    } else {
+        let floor = p.min_p * (1.0 / total);
+        let (mut keep, mut mass) = (0, 0.0);
+        while keep < limit {
+            let q = weight(ranking.at(keep)) / total;
+            if keep > 0 && q < floor {
+                break;
             }
-            keep
-        };
-        let mut r = self.rng.next_f32();
-        if let Some(weights) = every_weight.filter(|_| keep == logits.len()) {
-            // Every token is kept: the draw walks them in id order, which
-            // needs no ranking and samples the same distribution.
-            let probs = weights.iter().map(|w| w / total);
-            r *= probs.clone().sum::<f32>();
-            for (id, q) in probs.enumerate() {
-                if r < q {
-                    return id as u32;
-                }
-                r -= q;
+            keep += 1;
+            mass += q;
+            if p.top_p < 1.0 && mass >= p.top_p {
+                break;
             }
-            return ranking.at(0); // only where rounding left r past the last
         }
-        r *= (0..keep).map(|i| weight(ranking.at(i)) / total).sum::<f32>();
-        for i in 0..keep {
-            let q = weight(ranking.at(i)) / total;
+        keep
+    };
+    if let Some(weights) = every_weight.filter(|_| keep == logits.len()) {
+        // Every token is kept: the draw walks them in id order, which
+        // needs no ranking and samples the same distribution.
+        let probs = weights.iter().map(|w| w / total);
+        r *= probs.clone().sum::<f32>();
+        for (id, q) in probs.enumerate() {
             if r < q {
-                return ranking.at(i);
+                return id as u32;
             }
             r -= q;
         }
-        ranking.at(keep - 1)
+        return ranking.at(0); // only where rounding left r past the last
     }
+    r *= (0..keep).map(|i| weight(ranking.at(i)) / total).sum::<f32>();
+    for i in 0..keep {
+        let q = weight(ranking.at(i)) / total;
+        if r < q {
+            return ranking.at(i);
+        }
+        r -= q;
+    }
+    ranking.at(keep - 1)
 }
 
 /// Token ids ranked best first (the higher logit, and on ties the lower id:

@@ -1279,3 +1279,66 @@ fn swiglu_and_argmax() {
         assert!(err.contains("argmax over 1000 logits needs a buffer of"), "{err}");
     }
 }
+
+#[test]
+fn sampling_on_the_gpu_draws_what_the_host_sampler_draws() {
+    use tritium::engine::ops::{sample_scratch_bytes, sample_settings};
+    use tritium::sampling::{sample_with, SamplingParams};
+    let mut gpu = Gpu::new(false);
+    let mut rng = Rng::new(9);
+    // A vocabulary-sized spread with many ties (three passes), one pass's
+    // worth, two passes, fewer logits than a list, and all equal.
+    let spread = |rng: &mut Rng, n: usize| -> Vec<f32> {
+        (0..n).map(|_| (rng.next_f32() * 400.0).round() * 0.05 - 10.0).collect()
+    };
+    let cases = [
+        spread(&mut rng, 151_937),
+        spread(&mut rng, 1000),
+        spread(&mut rng, 5000),
+        spread(&mut rng, 70),
+        vec![0.5; 3000],
+    ];
+    // (temperature, top-k, top-p, min-p): chat's defaults, top-1, the most
+    // the GPU takes, min-p, and a temperature so high that every kept
+    // candidate is about as likely, so that r sweeps the ranking in order.
+    let settings = [
+        (0.7, 40, 0.8, 0.0),
+        (1.5, 1, 1.0, 0.0),
+        (1.0, 64, 1.0, 0.0),
+        (0.5, 10, 0.95, 0.05),
+        (2.0, 64, 0.5, 0.1),
+        (1e4, 64, 1.0, 0.0),
+    ];
+    use wgpu::BufferUsages as U;
+    let settings_buffer = gpu.ctx.buffer("settings", 32, U::UNIFORM | U::COPY_DST);
+    for logits in &cases {
+        let n = logits.len();
+        let (lb, tb) = (gpu.f32s(logits), gpu.f32s(&[0.0]));
+        let candidates = gpu.ctx.buffer("candidates", sample_scratch_bytes(n), U::STORAGE);
+        let d = block_on(gpu.ops().sample(n, &lb, &candidates, &settings_buffer, &tb)).unwrap();
+        // The ranking passes once (they read no settings), then each draw.
+        let (rank, draw) = d.split_at(d.len() - 1);
+        gpu.run(rank);
+        for (temperature, top_k, top_p, min_p) in settings {
+            let params = SamplingParams { temperature, top_k, top_p, min_p, ..Default::default() };
+            let sweep = (0..top_k).map(|i| (i as f32 + 0.5) / top_k as f32);
+            // (Not r just below 1, which walks to candidates whose
+            // probabilities are within rounding of the remainder: there the
+            // GPU's exp may pick a neighbour of the host's choice.)
+            let randoms: Vec<f32> = (0..8).map(|_| rng.next_f32()).chain([0.0]).chain(sweep).collect();
+            for r in randoms {
+                gpu.ctx.queue.write_buffer(&settings_buffer, 0, bytemuck::cast_slice(&sample_settings(&params, r)));
+                gpu.run(draw);
+                let token = block_on(gpu.ctx.read_buffer(&tb, 4)).unwrap();
+                let got = u32::from_le_bytes(token[..4].try_into().unwrap());
+                assert_eq!(got, sample_with(&params, logits, &[], r), "{n} logits, {params:?}, r {r}");
+            }
+        }
+    }
+    // A scratch too small for the candidates is refused, not overrun.
+    let (lb, tb) = (gpu.f32s(&[0.0; 5000]), gpu.f32s(&[0.0]));
+    let small = gpu.ctx.buffer("candidates", 64, U::STORAGE);
+    let err =
+        block_on(gpu.ops().sample(5000, &lb, &small, &settings_buffer, &tb)).err().expect("too small").to_string();
+    assert!(err.contains("sampling 5000 logits needs"), "{err}");
+}

@@ -88,6 +88,8 @@ pub enum Kernel {
     Swiglu,
     ArgmaxParts,
     Argmax,
+    TopCandidates,
+    SampleDraw,
     StreamRead,
 }
 
@@ -99,6 +101,7 @@ impl Kernel {
         const EMBED: &str = include_str!("../../shaders/embed.wgsl");
         const ATTENTION: &str = include_str!("../../shaders/attention.wgsl");
         const ARGMAX: &str = include_str!("../../shaders/argmax.wgsl");
+        const SAMPLE: &str = include_str!("../../shaders/sample.wgsl");
         const GEMV_FIXED_FILE: &str = "gemv_fixed.wgsl";
         const GEMV_FIXED: &str = include_str!("../../shaders/gemv_fixed.wgsl");
         match self {
@@ -143,6 +146,8 @@ impl Kernel {
             Kernel::Swiglu => ("swiglu.wgsl", include_str!("../../shaders/swiglu.wgsl"), "swiglu", NOTHING),
             Kernel::ArgmaxParts => ("argmax.wgsl", ARGMAX, "argmax_parts", NOTHING),
             Kernel::Argmax => ("argmax.wgsl", ARGMAX, "argmax", NOTHING),
+            Kernel::TopCandidates => ("sample.wgsl", SAMPLE, "top_candidates", NOTHING),
+            Kernel::SampleDraw => ("sample.wgsl", SAMPLE, "sample_draw", NOTHING),
             Kernel::StreamRead => {
                 ("stream_read.wgsl", include_str!("../../shaders/stream_read.wgsl"), "stream_read", NOTHING)
             }

@@ -73,6 +73,39 @@ const _: () = assert!(ARGMAX_PARTS <= 256);
 /// first-pass workgroup's best value and index.
 pub const ARGMAX_SCRATCH_FLOATS: usize = 2 * ARGMAX_PARTS;
 
+/// Candidates sample.wgsl ranks in one workgroup (WINDOW), and how many of
+/// them it keeps (TOP): the GPU samples with top-k up to [`SAMPLE_TOP`].
+const SAMPLE_WINDOW: usize = 1024;
+pub const SAMPLE_TOP: usize = 64;
+
+/// The passes of [`Ops::sample`] over `n` logits: (entries in, where they
+/// start, where the lists out start, lists out) for each, the first reading
+/// the logits; the last writes one list. Each pass's lists follow the
+/// previous pass's in the candidates scratch.
+fn sample_passes(n: usize) -> Vec<(usize, usize, usize, usize)> {
+    let (mut passes, mut entries, mut in_at, mut out_at) = (Vec::new(), n, 0, 0);
+    loop {
+        let lists = entries.div_ceil(SAMPLE_WINDOW);
+        passes.push((entries, in_at, out_at, lists));
+        (entries, in_at, out_at) = (lists * SAMPLE_TOP, out_at, out_at + lists * SAMPLE_TOP);
+        if lists == 1 {
+            return passes;
+        }
+    }
+}
+
+/// sample.wgsl's Settings for a step drawing with `p` and the random number
+/// `random` in [0, 1), as the host writes them into the settings uniform.
+pub fn sample_settings(p: &crate::sampling::SamplingParams, random: f32) -> [u32; 8] {
+    [p.temperature.to_bits(), p.top_k as u32, p.top_p.to_bits(), p.min_p.to_bits(), random.to_bits(), 0, 0, 0]
+}
+
+/// Bytes of the candidates scratch [`Ops::sample`] needs for `n` logits.
+pub fn sample_scratch_bytes(n: usize) -> u64 {
+    let (_, _, out_at, lists) = *sample_passes(n).last().expect("one pass at least");
+    ((out_at + lists * SAMPLE_TOP) * 8) as u64
+}
+
 /// Context positions per decode attention workgroup (`SPLIT` in
 /// attention.wgsl). 32 rather than 64 doubles the workgroups at long contexts:
 /// H100 tg128 after pp512 (A/B twice), 32B 118.8 -> 120.1 t/s, 7B 386.4 ->
@@ -851,6 +884,41 @@ impl Ops<'_> {
             Dispatch::new(self.ctx, "argmax parts", parts, &[(0, &params), (1, logits)], [ARGMAX_PARTS as u32, 1, 1]),
             Dispatch::new(self.ctx, "argmax", finish, &[(0, &params), (1, logits), (2, token)], [1, 1, 1]),
         ])
+    }
+
+    /// `token` = a token drawn from the first `n` floats of `logits` with
+    /// the top-k settings the host writes into `settings` before each step
+    /// (sample.wgsl), ranking in `candidates` ([`sample_scratch_bytes`]):
+    /// a pass per sixteenfold cut of the candidates, then the draw.
+    pub async fn sample(
+        &mut self,
+        n: usize,
+        logits: &wgpu::Buffer,
+        candidates: &wgpu::Buffer,
+        settings: &wgpu::Buffer,
+        token: &wgpu::Buffer,
+    ) -> Result<Vec<Dispatch>, GpuError> {
+        if candidates.size() < sample_scratch_bytes(n) {
+            return Err(GpuError::Limits(format!(
+                "sampling {n} logits needs {} bytes of candidates scratch",
+                sample_scratch_bytes(n)
+            )));
+        }
+        let rank = self.kernels.pipeline(Kernel::TopCandidates, &[]).await?;
+        let draw = self.kernels.pipeline(Kernel::SampleDraw, &[]).await?;
+        let mut dispatches = Vec::new();
+        let mut list_at = 0;
+        for (i, (entries, in_at, out_at, lists)) in sample_passes(n).into_iter().enumerate() {
+            let from_logits = u32::from(i == 0);
+            let params = self.uniform("top candidates", &[entries as u32, in_at as u32, out_at as u32, from_logits]);
+            let buffers = [(0, &params), (1, logits), (2, candidates)];
+            dispatches.push(Dispatch::new(self.ctx, "top candidates", rank.clone(), &buffers, [lists as u32, 1, 1]));
+            list_at = out_at;
+        }
+        let params = self.uniform("sample draw", &[SAMPLE_TOP as u32, list_at as u32, 0, 0]);
+        let buffers = [(0, &params), (2, candidates), (3, token), (4, settings)];
+        dispatches.push(Dispatch::new(self.ctx, "sample draw", draw, &buffers, [1, 1, 1]));
+        Ok(dispatches)
     }
 }
 
