@@ -64,13 +64,35 @@ pub trait Backend {
         }
         Ok(ids)
     }
+
+    /// Feeds `last` at `pos` and samples `n` tokens with `sampler`, each fed
+    /// back in; `history` is every token up to `last` (for a repetition
+    /// penalty). The GPU keeps the tokens on the device where it can sample
+    /// alone, and reads all `n` at the end.
+    fn decode_sampled(
+        &mut self,
+        last: u32,
+        pos: usize,
+        n: usize,
+        sampler: &mut Sampler,
+        history: &[u32],
+    ) -> Result<Vec<u32>, RunError> {
+        let mut history = history.to_vec();
+        let mut token = last;
+        for i in 0..n {
+            token = sampler.sample(self.forward(token, pos + i)?, &history);
+            history.push(token);
+        }
+        Ok(history.split_off(history.len() - n))
+    }
 }
 
-/// Greedy tokens decoded per GPU round trip while generating on the command
-/// line: the text streams in pieces of this many tokens, and at most this many
-/// minus one are computed past an end-of-text token. Interactive front ends pass
-/// 1 so that Stop takes effect at the next token.
-pub const GREEDY_CHUNK: usize = 8;
+/// Tokens decoded per GPU round trip while generating on the command line
+/// (greedy, or sampled where the GPU samples alone): the text streams in
+/// pieces of this many tokens, and at most this many minus one are computed
+/// past an end-of-text token. Interactive front ends pass 1 so that Stop
+/// takes effect at the next token.
+pub const DECODE_CHUNK: usize = 8;
 
 /// Logits of every position of `ids`, row-major `[ids.len(), vocab]`.
 pub fn score(backend: &mut dyn Backend, ids: &[u32]) -> Result<Vec<f32>, RunError> {
@@ -124,8 +146,8 @@ pub fn take_token(
 /// Feeds `prompt` at positions from `start_pos` on (earlier positions are already
 /// in the KV cache), then samples up to `max_tokens` tokens, calling `on_token`
 /// with each (returning `false` from it stops). Ends after an id in `stop_ids`,
-/// which is included in the output. Greedy decoding runs `greedy_chunk` tokens
-/// per round trip (see [`GREEDY_CHUNK`]).
+/// which is included in the output. Decoding runs `decode_chunk` tokens per
+/// round trip (see [`DECODE_CHUNK`]).
 #[allow(clippy::too_many_arguments)]
 pub fn generate(
     backend: &mut dyn Backend,
@@ -134,7 +156,7 @@ pub fn generate(
     max_tokens: usize,
     stop_ids: &[u32],
     sampler: &mut Sampler,
-    greedy_chunk: usize,
+    decode_chunk: usize,
     on_token: &mut dyn FnMut(u32) -> bool,
 ) -> Result<(Vec<u32>, StopReason), RunError> {
     let mut history = prompt.to_vec();
@@ -148,8 +170,7 @@ pub fn generate(
         [backend.prefill_greedy(prompt, start_pos)?].into()
     } else {
         backend.prefill(&prompt[..prompt.len() - 1], start_pos)?;
-        let logits = backend.forward(prompt[prompt.len() - 1], pos - 1)?;
-        [sampler.sample(logits, &history)].into()
+        backend.decode_sampled(prompt[prompt.len() - 1], pos - 1, 1, sampler, &history)?.into()
     };
     loop {
         let next = pending.pop_front().expect("refilled below");
@@ -158,12 +179,11 @@ pub fn generate(
             return Ok((generated, reason));
         }
         if pending.is_empty() {
+            let n = decode_chunk.max(1).min(max_tokens - generated.len());
             if sampler.is_greedy() {
-                let n = greedy_chunk.max(1).min(max_tokens - generated.len());
                 pending.extend(backend.decode_greedy(next, pos, n)?);
             } else {
-                let logits = backend.forward(next, pos)?;
-                pending.push_back(sampler.sample(logits, &history));
+                pending.extend(backend.decode_sampled(next, pos, n, sampler, &history)?);
             }
             pos += pending.len();
         }

@@ -17,7 +17,7 @@ pub struct RunTimes {
 
 /// Runs the prompt through (positions `0..p`) then decodes `n` tokens after
 /// it: greedy, the argmax taken on the GPU, or with `sampler` as chat
-/// samples, each token's logits read back and drawn from on the host.
+/// samples (Backend::decode_sampled).
 pub fn run_once(
     backend: &mut dyn Backend,
     p: usize,
@@ -39,12 +39,10 @@ pub fn run_once(
             }
         }
         Some(sampler) => {
-            let mut history = prompt;
-            history.push(next);
-            for pos in p..p + n {
-                let logits = backend.forward(history[pos], pos)?;
-                let token = sampler.sample(logits, &history);
-                history.push(token);
+            if n > 0 {
+                let mut history = prompt;
+                history.push(next);
+                backend.decode_sampled(next, p, n, sampler, &history)?;
             }
         }
     }

@@ -54,8 +54,8 @@ impl Reply {
 pub struct ReplyOptions {
     pub sampling: SamplingParams,
     pub max_tokens: usize,
-    /// Greedy tokens per GPU round trip ([`backend::GREEDY_CHUNK`]; 1 for the quickest Stop).
-    pub greedy_chunk: usize,
+    /// Tokens per GPU round trip ([`backend::DECODE_CHUNK`]; 1 for the quickest Stop).
+    pub decode_chunk: usize,
 }
 
 /// The tokens whose keys and values a backend's KV cache holds, so a new prompt
@@ -144,7 +144,7 @@ impl ChatSession {
             budget,
             &self.stop_ids,
             &mut sampler,
-            options.greedy_chunk,
+            options.decode_chunk,
             &mut |id| {
                 first.get_or_insert_with(Instant::now);
                 on_text(&stream.push(id).unwrap_or_default())

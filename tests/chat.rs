@@ -35,7 +35,7 @@ fn cached_turns_match_fresh_runs_and_stop_is_immediate() {
     let greedy = ReplyOptions {
         sampling: SamplingParams { temperature: 0.0, ..Default::default() },
         max_tokens: 6,
-        greedy_chunk: 1,
+        decode_chunk: 1,
     };
 
     // Two turns in one session: the second reuses the cache of the first.
@@ -49,7 +49,7 @@ fn cached_turns_match_fresh_runs_and_stop_is_immediate() {
 
     // The same second turn in a fresh session, with the default chunking of the command line.
     let (mut fresh, mut fresh_engine) = session_and_engine(dir.path());
-    let chunked = ReplyOptions { greedy_chunk: tritium::backend::GREEDY_CHUNK, ..greedy.clone() };
+    let chunked = ReplyOptions { decode_chunk: tritium::backend::DECODE_CHUNK, ..greedy.clone() };
     let again = fresh.reply(&mut fresh_engine, &messages, &chunked, &mut |_| true).unwrap();
     assert_eq!(again.ids, second.ids);
     assert_eq!(again.text, second.text);

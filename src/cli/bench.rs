@@ -47,8 +47,9 @@ pub struct BenchArgs {
     #[arg(long)]
     pub ubatch: Option<usize>,
     // Generation is greedy, the argmax taken on the GPU and the steps queued
-    // without waiting; with --temperature it is sampled as `chat` samples,
-    // each token's logits read back and drawn from on the host.
+    // without waiting; with --temperature it is sampled as `chat` samples: on
+    // the GPU in the same way with a top-k of 1 to 64 (chat's default is 40),
+    // otherwise each token's logits read back and drawn from on the host.
     #[command(flatten)]
     pub sampling: SamplingArgs,
     /// KV cache positions to allocate (default -p + -n). `chat`, `gui` and
@@ -134,6 +135,8 @@ pub fn run(args: BenchArgs) -> Result<()> {
     // clocks. After a shorter one, the first measured repetition of 0.5B decode
     // on an H100 ran up to 20 % slower than the rest.
     let sampler = |seed| sampled.then(|| Sampler::new(sampling(seed)));
+    // Where sampled tokens are drawn: chat's settings draw on the GPU.
+    let sampled_on = sampled.then(|| if engine.samples_on_gpu(&sampling(0)) { "gpu" } else { "host" });
     run_once(&mut engine, prompt_tokens, gen_tokens, 1, sampler(1).as_mut())?;
 
     let adapter = gpu.info.name.clone();
@@ -151,7 +154,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
             let line = serde_json::json!({
                 "model": name, "adapter": adapter, "backend": backend, "gemv": engine.decode_gemv(), "act_bits": engine.act_bits(), "gemm": engine.prefill_gemm(),
                 "prompt_tokens": prompt_tokens, "gen_tokens": gen_tokens, "ubatch": plan.ubatch, "ctx": plan.ctx,
-                "temperature": temperature, "top_k": top_k, "top_p": top_p,
+                "temperature": temperature, "top_k": top_k, "top_p": top_p, "sampled_on": sampled_on,
                 "prefill_tok_s": pp, "decode_tok_s": tg,
                 "weight_bytes": plan.weight_bytes, "decode_gb_s": gb_s,
                 "gpu_memory_bytes": plan.total(), "kv_cache_bytes": plan.kv_cache_bytes,
@@ -192,11 +195,16 @@ pub fn run(args: BenchArgs) -> Result<()> {
         human(plan.total()),
         plan.ubatch
     );
-    if sampled {
-        println!(
-            "sampling temperature {}, top-k {}, top-p {}: each generated token's logits read back and drawn from on the host, as chat does",
-            temperature, top_k, top_p
-        );
+    match sampled_on {
+        Some("gpu") => println!(
+            "sampling temperature {temperature}, top-k {top_k}, top-p {top_p}: drawn on the GPU, the steps queued without waiting, as chat does"
+        ),
+        Some(_) => println!(
+            "sampling temperature {temperature}, top-k {top_k}, top-p {top_p}: each generated token's logits read back and drawn \
+             from on the host, as chat does (top-k 1 to {} samples on the GPU)",
+            crate::engine::ops::SAMPLE_TOP
+        ),
+        None => {}
     }
     println!();
     println!("| test   |            t/s | weights read |");

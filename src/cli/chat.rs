@@ -71,7 +71,7 @@ pub fn run(args: ChatArgs) -> Result<()> {
         .context("installing the Ctrl-C handler")?;
     }
 
-    let options = ReplyOptions { sampling: params, max_tokens: args.max_tokens, greedy_chunk: backend::GREEDY_CHUNK };
+    let options = ReplyOptions { sampling: params, max_tokens: args.max_tokens, decode_chunk: backend::DECODE_CHUNK };
     let mut session = ChatSession::new(tokenizer, model.config().eos_ids());
     with_backend(&model, &args.runner, args.runner.ctx, |engine| {
         let system: Vec<ChatMessage> = args.system.iter().map(|s| ChatMessage::new("system", s)).collect();

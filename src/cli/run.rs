@@ -372,7 +372,7 @@ pub fn generate(args: GenerateArgs) -> Result<()> {
             args.max_tokens,
             &stop_ids,
             &mut sampler,
-            backend::GREEDY_CHUNK,
+            backend::DECODE_CHUNK,
             &mut |id| {
                 first_token_at.get_or_insert_with(Instant::now);
                 if let Some(piece) = stream.as_mut().and_then(|s| s.push(id)) {

@@ -60,7 +60,8 @@ pub struct Activations {
     pub attn_partials: wgpu::Buffer, // decode attention's per-split results (ops::attention_partial_floats)
     pub gemm_parts: wgpu::Buffer,    // prefill: the K parts of split GEMMs (ops::gemm_k_parts)
     pub logits: wgpu::Buffer,        // [vocab + ops::ARGMAX_SCRATCH_FLOATS] (decode): logits, then argmax scratch
-    pub token: wgpu::Buffer,         // [tokens] u32: the step's tokens in; decode: the argmax out
+    pub token: wgpu::Buffer,         // [tokens] u32: the step's tokens in; decode: the chosen token out
+    pub candidates: wgpu::Buffer,    // decode: sampling's ranked candidates (ops::sample_scratch_bytes)
     /// `[2]` inverse RMS values for each place a norm is fused into a GEMV.
     pub stats_attn: wgpu::Buffer,
     pub stats_o: wgpu::Buffer,
@@ -83,25 +84,37 @@ pub struct Activations {
     pub coop_unscale: wgpu::Buffer,
 }
 
-/// Records the decode step: the token's embedding, every layer, final norm, LM
-/// head and argmax (the next token, left in `a.token`).
+/// The decode step: the logits, then two ways to choose the next token from
+/// them on the GPU, each leaving it in `Activations::token`.
+pub struct DecodeGraph {
+    /// The token's embedding, every layer, the final norm and the LM head.
+    pub logits: Vec<Dispatch>,
+    /// Greedy choice.
+    pub argmax: Vec<Dispatch>,
+    /// Top-k sampling with the settings the host writes before the step.
+    pub sample: Vec<Dispatch>,
+}
+
+/// Records the decode step; `sampling` is the uniform of sample.wgsl's settings.
 pub async fn decode_graph(
     ops: &mut Ops<'_>,
     c: &Config,
     ctx_len: usize,
     w: &GpuWeights,
     a: &Activations,
-) -> Result<Vec<Dispatch>, GpuError> {
+    sampling: &wgpu::Buffer,
+) -> Result<DecodeGraph, GpuError> {
     let mut graph = layers_graph(ops, c, ctx_len, w, a).await?;
-    // Final norm fused into the LM head, then greedy choice on the GPU.
+    // Final norm fused into the LM head, then the choices of the next token.
     let eps = c.rms_norm_eps as f32;
     if !ops.computes_norm_stats(w.lm_head()) {
         graph.extend(ops.norm_stats(&a.x, c.hidden_size, None, eps, &a.stats_final).await?);
     }
     let norms = InputNorms { stats: &a.stats_final, norm1: Some(&w.norm), norm2: None };
     graph.extend(ops.linear(w.lm_head(), &a.x, norms, None, false, Out::all(&a.logits, c.vocab_size)).await?);
-    graph.extend(ops.argmax(c.vocab_size, &a.logits, &a.token).await?);
-    Ok(graph)
+    let argmax = ops.argmax(c.vocab_size, &a.logits, &a.token).await?;
+    let sample = ops.sample(c.vocab_size, &a.logits, &a.candidates, sampling, &a.token).await?;
+    Ok(DecodeGraph { logits: graph, argmax, sample })
 }
 
 /// The step's embedding lookup and every layer: the residual stream of each of

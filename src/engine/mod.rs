@@ -11,13 +11,14 @@ pub use profile::KernelTime;
 
 #[cfg(not(target_arch = "wasm32"))]
 use crate::backend::Backend;
-use crate::backend::RunError;
+use crate::backend::{RunError, DECODE_CHUNK};
 use crate::gpu::kernels::{Dispatch, Kernels};
 use crate::gpu::weights::{matrix_bytes, Uploader, WeightSource};
 use crate::gpu::{GpuContext, GpuError};
 use crate::model::{Config, Layout, Linear};
+use crate::sampling::{Sampler, SamplingParams};
 
-use forward::{decode_graph, layers_graph, Activations, GpuWeights};
+use forward::{decode_graph, layers_graph, Activations, DecodeGraph, GpuWeights};
 use ops::Ops;
 
 /// Default cap on the KV cache when `--ctx` is not given: the context is the
@@ -115,6 +116,7 @@ impl MemoryPlan {
             + f32s(ops::attention_partial_floats(c.num_attention_heads, c.head_dim(), ctx))
             + 2 * f32s(c.vocab_size)
             + f32s(ops::ARGMAX_SCRATCH_FLOATS)
+            + ops::sample_scratch_bytes(c.vocab_size)
             + f32s(ctx * c.head_dim());
         let gemm_parts = if ubatch > 1 { ops::gemm_parts_floats(max_binding) } else { 1 };
         // The decode step's fixed-point GEMV inputs (allocated whichever GEMV
@@ -138,18 +140,22 @@ pub struct Engine {
     config: Config,
     plan: MemoryPlan,
     /// The decode step and its buffers.
-    graph: Vec<Dispatch>,
+    graph: DecodeGraph,
     act: Activations,
     step_params: wgpu::Buffer,
+    /// sample.wgsl's settings, written before each sampled step.
+    sampling: wgpu::Buffer,
     /// The prefill step (up to `plan.ubatch` prompt tokens) and its buffers.
     prefill_graph: Vec<Dispatch>,
     prefill_act: Activations,
     prefill_step: wgpu::Buffer,
-    token_readback: wgpu::Buffer,
+    /// The ids decode steps chose (grown to the most asked for at once).
+    ids_readback: wgpu::Buffer,
     logits_readback: wgpu::Buffer,
     logits: Vec<f32>,
-    /// A decode step reading its logits back, recorded ahead for this position.
-    next_logits_step: Option<(usize, wgpu::CommandBuffer)>,
+    /// The decode step likely asked for next, recorded ahead: its position,
+    /// what it reads back and its commands.
+    next_step: Option<(usize, Step, wgpu::CommandBuffer)>,
     /// Whether the decode step's packed products run on fixed-point inputs (gemv_fixed.wgsl).
     fixed_gemv: bool,
     _weights: GpuWeights,
@@ -188,6 +194,11 @@ fn activations(ctx: &GpuContext, c: &Config, tokens: usize, plan: &MemoryPlan, r
         gemm_parts: storage(ctx, "gemm parts", if decode { 1 } else { plan.gemm_parts }),
         logits: storage(ctx, "logits", if decode { c.vocab_size + ops::ARGMAX_SCRATCH_FLOATS } else { 1 }),
         token: storage(ctx, "token", tokens),
+        candidates: ctx.buffer(
+            "sampling candidates",
+            if decode { ops::sample_scratch_bytes(c.vocab_size) } else { 4 },
+            U::STORAGE,
+        ),
         stats_attn: stats("stats attn"),
         stats_o: stats("stats o"),
         stats_mlp: stats("stats mlp"),
@@ -271,6 +282,7 @@ impl Engine {
         let step_usage = wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST;
         let step_params = ctx.buffer_init("decode step", bytemuck::cast_slice(&[0u32, 1, 0, 0]), step_usage);
         let prefill_step = ctx.buffer("prefill step", 16, step_usage);
+        let sampling = ctx.buffer("sampling settings", 32, step_usage);
         let dummy = storage(ctx, "absent", 4);
         let mut kernels = Kernels::new(ctx);
         let inline = ops::inline_norm_stats(c).then_some(c.rms_norm_eps as f32);
@@ -300,7 +312,7 @@ impl Engine {
             coop_input: None,
             eps: c.rms_norm_eps as f32,
         };
-        let graph = decode_graph(&mut ops, c, plan.ctx, &weights, &act).await?;
+        let graph = decode_graph(&mut ops, c, plan.ctx, &weights, &act, &sampling).await?;
         let mut ops = Ops {
             ctx,
             kernels: &mut kernels,
@@ -318,7 +330,7 @@ impl Engine {
         };
         let prefill_graph = layers_graph(&mut ops, c, plan.ctx, &weights, &prefill_act).await?;
         use wgpu::BufferUsages as U;
-        let token_readback = ctx.buffer("token read back", 4, U::MAP_READ | U::COPY_DST);
+        let ids_readback = ctx.buffer("ids read back", 4 * DECODE_CHUNK as u64, U::MAP_READ | U::COPY_DST);
         let logits_readback = ctx.buffer("logits read back", (c.vocab_size * 4) as u64, U::MAP_READ | U::COPY_DST);
         ctx.queue.submit([]);
         ctx.idle().await?;
@@ -329,13 +341,14 @@ impl Engine {
             graph,
             act,
             step_params,
+            sampling,
             prefill_graph,
             prefill_act,
             prefill_step,
-            token_readback,
+            ids_readback,
             logits_readback,
             logits: vec![0.0; c.vocab_size],
-            next_logits_step: None,
+            next_step: None,
             fixed_gemv,
             _weights: weights,
         })
@@ -386,28 +399,36 @@ impl Engine {
         Ok(())
     }
 
-    /// Queues one step without waiting: writes `token` (or keeps the previous
-    /// step's argmax) and the position, then the step's commands.
-    fn queue_step(&mut self, token: Option<u32>, pos: usize, read: Readback) -> Result<(), RunError> {
+    /// Queues one decode step without waiting: writes `token` (or keeps the
+    /// token the previous step chose) and the position, then submits the
+    /// step's commands, recorded ahead where they were.
+    fn queue_step(&mut self, token: Option<u32>, pos: usize, step: Step) -> Result<(), RunError> {
         self.check(token, pos)?;
-        let commands = self.step_commands(pos, read);
-        self.submit_step(token, pos, commands);
-        Ok(())
-    }
-
-    /// Writes the step's token (if given) and position, then submits its commands.
-    fn submit_step(&self, token: Option<u32>, pos: usize, commands: wgpu::CommandBuffer) {
+        let commands = match self.next_step.take() {
+            Some((at, ahead, commands)) if at == pos && ahead == step => commands,
+            _ => self.step_commands(pos, step),
+        };
         if let Some(id) = token {
             self.ctx.queue.write_buffer(&self.act.token, 0, bytemuck::bytes_of(&id));
         }
         self.ctx.queue.write_buffer(&self.step_params, 0, bytemuck::bytes_of(&(pos as u32)));
         self.ctx.queue.submit([commands]);
+        Ok(())
     }
 
-    /// The commands of a decode step at `pos`: the whole graph, then the
-    /// copies `read` asks for. The token and the position are read from
-    /// buffers, so they can be recorded before either is known.
-    fn step_commands(&self, pos: usize, read: Readback) -> wgpu::CommandBuffer {
+    /// Records the step at `pos` while the GPU runs the ones queued, for the
+    /// next call to queue: recording and submitting a 32B step's 390
+    /// dispatches takes 1.6 ms of host time, which the GPU would otherwise
+    /// wait for between round trips (an H200: a sampled token took 1.1 ms
+    /// less, BENCHMARKS.md round 15).
+    fn record_ahead(&mut self, pos: usize, step: Step) {
+        self.next_step = (pos < self.plan.ctx).then(|| (pos, step, self.step_commands(pos, step)));
+    }
+
+    /// The commands of a decode step at `pos`: the logits, then what `step`
+    /// reads back. The token, the position and the sampling settings are read
+    /// from buffers, so they can be recorded before any is known.
+    fn step_commands(&self, pos: usize, step: Step) -> wgpu::CommandBuffer {
         let mut encoder =
             self.ctx.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("token") });
         // GEMVs feeding the next add their sums of squares up into these.
@@ -415,52 +436,51 @@ impl Engine {
         {
             let mut pass = encoder
                 .begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("token"), timestamp_writes: None });
-            for d in &self.graph {
+            let choose: &[Dispatch] = match step {
+                Step::Token { choice: Choice::Greedy, .. } => &self.graph.argmax,
+                Step::Token { choice: Choice::Sampled, .. } => &self.graph.sample,
+                Step::Logits => &[],
+            };
+            for d in self.graph.logits.iter().chain(choose) {
                 d.encode_at(&mut pass, pos);
             }
         }
-        match read {
-            Readback::Token { into, slot } => encoder.copy_buffer_to_buffer(&self.act.token, 0, into, slot * 4, 4),
-            Readback::Logits => {
+        match step {
+            Step::Token { slot, .. } => {
+                encoder.copy_buffer_to_buffer(&self.act.token, 0, &self.ids_readback, slot as u64 * 4, 4)
+            }
+            Step::Logits => {
                 let bytes = (self.config.vocab_size * 4) as u64;
                 encoder.copy_buffer_to_buffer(&self.act.logits, 0, &self.logits_readback, 0, bytes)
             }
         }
         encoder.finish()
     }
-
-    async fn read_tokens(&self, buffer: &wgpu::Buffer) -> Result<Vec<u32>, RunError> {
-        let bytes = self.ctx.read_mapped(buffer).await?;
-        Ok(bytes.chunks_exact(4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect())
-    }
 }
 
-/// What a step copies back for the host.
-enum Readback<'a> {
-    /// The argmax, into 4-byte slot `slot` of `into`.
-    Token {
-        into: &'a wgpu::Buffer,
-        slot: u64,
-    },
+/// How a decode step chooses its token on the GPU.
+#[derive(Clone, Copy, PartialEq)]
+enum Choice {
+    Greedy,
+    /// Drawn with the settings written before the step (sample.wgsl).
+    Sampled,
+}
+
+/// What a decode step reads back.
+#[derive(Clone, Copy, PartialEq)]
+enum Step {
+    /// The token it chose, into slot `slot` of the ids read back.
+    Token { choice: Choice, slot: usize },
+    /// The logits (no token is chosen).
     Logits,
 }
 
 impl Engine {
     /// Runs `token` at `pos`; resolves to the next token's logits.
     pub async fn logits(&mut self, token: u32, pos: usize) -> Result<&[f32], RunError> {
-        self.check(Some(token), pos)?;
-        let commands = match self.next_logits_step.take() {
-            Some((at, commands)) if at == pos => commands,
-            _ => self.step_commands(pos, Readback::Logits),
-        };
-        self.submit_step(Some(token), pos, commands);
-        // While the GPU runs it, record the step sampling asks for next.
-        // Recording and submitting a 32B step's 390 dispatches took 1.6 ms,
-        // which the GPU waited for between sampled tokens; recorded ahead,
-        // a sampled token took 1.1 ms less (H200, BENCHMARKS.md round 15).
-        if pos + 1 < self.plan.ctx {
-            self.next_logits_step = Some((pos + 1, self.step_commands(pos + 1, Readback::Logits)));
-        }
+        self.queue_step(Some(token), pos, Step::Logits)?;
+        // The step sampling on the host asks for next.
+        self.record_ahead(pos + 1, Step::Logits);
         let bytes = self.ctx.read_mapped(&self.logits_readback).await?;
         for (l, b) in self.logits.iter_mut().zip(bytes.chunks_exact(4)) {
             *l = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
@@ -503,24 +523,83 @@ impl Engine {
             return Err(RunError::EmptyPrompt);
         };
         self.prefill(head, start_pos)?;
-        let readback = self.token_readback.clone();
-        self.queue_step(Some(last), start_pos + head.len(), Readback::Token { into: &readback, slot: 0 })?;
-        Ok(self.read_tokens(&readback).await?[0])
+        Ok(self.decode_on_gpu(last, start_pos + head.len(), 1, None).await?[0])
     }
 
     /// Queues `n` steps whose tokens come from the previous step's argmax on the
     /// GPU, and reads all `n` ids back at the end.
     pub async fn decode_greedy(&mut self, last: u32, pos: usize, n: usize) -> Result<Vec<u32>, RunError> {
-        self.check(None, pos + n.saturating_sub(1))?;
-        use wgpu::BufferUsages as U;
-        let readback = self.ctx.buffer("decoded ids", (n.max(1) * 4) as u64, U::MAP_READ | U::COPY_DST);
-        for i in 0..n {
-            let token = if i == 0 { Some(last) } else { None };
-            self.queue_step(token, pos + i, Readback::Token { into: &readback, slot: i as u64 })?;
+        self.decode_on_gpu(last, pos, n, None).await
+    }
+
+    /// Feeds `last` at `pos` and samples `n` tokens with `sampler`, each fed
+    /// back in; `history` is every token up to `last` (for a repetition
+    /// penalty). Where the GPU can sample alone ([`Engine::samples_on_gpu`])
+    /// the steps queue like greedy ones and the ids are read back at the end;
+    /// otherwise each step's logits come back to the host's sampler.
+    pub async fn decode_sampled(
+        &mut self,
+        last: u32,
+        pos: usize,
+        n: usize,
+        sampler: &mut Sampler,
+        history: &[u32],
+    ) -> Result<Vec<u32>, RunError> {
+        if self.samples_on_gpu(sampler.params()) {
+            return self.decode_on_gpu(last, pos, n, Some(sampler)).await;
         }
-        let mut ids = self.read_tokens(&readback).await?;
-        ids.truncate(n);
-        Ok(ids)
+        let mut history = history.to_vec();
+        let mut token = last;
+        for i in 0..n {
+            let logits = self.logits(token, pos + i).await?;
+            token = sampler.sample(logits, &history);
+            history.push(token);
+        }
+        Ok(history.split_off(history.len() - n))
+    }
+
+    /// Whether the GPU draws tokens with these settings alone (sample.wgsl):
+    /// temperature with a top-k of at most [`ops::SAMPLE_TOP`] tokens, less
+    /// than the vocabulary, and no repetition penalty (the GPU keeps no
+    /// history). Chat's defaults (top-k 40) qualify.
+    pub fn samples_on_gpu(&self, p: &SamplingParams) -> bool {
+        p.temperature > 0.0
+            && p.repetition_penalty == 1.0
+            && (1..=ops::SAMPLE_TOP).contains(&p.top_k)
+            && p.top_k < self.config.vocab_size
+    }
+
+    /// Queues `n` steps from `last` at `pos`, each fed the token the one
+    /// before chose on the GPU: the argmax, or with `sampler` a draw with its
+    /// settings and its next random number (written before each step), and
+    /// reads all `n` ids back at the end, while the step after them is
+    /// recorded.
+    async fn decode_on_gpu(
+        &mut self,
+        last: u32,
+        pos: usize,
+        n: usize,
+        mut sampler: Option<&mut Sampler>,
+    ) -> Result<Vec<u32>, RunError> {
+        self.check(None, pos + n.saturating_sub(1))?;
+        if (n * 4) as u64 > self.ids_readback.size() {
+            use wgpu::BufferUsages as U;
+            self.ids_readback = self.ctx.buffer("ids read back", (n * 4) as u64, U::MAP_READ | U::COPY_DST);
+            self.next_step = None; // it copies into the old buffer
+        }
+        let choice = if sampler.is_some() { Choice::Sampled } else { Choice::Greedy };
+        for i in 0..n {
+            if let Some(sampler) = sampler.as_deref_mut() {
+                let random = sampler.next_random();
+                let settings = ops::sample_settings(sampler.params(), random);
+                self.ctx.queue.write_buffer(&self.sampling, 0, bytemuck::cast_slice(&settings));
+            }
+            let token = if i == 0 { Some(last) } else { None };
+            self.queue_step(token, pos + i, Step::Token { choice, slot: i })?;
+        }
+        self.record_ahead(pos + n, Step::Token { choice, slot: 0 });
+        let bytes = self.ctx.read_mapped(&self.ids_readback).await?;
+        Ok(bytes.chunks_exact(4).take(n).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect())
     }
 }
 
@@ -550,5 +629,16 @@ impl Backend for Engine {
 
     fn decode_greedy(&mut self, last: u32, pos: usize, n: usize) -> Result<Vec<u32>, RunError> {
         pollster::block_on(Engine::decode_greedy(self, last, pos, n))
+    }
+
+    fn decode_sampled(
+        &mut self,
+        last: u32,
+        pos: usize,
+        n: usize,
+        sampler: &mut Sampler,
+        history: &[u32],
+    ) -> Result<Vec<u32>, RunError> {
+        pollster::block_on(Engine::decode_sampled(self, last, pos, n, sampler, history))
     }
 }

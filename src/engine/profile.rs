@@ -3,6 +3,7 @@
 
 use super::Engine;
 use crate::backend::RunError;
+use crate::gpu::kernels::Dispatch;
 use crate::gpu::GpuError;
 
 /// Timestamps one query set holds (wgpu's limit).
@@ -49,16 +50,18 @@ impl Engine {
             .into());
         }
         self.check(None, pos)?;
-        let (graph, count) = if prefill {
+        let greedy_step: Vec<&Dispatch> = self.graph.logits.iter().chain(&self.graph.argmax).collect();
+        let (graph, count): (Vec<&Dispatch>, usize) = if prefill {
             let tokens = vec![0u32; self.plan.ubatch];
             self.ctx.queue.write_buffer(&self.prefill_act.token, 0, bytemuck::cast_slice(&tokens));
             let step = [0u32, self.plan.ubatch as u32];
             self.ctx.queue.write_buffer(&self.prefill_step, 0, bytemuck::cast_slice(&step));
-            (&self.prefill_graph, self.prefill_graph.len().min(MAX_QUERIES - 1))
+            (self.prefill_graph.iter().collect(), self.prefill_graph.len().min(MAX_QUERIES - 1))
         } else {
             self.ctx.queue.write_buffer(&self.act.token, 0, bytemuck::bytes_of(&0u32));
             self.ctx.queue.write_buffer(&self.step_params, 0, bytemuck::bytes_of(&(pos as u32)));
-            (&self.graph, self.graph.len().min(MAX_QUERIES - 1))
+            let count = greedy_step.len().min(MAX_QUERIES - 1);
+            (greedy_step, count)
         };
         let queries = self.ctx.device.create_query_set(&wgpu::QuerySetDescriptor {
             label: Some("profile"),

@@ -95,7 +95,7 @@ impl ChatApp {
             return;
         }
         let settings = &self.transcript.settings;
-        let options = ReplyOptions { sampling: settings.sampling(), max_tokens: settings.max_tokens, greedy_chunk: 1 };
+        let options = ReplyOptions { sampling: settings.sampling(), max_tokens: settings.max_tokens, decode_chunk: 1 };
         if let Err(e) = options.sampling.validate() {
             self.error = Some(e); // the message stays in the box, to send again
             return;

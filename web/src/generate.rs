@@ -2,7 +2,7 @@
 //! awaiting the engine instead of blocking (the browser's event loop must keep
 //! running while the GPU works).
 
-use tritium::backend::{take_token, RunError, StopReason, GREEDY_CHUNK};
+use tritium::backend::{take_token, RunError, StopReason, DECODE_CHUNK};
 use tritium::engine::Engine;
 use tritium::sampling::Sampler;
 
@@ -28,8 +28,7 @@ pub async fn generate(
         vec![engine.prefill_greedy(prompt, start_pos).await?]
     } else {
         engine.prefill(rest, start_pos)?;
-        let logits = engine.logits(last, pos - 1).await?;
-        vec![sampler.sample(logits, &history)]
+        engine.decode_sampled(last, pos - 1, 1, sampler, &history).await?
     };
     loop {
         for next in std::mem::take(&mut pending) {
@@ -39,12 +38,11 @@ pub async fn generate(
             }
         }
         let next = *generated.last().expect("one token at least");
+        let n = DECODE_CHUNK.min(max_tokens - generated.len());
         if sampler.is_greedy() {
-            let n = GREEDY_CHUNK.min(max_tokens - generated.len());
             pending = engine.decode_greedy(next, pos, n).await?;
         } else {
-            let logits = engine.logits(next, pos).await?;
-            pending = vec![sampler.sample(logits, &history)];
+            pending = engine.decode_sampled(next, pos, n, sampler, &history).await?;
         }
         pos += pending.len();
     }
