@@ -13,30 +13,32 @@
 // pass's lists), sorts it in workgroup memory (a bitonic sort) and writes its
 // TOP best, best first, as list g of its output. The best TOP of all are
 // among the best TOP of their windows, so each pass keeps a sixteenth of the
-// candidates, and the engine runs passes until one list is left (151,936
-// logits: 149 lists, then 10, then 1). Entries past the input's end are NONE,
-// which rank last.
+// candidates, and the engine runs passes until one window is left (151,936
+// logits: 149 lists, then 10, then the last pass). Entries past the input's
+// end are NONE, which rank last.
 //
-// `sample_draw` (one thread) draws from that list with the step's settings,
-// as Sampler::sample_with does, in the same order of f32 operations: weights
-// exp((logit - best) / temperature) over the top k, their sum, the kept
+// The last pass (DRAW, one workgroup) draws from its best TOP with the step's
+// settings instead of writing them, as Sampler::sample_with does, in the
+// same order of f32 operations: weights exp((logit - best) / temperature)
+// over the top k (a thread each), then on one thread their sum, the kept
 // prefix (min-p, then top-p), and the first kept candidate at which the
 // probabilities, summed best first, pass r times the kept mass. Only exp and
 // the division may round differently from the host's, so a draw differs
 // from the host's only where r falls within rounding of a boundary.
 //
 // Layout: logits [n] f32; candidates [...] (key, id): a pass reads its input
-// from p.in_at and writes its lists from p.out_at; sample_draw reads the
-// list at p.in_at.
-// Dispatch: top_candidates ceil(n / WINDOW) workgroups of 256 threads;
-// sample_draw one workgroup of one thread.
+// from p.in_at and writes its lists from p.out_at.
+// Dispatch: ceil(n / WINDOW) workgroups of 256 threads (one with DRAW).
 
 struct Params {
-    n: u32,           // entries of the input
-    in_at: u32,       // where the input starts in candidates (not from_logits)
-    out_at: u32,      // where the output lists start in candidates
-    from_logits: u32, // 1: the input is the logits
+    n: u32,      // entries of the input
+    in_at: u32,  // where the input starts in candidates (not FROM_LOGITS)
+    out_at: u32, // where the output lists start in candidates (not DRAW)
+    flags: u32,  // FROM_LOGITS | DRAW
 }
+
+const FROM_LOGITS: u32 = 1u; // the input is the logits
+const DRAW: u32 = 2u;        // the last pass: draw the token
 
 // Written by the host before each sampled step.
 struct Settings {
@@ -53,7 +55,7 @@ struct Settings {
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> logits: array<u32>;                 // [n] f32 bits
 @group(0) @binding(2) var<storage, read_write> candidates: array<vec2<u32>>; // (key, id)
-@group(0) @binding(3) var<storage, read_write> token: array<u32>;            // [1] sample_draw's choice
+@group(0) @binding(3) var<storage, read_write> token: array<u32>;            // [1] the drawn token (DRAW)
 @group(0) @binding(4) var<uniform> s: Settings;
 
 const WG: u32 = 256u;
@@ -62,6 +64,7 @@ const TOP: u32 = 64u;
 const NONE: u32 = 0xffffffffu;
 
 var<workgroup> window: array<vec2<u32>, WINDOW>;
+var<workgroup> weights: array<f32, TOP>;
 
 // The candidate key of a logit's bits: negative values (sign bit set) have
 // their bits reversed and fall below the positive ones, as in total_cmp.
@@ -92,7 +95,7 @@ fn top_candidates(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocatio
         let at = first + i;
         var c = vec2<u32>(0u, NONE);
         if (at < p.n) {
-            if (p.from_logits != 0u) {
+            if ((p.flags & FROM_LOGITS) != 0u) {
                 c = vec2<u32>(order_key(logits[at]), at);
             } else {
                 c = candidates[p.in_at + at];
@@ -120,20 +123,25 @@ fn top_candidates(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocatio
             workgroupBarrier();
         }
     }
-    if (lid < TOP) {
+    if ((p.flags & DRAW) != 0u) {
+        draw(lid);
+    } else if (lid < TOP) {
         candidates[p.out_at + wg.x * TOP + lid] = window[lid];
     }
 }
 
-@compute @workgroup_size(1)
-fn sample_draw() {
-    let list = p.in_at;
+// Writes the token drawn from the sorted window's best (DRAW).
+fn draw(lid: u32) {
     let k = min(s.top_k, TOP);
-    let best = logit_of(candidates[list].x);
-    var weights: array<f32, TOP>;
+    if (lid < k) {
+        weights[lid] = exp((logit_of(window[lid].x) - logit_of(window[0].x)) / s.temperature);
+    }
+    workgroupBarrier();
+    if (lid != 0u) {
+        return;
+    }
     var total = 0.0;
     for (var i = 0u; i < k; i = i + 1u) {
-        weights[i] = exp((logit_of(candidates[list + i].x) - best) / s.temperature);
         total = total + weights[i];
     }
     // min-p (relative to the best candidate, whose probability is
@@ -164,10 +172,10 @@ fn sample_draw() {
     for (var i = 0u; i < keep; i = i + 1u) {
         let q = weights[i] / total;
         if (r < q) {
-            token[0] = candidates[list + i].y;
+            token[0] = window[i].y;
             return;
         }
         r = r - q;
     }
-    token[0] = candidates[list + keep - 1u].y;
+    token[0] = window[keep - 1u].y;
 }

@@ -1316,7 +1316,8 @@ fn sampling_on_the_gpu_draws_what_the_host_sampler_draws() {
         let (lb, tb) = (gpu.f32s(logits), gpu.f32s(&[0.0]));
         let candidates = gpu.ctx.buffer("candidates", sample_scratch_bytes(n), U::STORAGE);
         let d = block_on(gpu.ops().sample(n, &lb, &candidates, &settings_buffer, &tb)).unwrap();
-        // The ranking passes once (they read no settings), then each draw.
+        // Every pass once, then for each draw the last pass alone, which
+        // reads the lists the others left and draws with the settings.
         let (rank, draw) = d.split_at(d.len() - 1);
         gpu.run(rank);
         for (temperature, top_k, top_p, min_p) in settings {

@@ -89,7 +89,6 @@ pub enum Kernel {
     ArgmaxParts,
     Argmax,
     TopCandidates,
-    SampleDraw,
     StreamRead,
 }
 
@@ -147,7 +146,6 @@ impl Kernel {
             Kernel::ArgmaxParts => ("argmax.wgsl", ARGMAX, "argmax_parts", NOTHING),
             Kernel::Argmax => ("argmax.wgsl", ARGMAX, "argmax", NOTHING),
             Kernel::TopCandidates => ("sample.wgsl", SAMPLE, "top_candidates", NOTHING),
-            Kernel::SampleDraw => ("sample.wgsl", SAMPLE, "sample_draw", NOTHING),
             Kernel::StreamRead => {
                 ("stream_read.wgsl", include_str!("../../shaders/stream_read.wgsl"), "stream_read", NOTHING)
             }

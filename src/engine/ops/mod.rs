@@ -77,20 +77,24 @@ pub const ARGMAX_SCRATCH_FLOATS: usize = 2 * ARGMAX_PARTS;
 /// them it keeps (TOP): the GPU samples with top-k up to [`SAMPLE_TOP`].
 const SAMPLE_WINDOW: usize = 1024;
 pub const SAMPLE_TOP: usize = 64;
+/// sample.wgsl's flags.
+const FROM_LOGITS: u32 = 1;
+const DRAW: u32 = 2;
 
-/// The passes of [`Ops::sample`] over `n` logits: (entries in, where they
-/// start, where the lists out start, lists out) for each, the first reading
-/// the logits; the last writes one list. Each pass's lists follow the
-/// previous pass's in the candidates scratch.
+/// The passes of [`Ops::sample`] over `n` logits, each (entries in, where
+/// they start, where its lists out start, workgroups): the first reads the
+/// logits, each later one the lists of the one before, which follow them in
+/// the candidates scratch; the last, one workgroup, draws.
 fn sample_passes(n: usize) -> Vec<(usize, usize, usize, usize)> {
-    let (mut passes, mut entries, mut in_at, mut out_at) = (Vec::new(), n, 0, 0);
+    let (mut passes, mut entries, mut in_at) = (Vec::new(), n, 0);
     loop {
         let lists = entries.div_ceil(SAMPLE_WINDOW);
+        let out_at = if passes.is_empty() { 0 } else { in_at + entries };
         passes.push((entries, in_at, out_at, lists));
-        (entries, in_at, out_at) = (lists * SAMPLE_TOP, out_at, out_at + lists * SAMPLE_TOP);
         if lists == 1 {
             return passes;
         }
+        (entries, in_at) = (lists * SAMPLE_TOP, out_at);
     }
 }
 
@@ -100,10 +104,12 @@ pub fn sample_settings(p: &crate::sampling::SamplingParams, random: f32) -> [u32
     [p.temperature.to_bits(), p.top_k as u32, p.top_p.to_bits(), p.min_p.to_bits(), random.to_bits(), 0, 0, 0]
 }
 
-/// Bytes of the candidates scratch [`Ops::sample`] needs for `n` logits.
+/// Bytes of the candidates scratch [`Ops::sample`] needs for `n` logits:
+/// the lists of every pass but the last.
 pub fn sample_scratch_bytes(n: usize) -> u64 {
-    let (_, _, out_at, lists) = *sample_passes(n).last().expect("one pass at least");
-    ((out_at + lists * SAMPLE_TOP) * 8) as u64
+    let passes = sample_passes(n);
+    let lists_end = passes[..passes.len() - 1].iter().map(|&(_, _, out_at, lists)| out_at + lists * SAMPLE_TOP).max();
+    (lists_end.unwrap_or(0).max(1) * 8) as u64
 }
 
 /// Context positions per decode attention workgroup (`SPLIT` in
@@ -889,7 +895,7 @@ impl Ops<'_> {
     /// `token` = a token drawn from the first `n` floats of `logits` with
     /// the top-k settings the host writes into `settings` before each step
     /// (sample.wgsl), ranking in `candidates` ([`sample_scratch_bytes`]):
-    /// a pass per sixteenfold cut of the candidates, then the draw.
+    /// a pass per sixteenfold cut of the candidates, the last one drawing.
     pub async fn sample(
         &mut self,
         n: usize,
@@ -904,20 +910,17 @@ impl Ops<'_> {
                 sample_scratch_bytes(n)
             )));
         }
-        let rank = self.kernels.pipeline(Kernel::TopCandidates, &[]).await?;
-        let draw = self.kernels.pipeline(Kernel::SampleDraw, &[]).await?;
+        let pipeline = self.kernels.pipeline(Kernel::TopCandidates, &[]).await?;
+        let passes = sample_passes(n);
+        let last = passes.len() - 1;
         let mut dispatches = Vec::new();
-        let mut list_at = 0;
-        for (i, (entries, in_at, out_at, lists)) in sample_passes(n).into_iter().enumerate() {
-            let from_logits = u32::from(i == 0);
-            let params = self.uniform("top candidates", &[entries as u32, in_at as u32, out_at as u32, from_logits]);
-            let buffers = [(0, &params), (1, logits), (2, candidates)];
-            dispatches.push(Dispatch::new(self.ctx, "top candidates", rank.clone(), &buffers, [lists as u32, 1, 1]));
-            list_at = out_at;
+        for (i, (entries, in_at, out_at, lists)) in passes.into_iter().enumerate() {
+            let flags = if i == 0 { FROM_LOGITS } else { 0 } | if i == last { DRAW } else { 0 };
+            let params = self.uniform("top candidates", &[entries as u32, in_at as u32, out_at as u32, flags]);
+            let buffers = [(0, &params), (1, logits), (2, candidates), (3, token), (4, settings)];
+            let label = if i == last { "sample draw" } else { "top candidates" };
+            dispatches.push(Dispatch::new(self.ctx, label, pipeline.clone(), &buffers, [lists as u32, 1, 1]));
         }
-        let params = self.uniform("sample draw", &[SAMPLE_TOP as u32, list_at as u32, 0, 0]);
-        let buffers = [(0, &params), (2, candidates), (3, token), (4, settings)];
-        dispatches.push(Dispatch::new(self.ctx, "sample draw", draw, &buffers, [1, 1, 1]));
         Ok(dispatches)
     }
 }
