@@ -54,7 +54,7 @@ impl Reply {
 pub struct ReplyOptions {
     pub sampling: SamplingParams,
     pub max_tokens: usize,
-    /// Tokens per GPU round trip ([`backend::DECODE_CHUNK`]; 1 for the quickest Stop).
+    /// The most tokens per GPU round trip ([`backend::DECODE_CHUNK`]; 1 for one a round trip).
     pub decode_chunk: usize,
 }
 

@@ -13,6 +13,7 @@ use super::markdown::{blocks, Block};
 use super::transcript::{Settings, Transcript, Turn};
 use super::worker::{self, Event, LoadedModel, Request};
 use super::GuiOptions;
+use crate::backend;
 use crate::chat::ReplyOptions;
 use crate::gpu::GpuContext;
 use crate::tokenizer::ChatMessage;
@@ -95,7 +96,11 @@ impl ChatApp {
             return;
         }
         let settings = &self.transcript.settings;
-        let options = ReplyOptions { sampling: settings.sampling(), max_tokens: settings.max_tokens, decode_chunk: 1 };
+        let options = ReplyOptions {
+            sampling: settings.sampling(),
+            max_tokens: settings.max_tokens,
+            decode_chunk: backend::DECODE_CHUNK,
+        };
         if let Err(e) = options.sampling.validate() {
             self.error = Some(e); // the message stays in the box, to send again
             return;

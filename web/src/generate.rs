@@ -2,7 +2,7 @@
 //! awaiting the engine instead of blocking (the browser's event loop must keep
 //! running while the GPU works).
 
-use tritium::backend::{take_token, RunError, StopReason, DECODE_CHUNK};
+use tritium::backend::{take_token, RoundTrips, RunError, StopReason, DECODE_CHUNK};
 use tritium::engine::Engine;
 use tritium::sampling::Sampler;
 
@@ -30,6 +30,7 @@ pub async fn generate(
         engine.prefill(rest, start_pos)?;
         engine.decode_sampled(last, pos - 1, 1, sampler, &history).await?
     };
+    let mut round_trips = RoundTrips::new(DECODE_CHUNK);
     loop {
         for next in std::mem::take(&mut pending) {
             history.push(next);
@@ -38,12 +39,13 @@ pub async fn generate(
             }
         }
         let next = *generated.last().expect("one token at least");
-        let n = DECODE_CHUNK.min(max_tokens - generated.len());
+        let n = round_trips.start(max_tokens - generated.len());
         if sampler.is_greedy() {
             pending = engine.decode_greedy(next, pos, n).await?;
         } else {
             pending = engine.decode_sampled(next, pos, n, sampler, &history).await?;
         }
+        round_trips.end(n);
         pos += pending.len();
     }
 }
