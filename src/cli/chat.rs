@@ -33,12 +33,16 @@ pub struct ChatArgs {
     /// Most tokens per reply.
     #[arg(long, default_value_t = 512)]
     pub max_tokens: usize,
+    /// 0 always picks the most likely token (greedy); higher values sample more freely.
     #[arg(long, default_value_t = 0.7)]
     pub temperature: f32,
+    /// Sample only among the most likely tokens whose probabilities add up to p.
     #[arg(long, default_value_t = 0.8)]
     pub top_p: f32,
+    /// Sample only among the k most likely tokens (0 = all; 1 to 64 are drawn on the GPU, others on the host).
     #[arg(long, default_value_t = 40)]
     pub top_k: usize,
+    /// Seed for sampling: the same seed gives the same replies.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
 }

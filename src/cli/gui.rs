@@ -33,7 +33,7 @@ pub struct GuiArgs {
     /// Sample only among the most likely tokens whose probabilities add up to p.
     #[arg(long, default_value_t = Settings::default().top_p)]
     pub top_p: f32,
-    /// Sample only among the k most likely tokens (0 = all).
+    /// Sample only among the k most likely tokens (0 = all; 1 to 64 are drawn on the GPU, others on the host).
     #[arg(long, default_value_t = Settings::default().top_k)]
     pub top_k: usize,
     /// Most tokens per reply.

@@ -145,7 +145,9 @@ pub struct SamplingArgs {
     /// 0 picks the most likely token every step (greedy); higher values sample more freely.
     #[arg(long, default_value_t = 0.0)]
     pub temperature: f32,
-    /// Sample only among the k most likely tokens (0 = all).
+    /// Sample only among the k most likely tokens (0 = all). With 1 to 64 (and
+    /// no --repeat-penalty) the GPU draws each token itself; otherwise every
+    /// token's logits come back to the host to be drawn from, which is slower.
     #[arg(long, default_value_t = 0)]
     pub top_k: usize,
     /// Sample only among the most likely tokens whose probabilities add up to p.
@@ -167,7 +169,8 @@ pub struct GenerateArgs {
     /// Drop tokens less likely than min-p times the most likely one.
     #[arg(long, default_value_t = 0.0)]
     pub min_p: f32,
-    /// Penalize tokens already seen (1 = off; 1.1 is a common choice).
+    /// Penalize tokens already seen (1 = off; 1.1 is a common choice). Applied on
+    /// the host: every token's logits come back from the GPU, which is slower.
     #[arg(long, default_value_t = 1.0)]
     pub repeat_penalty: f32,
     /// Seed for sampling: the same seed gives the same tokens.
