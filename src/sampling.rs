@@ -3,6 +3,10 @@
 
 use crate::rng::Rng;
 
+/// The top-k of every front end unless told otherwise, as llama.cpp's and
+/// Ollama's: with it the GPU draws each token itself (sample.wgsl).
+pub const DEFAULT_TOP_K: usize = 40;
+
 /// Sampling settings; the defaults are greedy decoding.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SamplingParams {

@@ -170,12 +170,21 @@ fn bench_measures_prompt_and_generation_and_profiles_each_dispatch() {
         assert!(line["adapter"].is_string() && line["backend"] == "Vulkan", "{line}");
     }
 
-    // Generation sampled as chat samples: each token's logits read back.
-    let run = bench_json(&["-n", "3", "-r", "1", "--temperature", "0.7", "--top-k", "40", "--top-p", "0.8"]);
-    let line: serde_json::Value = serde_json::from_str(run.stdout.trim()).unwrap();
-    assert_eq!((&line["top_k"], &line["gen_tokens"]), (&40.into(), &3.into()), "{line}");
-    for (field, want) in [("temperature", 0.7), ("top_p", 0.8)] {
-        assert!(line[field].as_f64().is_some_and(|v| (v - want).abs() < 1e-6), "{field} in {line}");
+    // Generation sampled as chat samples, drawn on the GPU; top-k is 40
+    // unless given, and settings past what the GPU draws go to the host.
+    let sampled = [
+        (&["--temperature", "0.7", "--top-k", "40", "--top-p", "0.8"][..], 40, 0.8, "gpu"),
+        (&["--temperature", "0.7"], 40, 1.0, "gpu"),
+        (&["--temperature", "0.7", "--top-k", "0"], 0, 1.0, "host"),
+    ];
+    for (flags, top_k, top_p, sampled_on) in sampled {
+        let run = bench_json(&[&["-n", "3", "-r", "1"], flags].concat());
+        let line: serde_json::Value = serde_json::from_str(run.stdout.trim()).unwrap();
+        assert_eq!((&line["top_k"], &line["gen_tokens"]), (&top_k.into(), &3.into()), "{line}");
+        assert_eq!(line["sampled_on"], sampled_on, "{line}");
+        for (field, want) in [("temperature", 0.7), ("top_p", top_p)] {
+            assert!(line[field].as_f64().is_some_and(|v| (v - want).abs() < 1e-6), "{field} in {line}");
+        }
+        assert!(line["decode_tok_s"].as_f64().is_some_and(|v| v > 0.0), "{line}");
     }
-    assert!(line["decode_tok_s"].as_f64().is_some_and(|v| v > 0.0), "{line}");
 }

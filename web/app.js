@@ -181,7 +181,7 @@ function startDeepLinkRun() {
     max_tokens: Number(params.get('max_tokens') ?? 64),
     temperature: Number(params.get('temperature') ?? 0),
     top_p: Number(params.get('top_p') ?? 1),
-    top_k: Number(params.get('top_k') ?? 0),
+    top_k: Number(params.get('top_k') ?? 40),
     seed: Number(params.get('seed') ?? 0),
   };
   let shown;

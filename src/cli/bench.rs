@@ -83,11 +83,11 @@ pub fn run(args: BenchArgs) -> Result<()> {
     if prompt_tokens == 0 || repetitions == 0 {
         bail!("-p and -r must be at least 1");
     }
-    let SamplingArgs { temperature, top_k, top_p } = args.sampling;
+    let (temperature, top_k, top_p) = (args.sampling.temperature, args.sampling.top_k(), args.sampling.top_p);
     let sampling = |seed| SamplingParams { temperature, top_k, top_p, seed, ..Default::default() };
     sampling(0).validate().map_err(anyhow::Error::msg)?;
     let sampled = temperature > 0.0;
-    if !sampled && (top_k != 0 || top_p != 1.0) {
+    if !sampled && (args.sampling.top_k.is_some() || top_p != 1.0) {
         bail!("--top-k and --top-p apply when sampling: add --temperature (chat samples at 0.7)");
     }
     if software {

@@ -15,7 +15,7 @@ use super::run::{with_backend, RunnerArgs, Timing};
 use crate::backend;
 use crate::chat::{ChatError, ChatSession, ReplyOptions};
 use crate::model::Model;
-use crate::sampling::SamplingParams;
+use crate::sampling::{SamplingParams, DEFAULT_TOP_K};
 use crate::tokenizer::{ChatMessage, Tokenizer};
 
 #[derive(Args, Debug)]
@@ -40,7 +40,7 @@ pub struct ChatArgs {
     #[arg(long, default_value_t = 0.8)]
     pub top_p: f32,
     /// Sample only among the k most likely tokens (0 = all; 1 to 64 are drawn on the GPU, others on the host).
-    #[arg(long, default_value_t = 40)]
+    #[arg(long, default_value_t = DEFAULT_TOP_K)]
     pub top_k: usize,
     /// Seed for sampling: the same seed gives the same replies.
     #[arg(long, default_value_t = 0)]

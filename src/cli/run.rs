@@ -13,7 +13,7 @@ use crate::engine::{Engine, EngineOptions};
 use crate::gpu::{ActBits, AdapterChoice, DeviceOptions, GemmPath, GemvPath, GpuContext};
 use crate::model::Model;
 use crate::reference::Reference;
-use crate::sampling::{Sampler, SamplingParams};
+use crate::sampling::{Sampler, SamplingParams, DEFAULT_TOP_K};
 use crate::tokenizer::{ChatMessage, TextStream, Tokenizer};
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq)]
@@ -145,14 +145,22 @@ pub struct SamplingArgs {
     /// 0 picks the most likely token every step (greedy); higher values sample more freely.
     #[arg(long, default_value_t = 0.0)]
     pub temperature: f32,
-    /// Sample only among the k most likely tokens (0 = all). With 1 to 64 (and
-    /// no --repeat-penalty) the GPU draws each token itself; otherwise every
-    /// token's logits come back to the host to be drawn from, which is slower.
-    #[arg(long, default_value_t = 0)]
-    pub top_k: usize,
+    /// Sample only among the k most likely tokens (default 40, as chat and
+    /// llama.cpp; 0 = all). With 1 to 64 (and no --repeat-penalty) the GPU draws
+    /// each token itself; otherwise every token's logits come back to the host
+    /// to be drawn from, which is slower.
+    #[arg(long)]
+    pub top_k: Option<usize>,
     /// Sample only among the most likely tokens whose probabilities add up to p.
     #[arg(long, default_value_t = 1.0)]
     pub top_p: f32,
+}
+
+impl SamplingArgs {
+    /// --top-k, or the default.
+    pub fn top_k(&self) -> usize {
+        self.top_k.unwrap_or(DEFAULT_TOP_K)
+    }
 }
 
 #[derive(Args, Debug)]
@@ -340,7 +348,7 @@ pub fn score(args: ScoreArgs) -> Result<()> {
 pub fn generate(args: GenerateArgs) -> Result<()> {
     let params = SamplingParams {
         temperature: args.sampling.temperature,
-        top_k: args.sampling.top_k,
+        top_k: args.sampling.top_k(),
         top_p: args.sampling.top_p,
         min_p: args.min_p,
         repetition_penalty: args.repeat_penalty,

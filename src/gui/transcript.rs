@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::sampling::SamplingParams;
+use crate::sampling::{SamplingParams, DEFAULT_TOP_K};
 
 /// Sampling settings as the window shows them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -19,7 +19,7 @@ pub struct Settings {
 
 impl Default for Settings {
     fn default() -> Self {
-        Settings { temperature: 0.7, top_p: 0.8, top_k: 40, max_tokens: 512, seed: 0 }
+        Settings { temperature: 0.7, top_p: 0.8, top_k: DEFAULT_TOP_K, max_tokens: 512, seed: 0 }
     }
 }
 
