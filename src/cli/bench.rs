@@ -48,7 +48,7 @@ pub struct BenchArgs {
     pub ubatch: Option<usize>,
     // Generation is greedy, the argmax taken on the GPU and the steps queued
     // without waiting; with --temperature it is sampled as `chat` samples: on
-    // the GPU in the same way with a top-k of 1 to 64 (chat's default is 40),
+    // the GPU in the same way with a top-k of 1 to 64 (the default is 40),
     // otherwise each token's logits read back and drawn from on the host.
     #[command(flatten)]
     pub sampling: SamplingArgs,
@@ -201,7 +201,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         ),
         Some(_) => println!(
             "sampling temperature {temperature}, top-k {top_k}, top-p {top_p}: each generated token's logits read back and drawn \
-             from on the host, as chat does (top-k 1 to {} samples on the GPU)",
+             from on the host (a top-k of 1 to {} draws on the GPU)",
             crate::engine::ops::SAMPLE_TOP
         ),
         None => {}
