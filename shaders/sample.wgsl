@@ -26,6 +26,10 @@
 // the division may round differently from the host's, so a draw differs
 // from the host's only where r falls within rounding of a boundary.
 //
+// The host samples this way only with a top-k of 1 to TOP, below the
+// number of logits (Engine::samples_on_gpu); the draw clamps k to that range
+// so that it never reads past the candidates.
+//
 // Layout: logits [n] f32; candidates [...] (key, id): a pass reads its input
 // from p.in_at and writes its lists from p.out_at.
 // Dispatch: ceil(n / WINDOW) workgroups of 256 threads (one with DRAW).
@@ -132,7 +136,7 @@ fn top_candidates(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocatio
 
 // Writes the token drawn from the sorted window's best (DRAW).
 fn draw(lid: u32) {
-    let k = min(s.top_k, TOP);
+    let k = clamp(s.top_k, 1u, min(TOP, p.n));
     if (lid < k) {
         weights[lid] = exp((logit_of(window[lid].x) - logit_of(window[0].x)) / s.temperature);
     }

@@ -1,6 +1,6 @@
 //! What the CPU reference and the GPU engine have in common: run one token at a
-//! position, get the next token's logits (or just its argmax). Scoring and
-//! generation are written once on top of it.
+//! position, get the next token's logits (or just the token chosen from them).
+//! Scoring and generation are written once on top of it.
 
 use web_time::{Duration, Instant};
 

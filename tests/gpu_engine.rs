@@ -163,42 +163,48 @@ fn coop_prefill_matches_transformers_on_a_gpu_with_cooperative_matrices() {
 #[test]
 fn sampled_decode_on_the_gpu_draws_what_the_host_sampler_draws() {
     use tritium::sampling::{Sampler, SamplingParams};
+    use tritium::synth::{shape_by_name, SynthModel};
     let ctx = gpu();
-    let dir = fixture("gqa-tied");
-    let model = Model::open(&dir).unwrap();
-    let c = model.config();
     let options = EngineOptions { ctx: Some(64), ..Default::default() };
-    let mut engine =
-        pollster::block_on(Engine::load(&ctx, c, &model.layout, &model.checkpoint, &options, &mut |_, _| {})).unwrap();
+    let load = |c, layout, source| {
+        pollster::block_on(Engine::load(&ctx, c, layout, source, &options, &mut |_, _| {})).unwrap()
+    };
+    // A fixture's 512 tokens (one ranking pass) and Qwen's 151,936 (three).
+    let model = Model::open(&fixture("gqa-tied")).unwrap();
+    let synth = SynthModel::new(shape_by_name("tiny").unwrap(), 3);
+    let engines =
+        [load(model.config(), &model.layout, &model.checkpoint), load(&synth.config, &synth.layout().unwrap(), &synth)];
     let prompt = [1, 2, 3];
     let n = 40;
-    // Chat's defaults, top-1 and the most candidates the GPU takes, with min-p.
-    for (temperature, top_k, top_p, min_p) in [(0.7, 40, 0.8, 0.0), (1.0, 1, 1.0, 0.0), (1.3, 64, 0.95, 0.02)] {
-        let params = SamplingParams { temperature, top_k, top_p, min_p, seed: 7, ..Default::default() };
-        assert!(engine.samples_on_gpu(&params), "{params:?}");
-        // Queued on the GPU, each step drawing the next token there.
-        engine.prefill(&prompt[..2], 0).unwrap();
-        let mut sampler = Sampler::new(params.clone());
-        let on_gpu = Backend::decode_sampled(&mut engine, prompt[2], 2, n, &mut sampler, &prompt).unwrap();
-        // The same steps with each step's logits drawn from on the host.
-        engine.prefill(&prompt[..2], 0).unwrap();
-        let mut sampler = Sampler::new(params.clone());
-        let mut history = prompt.to_vec();
-        for pos in 2..2 + n {
-            let logits = engine.forward(history[pos], pos).unwrap();
-            let next = sampler.sample(logits, &history);
-            history.push(next);
+    for mut engine in engines {
+        // Chat's defaults, top-1 and the most candidates the GPU takes, with min-p.
+        for (temperature, top_k, top_p, min_p) in [(0.7, 40, 0.8, 0.0), (1.0, 1, 1.0, 0.0), (1.3, 64, 0.95, 0.02)] {
+            let params = SamplingParams { temperature, top_k, top_p, min_p, seed: 7, ..Default::default() };
+            assert!(engine.samples_on_gpu(&params), "{params:?}");
+            // Queued on the GPU, each step drawing the next token there.
+            engine.prefill(&prompt[..2], 0).unwrap();
+            let mut sampler = Sampler::new(params.clone());
+            let on_gpu = Backend::decode_sampled(&mut engine, prompt[2], 2, n, &mut sampler, &prompt).unwrap();
+            // The same steps with each step's logits drawn from on the host.
+            engine.prefill(&prompt[..2], 0).unwrap();
+            let mut sampler = Sampler::new(params.clone());
+            let mut history = prompt.to_vec();
+            for pos in 2..2 + n {
+                let logits = engine.forward(history[pos], pos).unwrap();
+                let next = sampler.sample(logits, &history);
+                history.push(next);
+            }
+            assert_eq!(on_gpu, history[3..], "vocabulary {}, {params:?}", engine.vocab_size());
         }
-        assert_eq!(on_gpu, history[3..], "{params:?}");
-    }
-    // Settings the GPU cannot draw with alone go to the host's sampler.
-    let host_only = [
-        SamplingParams { temperature: 0.7, top_k: 0, ..Default::default() },
-        SamplingParams { temperature: 0.7, top_k: 65, ..Default::default() },
-        SamplingParams { temperature: 0.7, top_k: 40, repetition_penalty: 1.1, ..Default::default() },
-    ];
-    for params in host_only {
-        assert!(!engine.samples_on_gpu(&params), "{params:?}");
+        // Settings the GPU cannot draw with alone go to the host's sampler.
+        let host_only = [
+            SamplingParams { temperature: 0.7, top_k: 0, ..Default::default() },
+            SamplingParams { temperature: 0.7, top_k: 65, ..Default::default() },
+            SamplingParams { temperature: 0.7, top_k: 40, repetition_penalty: 1.1, ..Default::default() },
+        ];
+        for params in host_only {
+            assert!(!engine.samples_on_gpu(&params), "{params:?}");
+        }
     }
 }
 

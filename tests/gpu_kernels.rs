@@ -1287,7 +1287,7 @@ fn sampling_on_the_gpu_draws_what_the_host_sampler_draws() {
     let mut gpu = Gpu::new(false);
     let mut rng = Rng::new(9);
     // A vocabulary-sized spread with many ties (three passes), one pass's
-    // worth, two passes, fewer logits than a list, and all equal.
+    // worth, two passes, barely more logits than a list (64), and all equal.
     let spread = |rng: &mut Rng, n: usize| -> Vec<f32> {
         (0..n).map(|_| (rng.next_f32() * 400.0).round() * 0.05 - 10.0).collect()
     };

@@ -63,8 +63,8 @@ pub struct BenchArgs {
     /// Also measure the device's streaming-read bandwidth and report decode as a fraction of it.
     #[arg(long)]
     pub roof: bool,
-    /// Also time every dispatch of one decode step and one prefill step on the GPU
-    /// and print where the time goes, kernel by kernel (needs timestamp queries).
+    /// Also time every dispatch of one greedy decode step and one prefill step on the
+    /// GPU and print where the time goes, kernel by kernel (needs timestamp queries).
     #[arg(long)]
     pub profile: bool,
     /// Print one JSON object per repetition instead of the table.
@@ -154,7 +154,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
             let line = serde_json::json!({
                 "model": name, "adapter": adapter, "backend": backend, "gemv": engine.decode_gemv(), "act_bits": engine.act_bits(), "gemm": engine.prefill_gemm(),
                 "prompt_tokens": prompt_tokens, "gen_tokens": gen_tokens, "ubatch": plan.ubatch, "ctx": plan.ctx,
-                "temperature": temperature, "top_k": top_k, "top_p": top_p, "sampled_on": sampled_on,
+                "temperature": temperature, "top_k": sampled.then_some(top_k), "top_p": sampled.then_some(top_p), "sampled_on": sampled_on,
                 "prefill_tok_s": pp, "decode_tok_s": tg,
                 "weight_bytes": plan.weight_bytes, "decode_gb_s": gb_s,
                 "gpu_memory_bytes": plan.total(), "kv_cache_bytes": plan.kv_cache_bytes,
@@ -197,7 +197,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
     );
     match sampled_on {
         Some("gpu") => println!(
-            "sampling temperature {temperature}, top-k {top_k}, top-p {top_p}: drawn on the GPU, the steps queued without waiting, as chat does"
+            "sampling temperature {temperature}, top-k {top_k}, top-p {top_p}: drawn on the GPU, the steps queued without waiting"
         ),
         Some(_) => println!(
             "sampling temperature {temperature}, top-k {top_k}, top-p {top_p}: each generated token's logits read back and drawn \

@@ -134,8 +134,8 @@ pub async fn layers_graph(
     let qkv_width = (heads + 2 * kv_heads) * head_dim;
     let mut graph = Vec::new();
 
-    // Embedding lookup of the step's tokens (written by the host, or by the
-    // previous step's argmax).
+    // Embedding lookup of the step's tokens (written by the host, or the
+    // token the previous decode step chose: its argmax or its draw).
     graph.extend(ops.embed(&w.embed_tokens, &a.token, &a.x).await?);
 
     // Exact sums of squares of fed inputs (ops::Feed): a slot a layer for the

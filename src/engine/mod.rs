@@ -1,6 +1,6 @@
 //! The GPU inference engine: loads a model onto a device, runs prompts in
-//! batched chunks and generates one token at a time. Front ends (CLI, window,
-//! browser) use only this API.
+//! batched chunks and decodes token by token, queueing steps whose tokens the
+//! GPU chooses itself. Front ends (CLI, window, browser) use only this API.
 
 pub mod forward;
 pub mod ops;
@@ -581,6 +581,8 @@ impl Engine {
         n: usize,
         mut sampler: Option<&mut Sampler>,
     ) -> Result<Vec<u32>, RunError> {
+        // Checked before any random number is drawn.
+        self.check(Some(last), pos)?;
         self.check(None, pos + n.saturating_sub(1))?;
         if (n * 4) as u64 > self.ids_readback.size() {
             use wgpu::BufferUsages as U;

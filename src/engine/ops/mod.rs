@@ -88,7 +88,7 @@ const DRAW: u32 = 2;
 fn sample_passes(n: usize) -> Vec<(usize, usize, usize, usize)> {
     let (mut passes, mut entries, mut in_at) = (Vec::new(), n, 0);
     loop {
-        let lists = entries.div_ceil(SAMPLE_WINDOW);
+        let lists = entries.div_ceil(SAMPLE_WINDOW).max(1);
         let out_at = if passes.is_empty() { 0 } else { in_at + entries };
         passes.push((entries, in_at, out_at, lists));
         if lists == 1 {
@@ -896,6 +896,9 @@ impl Ops<'_> {
     /// the top-k settings the host writes into `settings` before each step
     /// (sample.wgsl), ranking in `candidates` ([`sample_scratch_bytes`]):
     /// a pass per sixteenfold cut of the candidates, the last one drawing.
+    /// The settings' top-k must be 1 to [`SAMPLE_TOP`] and below `n`, as
+    /// `Engine::samples_on_gpu` checks: the host sampler draws among all
+    /// tokens in another order when it is not.
     pub async fn sample(
         &mut self,
         n: usize,
