@@ -32,19 +32,15 @@ pub fn run_once(
     let next = backend.prefill_greedy(&prompt, 0)?;
     let prefill_s = started.elapsed().as_secs_f64();
     let started = Instant::now();
-    match sampler {
-        None => {
-            if n > 0 {
-                backend.decode_greedy(next, p, n)?;
-            }
-        }
-        Some(sampler) => {
-            if n > 0 {
+    if n > 0 {
+        match sampler {
+            None => backend.decode_greedy(next, p, n)?,
+            Some(sampler) => {
                 let mut history = prompt;
                 history.push(next);
-                backend.decode_sampled(next, p, n, sampler, &history)?;
+                backend.decode_sampled(next, p, n, sampler, &history)?
             }
-        }
+        };
     }
     Ok(RunTimes { prefill_s, decode_s: started.elapsed().as_secs_f64() })
 }

@@ -50,19 +50,19 @@ impl Engine {
             .into());
         }
         self.check(None, pos)?;
-        let greedy_step: Vec<&Dispatch> = self.graph.logits.iter().chain(&self.graph.argmax).collect();
-        let (graph, count): (Vec<&Dispatch>, usize) = if prefill {
+        let graph: Vec<&Dispatch> = if prefill {
             let tokens = vec![0u32; self.plan.ubatch];
             self.ctx.queue.write_buffer(&self.prefill_act.token, 0, bytemuck::cast_slice(&tokens));
             let step = [0u32, self.plan.ubatch as u32];
             self.ctx.queue.write_buffer(&self.prefill_step, 0, bytemuck::cast_slice(&step));
-            (self.prefill_graph.iter().collect(), self.prefill_graph.len().min(MAX_QUERIES - 1))
+            self.prefill_graph.iter().collect()
         } else {
             self.ctx.queue.write_buffer(&self.act.token, 0, bytemuck::bytes_of(&0u32));
             self.ctx.queue.write_buffer(&self.step_params, 0, bytemuck::bytes_of(&(pos as u32)));
-            let count = greedy_step.len().min(MAX_QUERIES - 1);
-            (greedy_step, count)
+            // The greedy step (bench times it unless --temperature).
+            self.graph.logits.iter().chain(&self.graph.argmax).collect()
         };
+        let count = graph.len().min(MAX_QUERIES - 1);
         let queries = self.ctx.device.create_query_set(&wgpu::QuerySetDescriptor {
             label: Some("profile"),
             ty: wgpu::QueryType::Timestamp,
