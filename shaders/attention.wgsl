@@ -6,14 +6,16 @@
 //   s[t] = q_h . k_cache[t, g] / sqrt(head_dim);   w = softmax(s);
 //   out_h = sum_t w[t] * v_cache[t, g]
 //
-// `attention_partial`: workgroup (h, j) takes positions j*SPLIT .. j*SPLIT+SPLIT-1
-// (those <= pos): their scores' maximum m_j, the sum l_j of exp(s - m_j), and the
-// unnormalized o_j = sum exp(s - m_j) v. `attention_combine`: workgroup h rescales
-// the splits to the overall maximum M and writes
-//   out_h = sum_j exp(m_j - M) o_j / sum_j exp(m_j - M) l_j.
+// `attention_decode`: workgroup (h, j) takes positions j*SPLIT .. j*SPLIT+SPLIT-1
+// (those <= pos) and writes their scores' maximum m_j, the sum l_j of
+// exp(s - m_j), and the unnormalized o_j = sum exp(s - m_j) v to the partials.
+// The last of head h's workgroups to finish (a count per head, split_counts)
+// then rescales the splits to the overall maximum M and writes
+//   out_h = sum_j exp(m_j - M) o_j / sum_j exp(m_j - M) l_j,
+// so that no second dispatch runs to combine them.
 // Softmax in f32 with the maximum subtracted, as in the CPU reference.
 //
-// While decoding, `attention_partial` also does what rope.wgsl does for a prompt
+// While decoding, `attention_decode` also does what rope.wgsl does for a prompt
 // (one dispatch fewer per layer): it rotates q as it loads it, and the split
 // holding `pos` takes that position's k (rotated) and v straight from the qkv
 // row; the first query head of each KV group also writes them into the cache,
@@ -22,12 +24,13 @@
 //
 // Layout: partials [heads, splits, quads + 1] vec4: quads = head_dim / 4 vec4s of
 // o_j, then (m_j, l_j, 0, 0). Needs head_dim % 4 == 0 and head_dim <= 256.
-// Dispatch: partial [heads, pos / SPLIT + 1] workgroups of WG_PARTIAL
-// threads (the splits holding positions 0..=pos; any past it return at once),
-// and combine [heads] workgroups of WG_COMBINE; p.splits = ceil(ctx / SPLIT)
-// lays out the partials. A partial workgroup gives each key POS_THREADS
-// threads, each a quarter of the dot product, and each thread a few values:
-// its memory latency is paid in a few rounds, not one per vec4.
+// split_counts [heads] start at zero and are left at zero: the last
+// workgroup of a head resets its count.
+// Dispatch: [heads, pos / SPLIT + 1] workgroups of WG_PARTIAL threads (the
+// splits holding positions 0..=pos; any past it return at once, uncounted);
+// p.splits = ceil(ctx / SPLIT) lays out the partials. A workgroup gives each
+// key POS_THREADS threads, each a quarter of the dot product, and each thread
+// a few values: its memory latency is paid in a few rounds, not one per vec4.
 //
 // `attention_causal` serves prefill: a chunk of step.tokens query positions
 // (step.pos, step.pos + 1, ...), q read from rows of q_stride vec4s (each
@@ -62,31 +65,30 @@ struct Step {
 @group(0) @binding(5) var<storage, read_write> partials: array<vec4<f32>>; // [heads, splits, head_dim / 4 + 1]
 @group(0) @binding(6) var<storage, read_write> out: array<vec4<f32>>;      // [tokens, heads, head_dim / 4]
 @group(0) @binding(7) var<storage, read> rope_table: array<vec2<f32>>;     // [ctx, head_dim / 2] (cos, sin)
-// attention_combine_fixed: the output as the o projection's fixed-point input
+// attention_decode_fixed: the output as the o projection's fixed-point input
 // (fixed_word.wgsl), heads * head_dim / 16 words.
 @group(0) @binding(8) var<storage, read_write> fixed_planes: array<vec4<u32>>; // [DIGITS, words]
 @group(0) @binding(9) var<storage, read_write> fixed_info: array<vec2<u32>>;   // [words]
+@group(0) @binding(10) var<storage, read_write> split_counts: array<atomic<u32>>; // [heads] splits done
 
 const WG: u32 = 64u;
 const CHUNK: u32 = 64u; // attention_causal: positions per piece, one per thread for the scores
 const SPLIT: u32 = 32u; // decode: positions per split
 const POS_THREADS: u32 = 4u; // decode: threads per position for the scores
 const WG_PARTIAL: u32 = 128u; // SPLIT * POS_THREADS
-// Combine threads: for head_dim 128, eight groups of threads each merge a few
-// of a head's splits in turn, where 64 threads made two groups that each
-// merged half of them (tg128 after pp512 on an H200: 32B 149.7 -> 151.9
-// t/s, 0.5B 904 -> 913).
-const WG_COMBINE: u32 = 256u;
+// Groups of threads that merge a head's splits (merge_splits): their running
+// maxima and denominators take half of `dots` each.
+const MERGE_GROUPS: u32 = 64u;
 var<workgroup> weights: array<f32, 64>;
 var<workgroup> slices: array<vec4<f32>, WG_PARTIAL>;
-// The combine's own array: sharing `slices`, sized for it, gave the partial
-// 2 KB more workgroup memory a workgroup, which cost more than the combine
-// gained (32B 146.1 t/s against 149.0).
-var<workgroup> combine_slices: array<vec4<f32>, WG_COMBINE>;
-var<workgroup> group_stats: array<vec2<f32>, WG_COMBINE>; // combine: each thread's (running maximum, denominator)
-var<workgroup> dots: array<f32, WG_PARTIAL>; // attention_partial: each thread's part of a score
+// Each thread's part of a score; in merge_splits, the groups' running maxima
+// and denominators. (More workgroup memory a workgroup costs this kernel
+// more than a merge gains from its own arrays: 32B 146.1 t/s against 149.0
+// with a 2 KB larger one.)
+var<workgroup> dots: array<f32, WG_PARTIAL>;
+var<workgroup> last_split: u32; // 1 in the workgroup that finished its head's splits
 var<workgroup> q_head: array<vec4<f32>, 64>; // this workgroup's query [head_dim / 4]
-var<workgroup> k_new: array<vec4<f32>, 64>;  // attention_partial: k and v at pos
+var<workgroup> k_new: array<vec4<f32>, 64>;  // attention_decode: k and v at pos
 var<workgroup> v_new: array<vec4<f32>, 64>;
 
 // q_head . k_cache[k_at ..] over vec4s d = start, start + stride, ... < quads,
@@ -141,15 +143,10 @@ fn weighted_values(first: u32, last: u32, slice: u32, step: u32, v_at: u32, stri
     return a + b;
 }
 
-@compute @workgroup_size(WG_PARTIAL)
-fn attention_partial(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let head = wg.x;
-    let split = wg.y;
+// Split `split` of head `head`: its (m_j, l_j, o_j) into the partials.
+fn split_partial(head: u32, split: u32, lid: u32) {
     let pos = step.pos;
     let first = split * SPLIT;
-    if (first > pos) {
-        return; // the whole workgroup: this split is past the current position
-    }
     let last = min(first + SPLIT, pos + 1u);
     let holds_pos = last == pos + 1u;
     let quads = p.head_dim / 4u;
@@ -250,78 +247,127 @@ fn attention_partial(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invoca
     }
 }
 
-// Combines head `head`'s splits into `out`, and leaves its quads in `combine_slices`.
+// Whether this workgroup is the last of head `head`'s splits to have
+// written its partial: each counts itself once its writes are done.
+fn last_of_head(head: u32, lid: u32) -> bool {
+    // Every thread's partial writes happen before the count (the barrier's
+    // storage semantics are device-wide), so the last workgroup sees them.
+    storageBarrier();
+    if (lid == 0u) {
+        let used = step.pos / SPLIT + 1u; // splits holding positions 0..=pos
+        last_split = u32(atomicAdd(&split_counts[head], 1u) + 1u == used);
+    }
+    return workgroupUniformLoad(&last_split) == 1u;
+}
+
+// One column of a split's partial, and its (m_j, l_j).
+struct SplitRecord {
+    column: vec4<f32>,
+    stats: vec4<f32>,
+}
+
+fn split_record(record: u32, quads: u32, column: u32) -> SplitRecord {
+    return SplitRecord(partials[record + column], partials[record + quads]);
+}
+
+// Merges head `head`'s splits (every partial written) into `out`, and
+// leaves its quads in `slices`; resets the head's count for the next step.
 // One pass over the splits: thread (group, column) merges column `column` of
 // splits group, group + groups, ... as an online softmax does (a running
 // maximum, its sums rescaled as it grows), and the groups' results are merged
 // at the end. (Finding the maximum and the denominator first, each with a
 // workgroup reduction, took three passes.)
-fn combine_head(head: u32, lid: u32) {
-    let used = (step.pos + SPLIT) / SPLIT; // splits holding positions 0..pos
+fn merge_splits(head: u32, lid: u32) {
+    // The other workgroups' partials, after the count that says they are done.
+    storageBarrier();
+    let used = step.pos / SPLIT + 1u;
     let quads = p.head_dim / 4u;
     let base = head * p.splits * (quads + 1u);
-    let groups = WG_COMBINE / quads;
+    let groups = min(WG_PARTIAL / quads, MERGE_GROUPS);
     let group = lid / quads;
     let column = lid % quads;
     var run_max = -3.0e38;
     var den = 0.0; // sum of exp(m_j - run_max) l_j
     var acc = vec4<f32>(0.0); // sum of exp(m_j - run_max) o_j, this column
     if (group < groups) {
-        for (var j = group; j < used; j = j + groups) {
-            let record = base + j * (quads + 1u);
-            let ml = partials[record + quads];
-            let o = partials[record + column];
-            let m = max(run_max, ml.x);
-            let rescale = exp(run_max - m);
-            let e = exp(ml.x - m);
-            den = den * rescale + e * ml.y;
-            acc = acc * rescale + e * o;
-            run_max = m;
+        // Four of the group's splits a step, all requested before the first
+        // is used: one wait on memory for four.
+        for (var j = group; j < used; j = j + 4u * groups) {
+            var records: array<SplitRecord, 4>;
+            for (var k = 0u; k < 4u; k = k + 1u) {
+                records[k] = split_record(base + min(j + k * groups, used - 1u) * (quads + 1u), quads, column);
+            }
+            for (var k = 0u; k < 4u && j + k * groups < used; k = k + 1u) {
+                let m = max(run_max, records[k].stats.x);
+                let rescale = exp(run_max - m);
+                let e = exp(records[k].stats.x - m);
+                den = den * rescale + e * records[k].stats.y;
+                acc = acc * rescale + e * records[k].column;
+                run_max = m;
+            }
         }
     }
-    combine_slices[lid] = acc;
-    group_stats[lid] = vec2<f32>(run_max, den);
+    slices[lid] = acc;
+    if (column == 0u && group < groups) {
+        dots[group] = run_max;
+        dots[MERGE_GROUPS + group] = den;
+    }
+    if (lid == 0u) {
+        atomicStore(&split_counts[head], 0u);
+    }
     workgroupBarrier();
     if (lid < quads) {
         var top = -3.0e38;
         for (var k = 0u; k < groups; k = k + 1u) {
-            top = max(top, group_stats[k * quads + lid].x);
+            top = max(top, dots[k]);
         }
         var sum = vec4<f32>(0.0);
         var total = 0.0;
         for (var k = 0u; k < groups; k = k + 1u) {
-            let stats = group_stats[k * quads + lid];
-            let f = exp(stats.x - top);
-            sum = sum + f * combine_slices[k * quads + lid];
-            total = total + f * stats.y;
+            let f = exp(dots[k] - top);
+            sum = sum + f * slices[k * quads + lid];
+            total = total + f * dots[MERGE_GROUPS + k];
         }
         let merged = sum / total;
         out[head * quads + lid] = merged;
-        combine_slices[lid] = merged; // only this thread reads or writes slot lid now
+        slices[lid] = merged; // only this thread reads or writes slot lid now
     }
 }
 
-@compute @workgroup_size(WG_COMBINE)
-fn attention_combine(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    combine_head(wg.x, lid);
+@compute @workgroup_size(WG_PARTIAL)
+fn attention_decode(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    if (wg.y * SPLIT > step.pos) {
+        return; // the whole workgroup: this split is past the current position
+    }
+    split_partial(wg.x, wg.y, lid);
+    if (last_of_head(wg.x, lid)) {
+        merge_splits(wg.x, lid);
+    }
 }
 
-// attention_combine that also writes the head's output as the o projection's
+// attention_decode that also writes the head's output as the o projection's
 // fixed-point input, one 16-value word per thread (head_dim % 16 == 0): one
 // conversion dispatch fewer per layer. Its own entry point, so that the plain
-// combine binds no fixed-point buffers.
-@compute @workgroup_size(WG_COMBINE)
-fn attention_combine_fixed(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+// one binds no fixed-point buffers.
+@compute @workgroup_size(WG_PARTIAL)
+fn attention_decode_fixed(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let head = wg.x;
-    combine_head(head, lid);
+    if (wg.y * SPLIT > step.pos) {
+        return; // the whole workgroup: this split is past the current position
+    }
+    split_partial(head, wg.y, lid);
+    if (!last_of_head(head, lid)) {
+        return;
+    }
+    merge_splits(head, lid);
     workgroupBarrier();
     let quads = p.head_dim / 4u;
     if (lid < quads / 4u) {
         let word = fixed_word(array<vec4<f32>, 4>(
-            combine_slices[4u * lid],
-            combine_slices[4u * lid + 1u],
-            combine_slices[4u * lid + 2u],
-            combine_slices[4u * lid + 3u],
+            slices[4u * lid],
+            slices[4u * lid + 1u],
+            slices[4u * lid + 2u],
+            slices[4u * lid + 3u],
         ));
         let words = p.heads * quads / 4u;
         let w = head * quads / 4u + lid;

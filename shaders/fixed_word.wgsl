@@ -1,5 +1,5 @@
 // Block fixed point for GEMV inputs, shared by the kernels that write it
-// (fixed_point.wgsl, attention.wgsl's combine); gemv_fixed.wgsl reads it. The
+// (fixed_point.wgsl, attention.wgsl's merge); gemv_fixed.wgsl reads it. The
 // engine prepends this file to their source.
 //
 // An input is cut into words of 16 values, the inputs of one packed weight

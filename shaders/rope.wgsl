@@ -8,7 +8,7 @@
 // lose precision on large angles.
 //
 // Prefill runs this before causal attention; decoding does the same inside
-// attention_partial (attention.wgsl), one dispatch fewer.
+// attention_decode (attention.wgsl), one dispatch fewer.
 //
 // Layout: qkv holds, for each of the step's tokens, q [heads, head_dim], then
 // k and v [kv_heads, head_dim]. Token t of the step (step.tokens of them, a

@@ -1208,6 +1208,17 @@ fn attention_matches_the_cpu_loop() {
             gpu.set_pos(pos as u32);
             gpu.run_at(&d, pos);
             assert_close(&format!("attention heads={heads} pos={pos}"), &gpu.read(&out, heads * head_dim), &want, 1e-5);
+            // The last split of each head to finish merges them and resets the
+            // head's count: the same step again, over a cleared output, merges
+            // again (its own k and v are already in the cache).
+            gpu.ctx.queue.write_buffer(&out, 0, &vec![0u8; heads * head_dim * 4]);
+            gpu.run_at(&d, pos);
+            assert_close(
+                &format!("attention again heads={heads} pos={pos}"),
+                &gpu.read(&out, heads * head_dim),
+                &want,
+                1e-5,
+            );
             if fixed {
                 let got = gpu.read_fixed_point(heads * head_dim);
                 assert_close(&format!("attention heads={heads} pos={pos} in fixed point"), &got, &want, 1e-5);

@@ -81,9 +81,8 @@ pub enum Kernel {
     EmbedDense,
     NormStats,
     Rope,
-    AttentionPartial,
-    AttentionCombine,
-    AttentionCombineFixed,
+    AttentionDecode,
+    AttentionDecodeFixed,
     AttentionCausal,
     Swiglu,
     ArgmaxParts,
@@ -136,11 +135,8 @@ impl Kernel {
             Kernel::EmbedDense => ("embed.wgsl", EMBED, "embed_dense", DECODE_ONLY),
             Kernel::NormStats => ("norm.wgsl", include_str!("../../shaders/norm.wgsl"), "norm_stats", REDUCE_ONLY),
             Kernel::Rope => ("rope.wgsl", include_str!("../../shaders/rope.wgsl"), "rope", NOTHING),
-            Kernel::AttentionPartial => ("attention.wgsl", ATTENTION, "attention_partial", REDUCE_FIXED_WORD),
-            Kernel::AttentionCombine => ("attention.wgsl", ATTENTION, "attention_combine", REDUCE_FIXED_WORD),
-            Kernel::AttentionCombineFixed => {
-                ("attention.wgsl", ATTENTION, "attention_combine_fixed", REDUCE_FIXED_WORD)
-            }
+            Kernel::AttentionDecode => ("attention.wgsl", ATTENTION, "attention_decode", REDUCE_FIXED_WORD),
+            Kernel::AttentionDecodeFixed => ("attention.wgsl", ATTENTION, "attention_decode_fixed", REDUCE_FIXED_WORD),
             Kernel::AttentionCausal => ("attention.wgsl", ATTENTION, "attention_causal", REDUCE_FIXED_WORD),
             Kernel::Swiglu => ("swiglu.wgsl", include_str!("../../shaders/swiglu.wgsl"), "swiglu", NOTHING),
             Kernel::ArgmaxParts => ("argmax.wgsl", ARGMAX, "argmax_parts", NOTHING),

@@ -1,5 +1,5 @@
 //! The decode step's fixed-point GEMVs (gemv_fixed.wgsl over block
-//! fixed-point inputs from fixed_point.wgsl, attention's combine or another
+//! fixed-point inputs from fixed_point.wgsl, attention's merge or another
 //! GEMV): when they run, their team shapes, and the builders for each way
 //! their input arrives, including the GEMVs that write the next one's input
 //! (the o projection for gate and up, gate and up for down, down for the

@@ -794,12 +794,12 @@ impl Ops<'_> {
 
     /// RoPE on the step's q and k, k and v appended to the cache, and causal
     /// attention of the step's queries over it (rope.wgsl, attention.wgsl).
-    /// Decoding splits the context in [`ATTENTION_CHUNK`]-position pieces, whose
-    /// first dispatch also does RoPE and the append, and combines them: two
-    /// dispatches. Prefill runs RoPE and the append, then one workgroup per head
-    /// and token: two dispatches, no scratch (`partials` unused). With
-    /// `fixed_out` (decoding, where [`Ops::attention_feeds_fixed`]) the combine
-    /// also leaves the output in the fixed-point input scratch.
+    /// Decoding splits the context in [`ATTENTION_CHUNK`]-position pieces, which
+    /// also do RoPE and the append, and the last piece of each head to finish
+    /// merges them: one dispatch. Prefill runs RoPE and the append, then one
+    /// workgroup per head and token: two dispatches, no scratch (`partials`
+    /// unused). With `fixed_out` (decoding, where [`Ops::attention_feeds_fixed`])
+    /// the merge also leaves the output in the fixed-point input scratch.
     #[allow(clippy::too_many_arguments)]
     pub async fn attention(
         &mut self,
@@ -834,23 +834,30 @@ impl Ops<'_> {
             let grid = [heads as u32, self.tokens as u32, 1];
             return Ok(vec![rope, Dispatch::new(self.ctx, "attention causal", causal, &bindings, grid)]);
         }
-        let partial = self.kernels.pipeline(Kernel::AttentionPartial, &[]).await?;
-        let combine = match fixed {
-            Some(fixed) => self.kernels.pipeline(Kernel::AttentionCombineFixed, &[("DIGITS", fixed.digits)]).await?,
-            None => self.kernels.pipeline(Kernel::AttentionCombine, &[]).await?,
+        let pipeline = match fixed {
+            Some(fixed) => self.kernels.pipeline(Kernel::AttentionDecodeFixed, &[("DIGITS", fixed.digits)]).await?,
+            None => self.kernels.pipeline(Kernel::AttentionDecode, &[]).await?,
         };
+        // A count per head of its splits done, zero between steps (wgpu
+        // zeroes new buffers; the last workgroup of each head resets its own).
+        let split_counts = self.ctx.buffer("attention split counts", (heads * 4) as u64, wgpu::BufferUsages::STORAGE);
+        let mut bindings = vec![
+            (0, &params),
+            (1, self.step),
+            (2, qkv),
+            (3, cache.0),
+            (4, cache.1),
+            (5, partials),
+            (6, out),
+            (7, rope_table),
+            (10, &split_counts),
+        ];
         // Each entry point binds only what it uses.
-        let partial_bindings =
-            [(0, &params), (1, self.step), (2, qkv), (3, cache.0), (4, cache.1), (5, partials), (7, rope_table)];
-        let mut combine_bindings = vec![(0, &params), (1, self.step), (5, partials), (6, out)];
         if let Some(fixed) = fixed {
-            combine_bindings.extend([(8, fixed.planes), (9, fixed.info)]);
+            bindings.extend([(8, fixed.planes), (9, fixed.info)]);
         }
-        Ok(vec![
-            Dispatch::new(self.ctx, "attention partial", partial, &partial_bindings, [heads as u32, splits, 1])
-                .follows_position(ATTENTION_CHUNK as u32),
-            Dispatch::new(self.ctx, "attention combine", combine, &combine_bindings, [heads as u32, 1, 1]),
-        ])
+        Ok(vec![Dispatch::new(self.ctx, "attention", pipeline, &bindings, [heads as u32, splits, 1])
+            .follows_position(ATTENTION_CHUNK as u32)])
     }
 
     /// `out = silu(gate) * up` over `n` values per token, each token's row of
