@@ -6,9 +6,12 @@
 //   s[t] = q_h . k_cache[t, g] / sqrt(head_dim);   w = softmax(s);
 //   out_h = sum_t w[t] * v_cache[t, g]
 //
-// `attention_decode`: workgroup (h, j) takes positions j*SPLIT .. j*SPLIT+SPLIT-1
-// (those <= pos) and writes their scores' maximum m_j, the sum l_j of
-// exp(s - m_j), and the unnormalized o_j = sum exp(s - m_j) v to the partials.
+// `attention_decode`: the positions 0..=pos fall in chunks = pos / SPLIT + 1
+// chunks of SPLIT positions, and head h has rows = min(chunks, p.splits)
+// workgroups. Workgroup (h, j) takes chunks j, j + rows, ... (one, until the
+// context outgrows p.splits chunks) and writes their scores' maximum m_j, the
+// sum l_j of exp(s - m_j), and the unnormalized o_j = sum exp(s - m_j) v to
+// the partials.
 // The last of head h's workgroups to finish (a count per head, split_counts)
 // then rescales the splits to the overall maximum M and writes
 //   out_h = sum_j exp(m_j - M) o_j / sum_j exp(m_j - M) l_j,
@@ -16,7 +19,7 @@
 // Softmax in f32 with the maximum subtracted, as in the CPU reference.
 //
 // While decoding, `attention_decode` also does what rope.wgsl does for a prompt
-// (one dispatch fewer per layer): it rotates q as it loads it, and the split
+// (one dispatch fewer per layer): it rotates q as it loads it, and the workgroup
 // holding `pos` takes that position's k (rotated) and v straight from the qkv
 // row; the first query head of each KV group also writes them into the cache,
 // where later steps read them. No workgroup reads the cache at `pos`, so none
@@ -26,9 +29,9 @@
 // o_j, then (m_j, l_j, 0, 0). Needs head_dim % 4 == 0 and head_dim <= 256.
 // split_counts [heads] start at zero and are left at zero: the last
 // workgroup of a head resets its count.
-// Dispatch: [heads, pos / SPLIT + 1] workgroups of WG_PARTIAL threads (the
-// splits holding positions 0..=pos; any past it return at once, uncounted);
-// p.splits = ceil(ctx / SPLIT) lays out the partials. A workgroup gives each
+// Dispatch: [heads, rows] workgroups of WG_PARTIAL threads (any more return
+// at once, uncounted); p.splits = min(ceil(ctx / SPLIT), a cap the host
+// chooses) lays out the partials. A workgroup gives each
 // key POS_THREADS threads, each a quarter of the dot product, and each thread
 // a few values: its memory latency is paid in a few rounds, not one per vec4.
 //
@@ -73,7 +76,7 @@ struct Step {
 
 const WG: u32 = 64u;
 const CHUNK: u32 = 64u; // attention_causal: positions per piece, one per thread for the scores
-const SPLIT: u32 = 32u; // decode: positions per split
+const SPLIT: u32 = 32u; // decode: positions per chunk
 const POS_THREADS: u32 = 4u; // decode: threads per position for the scores
 const WG_PARTIAL: u32 = 128u; // SPLIT * POS_THREADS
 // Groups of threads that merge a head's splits (merge_splits): their running
@@ -143,18 +146,26 @@ fn weighted_values(first: u32, last: u32, slice: u32, step: u32, v_at: u32, stri
     return a + b;
 }
 
-// Split `split` of head `head`: its (m_j, l_j, o_j) into the partials.
-fn split_partial(head: u32, split: u32, lid: u32) {
+// Workgroups per head at this step: one per SPLIT-position chunk holding
+// positions 0..=pos, but at most p.splits; past that each takes several.
+fn rows_used() -> u32 {
+    return min(step.pos / SPLIT + 1u, p.splits);
+}
+
+// Row `row` of head `head`'s workgroups: chunks row, row + rows_used(), ...
+// of SPLIT positions, merged as they come (online softmax); its (m_j, l_j,
+// o_j) into the partials.
+fn split_partial(head: u32, row: u32, lid: u32) {
     let pos = step.pos;
-    let first = split * SPLIT;
-    let last = min(first + SPLIT, pos + 1u);
-    let holds_pos = last == pos + 1u;
+    let chunks = pos / SPLIT + 1u;
+    let rows = rows_used();
+    let holds_pos = (chunks - 1u) % rows == row; // takes the chunk holding pos
     let quads = p.head_dim / 4u;
     let kv_stride = p.kv_heads * quads;
     let group = p.heads / p.kv_heads;
     let kv_offset = (head / group) * quads;
 
-    // RoPE on this head's q, and in the split holding pos on its k; v as is.
+    // RoPE on this head's q, and in the row holding pos on its k; v as is.
     let half = p.head_dim / 2u;
     let k_at = (p.heads + head / group) * p.head_dim; // scalars into the qkv row
     let v_at = k_at + p.kv_heads * p.head_dim;
@@ -180,61 +191,72 @@ fn split_partial(head: u32, split: u32, lid: u32) {
         }
     }
 
-    // Score of position first + i: threads POS_THREADS i .. + POS_THREADS - 1
-    // each add up every POS_THREADS-th vec4 of the dot product, so that
-    // neighbouring threads read neighbouring vec4s of the key (pos's own k
-    // from workgroup memory).
-    let part = lid % POS_THREADS;
-    let t = first + lid / POS_THREADS;
-    var part_dot = 0.0;
-    if (t < pos) {
-        part_dot = qk_dot_strided(t * kv_stride + kv_offset, quads, part, POS_THREADS);
-    } else if (t == pos) {
-        for (var d = part; d < quads; d = d + POS_THREADS) {
-            part_dot = part_dot + dot(q_head[d], k_new[d]);
-        }
-    }
-    dots[lid] = part_dot;
-    workgroupBarrier();
-    var s = -3.0e38;
-    let scored = lid < SPLIT && first + lid < last;
-    if (scored) {
-        var sum = 0.0;
-        for (var k = lid * POS_THREADS; k < (lid + 1u) * POS_THREADS; k = k + 1u) {
-            sum = sum + dots[k];
-        }
-        s = sum * p.scale;
-    }
-    // Only the first SPLIT threads hold scores (the others' s and e are the
-    // reductions' identities), so the reductions cover those alone: fewer
-    // barriers.
-    let m = workgroup_max(lid, SPLIT, s);
-    var e = 0.0;
-    if (scored) {
-        e = exp(s - m);
-    }
-    if (lid < SPLIT) {
-        weights[lid] = e;
-    }
-    let l = workgroup_sum(lid, SPLIT, e);
-    workgroupBarrier();
-
-    // Weighted values: thread (slice, column) sums positions slice, slice + slice_count, ...
+    // Thread (slice, column) of the weighted values sums positions slice,
+    // slice + slice_count, ... of each chunk.
     let slice_count = WG_PARTIAL / quads;
     let slice = lid / quads;
     let column = lid % quads;
-    var acc = vec4<f32>(0.0);
-    if (slice < slice_count) {
-        // Positions before pos from the cache; pos's value from workgroup memory.
-        let cached = min(last, pos);
-        acc = acc + weighted_values(first, cached, slice, slice_count, kv_stride * first + kv_offset + column, kv_stride);
-        if (holds_pos && slice == 0u) {
-            acc = acc + weights[pos - first] * v_new[column];
+    var run_max = -3.0e38; // maximum score so far
+    var den = 0.0; // sum of exp(s - run_max) so far
+    var acc = vec4<f32>(0.0); // sum of exp(s - run_max) v so far, this thread's part
+    for (var chunk = row; chunk < chunks; chunk = chunk + rows) {
+        let first = chunk * SPLIT;
+        let last = min(first + SPLIT, pos + 1u);
+        // Score of position first + i: threads POS_THREADS i .. + POS_THREADS - 1
+        // each add up every POS_THREADS-th vec4 of the dot product, so that
+        // neighbouring threads read neighbouring vec4s of the key (pos's own k
+        // from workgroup memory).
+        let part = lid % POS_THREADS;
+        let t = first + lid / POS_THREADS;
+        var part_dot = 0.0;
+        if (t < pos) {
+            part_dot = qk_dot_strided(t * kv_stride + kv_offset, quads, part, POS_THREADS);
+        } else if (t == pos) {
+            for (var d = part; d < quads; d = d + POS_THREADS) {
+                part_dot = part_dot + dot(q_head[d], k_new[d]);
+            }
         }
+        dots[lid] = part_dot;
+        workgroupBarrier();
+        var s = -3.0e38;
+        let scored = lid < SPLIT && first + lid < last;
+        if (scored) {
+            var sum = 0.0;
+            for (var k = lid * POS_THREADS; k < (lid + 1u) * POS_THREADS; k = k + 1u) {
+                sum = sum + dots[k];
+            }
+            s = sum * p.scale;
+        }
+        // Only the first SPLIT threads hold scores (the others' s and e are the
+        // reductions' identities), so the reductions cover those alone: fewer
+        // barriers.
+        let m = max(run_max, workgroup_max(lid, SPLIT, s));
+        let rescale = exp(run_max - m); // the sums so far, to the new maximum
+        var e = 0.0;
+        if (scored) {
+            e = exp(s - m);
+        }
+        if (lid < SPLIT) {
+            weights[lid] = e;
+        }
+        den = den * rescale + workgroup_sum(lid, SPLIT, e);
+        run_max = m;
+        workgroupBarrier();
+
+        // Positions before pos from the cache; pos's value from workgroup memory.
+        acc = acc * rescale;
+        if (slice < slice_count) {
+            let cached = min(last, pos);
+            acc = acc + weighted_values(first, cached, slice, slice_count, kv_stride * first + kv_offset + column, kv_stride);
+            if (last == pos + 1u && slice == 0u) {
+                acc = acc + weights[pos - first] * v_new[column];
+            }
+        }
+        workgroupBarrier(); // the next chunk writes dots and weights
     }
     slices[lid] = acc;
     workgroupBarrier();
-    let record = (head * p.splits + split) * (quads + 1u);
+    let record = (head * p.splits + row) * (quads + 1u);
     if (lid < quads) {
         var sum = vec4<f32>(0.0);
         for (var k = 0u; k < slice_count; k = k + 1u) {
@@ -243,7 +265,7 @@ fn split_partial(head: u32, split: u32, lid: u32) {
         partials[record + lid] = sum;
     }
     if (lid == 0u) {
-        partials[record + quads] = vec4<f32>(m, l, 0.0, 0.0);
+        partials[record + quads] = vec4<f32>(run_max, den, 0.0, 0.0);
     }
 }
 
@@ -254,8 +276,7 @@ fn last_of_head(head: u32, lid: u32) -> bool {
     // storage semantics are device-wide), so the last workgroup sees them.
     storageBarrier();
     if (lid == 0u) {
-        let used = step.pos / SPLIT + 1u; // splits holding positions 0..=pos
-        last_split = u32(atomicAdd(&split_counts[head], 1u) + 1u == used);
+        last_split = u32(atomicAdd(&split_counts[head], 1u) + 1u == rows_used());
     }
     return workgroupUniformLoad(&last_split) == 1u;
 }
@@ -280,7 +301,7 @@ fn split_record(record: u32, quads: u32, column: u32) -> SplitRecord {
 fn merge_splits(head: u32, lid: u32) {
     // The other workgroups' partials, after the count that says they are done.
     storageBarrier();
-    let used = step.pos / SPLIT + 1u;
+    let used = rows_used();
     let quads = p.head_dim / 4u;
     let base = head * p.splits * (quads + 1u);
     let groups = min(WG_PARTIAL / quads, MERGE_GROUPS);
@@ -336,8 +357,8 @@ fn merge_splits(head: u32, lid: u32) {
 
 @compute @workgroup_size(WG_PARTIAL)
 fn attention_decode(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    if (wg.y * SPLIT > step.pos) {
-        return; // the whole workgroup: this split is past the current position
+    if (wg.y >= rows_used()) {
+        return; // the whole workgroup: a row past those this step needs
     }
     split_partial(wg.x, wg.y, lid);
     if (last_of_head(wg.x, lid)) {
@@ -352,8 +373,8 @@ fn attention_decode(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocat
 @compute @workgroup_size(WG_PARTIAL)
 fn attention_decode_fixed(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let head = wg.x;
-    if (wg.y * SPLIT > step.pos) {
-        return; // the whole workgroup: this split is past the current position
+    if (wg.y >= rows_used()) {
+        return; // the whole workgroup: a row past those this step needs
     }
     split_partial(head, wg.y, lid);
     if (!last_of_head(head, lid)) {

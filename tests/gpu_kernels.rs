@@ -1151,8 +1151,9 @@ fn attention_matches_the_cpu_loop() {
             (2, 1, 16, 5, 0),
             (2, 2, 128, 300, 200),
             (14, 2, 64, 700, 640),
-            (4, 2, 32, 200, 64),  // the step's position opens a split
-            (2, 1, 256, 100, 70), // the largest head_dim: two slices of values a partial workgroup
+            (4, 2, 32, 200, 64),    // the step's position opens a split
+            (2, 1, 256, 100, 70),   // the largest head_dim: two slices of values a partial workgroup
+            (4, 2, 32, 2200, 2150), // more chunks than ops::ATTENTION_MAX_SPLITS: workgroups take several
         ] {
             let kv = kv_heads * head_dim;
             let width = (heads + 2 * kv_heads) * head_dim; // a token's q, k and v

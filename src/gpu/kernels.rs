@@ -246,9 +246,10 @@ pub struct Dispatch {
     pub bind_group: wgpu::BindGroup,
     /// Every workgroup it may launch.
     pub workgroups: [u32; 3],
-    /// Decode attention: each row (y) of workgroups takes this many context
-    /// positions, and a step at position `pos` launches only the rows holding
-    /// positions 0..=pos (see `workgroups_at`).
+    /// Decode attention: each row (y) of workgroups takes a chunk of this many
+    /// context positions (several chunks once there are more than rows), and a
+    /// step at position `pos` launches only the rows it needs (see
+    /// `workgroups_at`).
     pub positions_per_row: Option<u32>,
 }
 

@@ -112,15 +112,25 @@ pub fn sample_scratch_bytes(n: usize) -> u64 {
     (lists_end.unwrap_or(0).max(1) * 8) as u64
 }
 
-/// Context positions per decode attention workgroup (`SPLIT` in
-/// attention.wgsl). 32 rather than 64 doubles the workgroups at long contexts:
+/// Context positions per chunk of decode attention (`SPLIT` in
+/// attention.wgsl): a workgroup takes one, or several past
+/// [`ATTENTION_MAX_SPLITS`] chunks. 32 rather than 64 doubles the workgroups at long contexts:
 /// H100 tg128 after pp512 (A/B twice), 32B 118.8 -> 120.1 t/s, 7B 386.4 ->
 /// 389.5, 0.5B 830.9 -> 849.6; 16 was slower (32B 113.6).
 pub const ATTENTION_CHUNK: usize = 32;
 
-/// Workgroups attention splits a context of `ctx` positions into.
+/// Most workgroups decode attention gives a head (`p.splits` in
+/// attention.wgsl); past that, each takes several chunks. Every workgroup
+/// counts itself, and the last of a head merges the head's splits, so past
+/// some count more splits cost more than they spread. H200 tg128 after
+/// pp2048, without a cap / capped at 32 / 48 / 64: 32B 132.9 / 137.8 / 135.6
+/// / 133.8 t/s, 7B 444.7 / 445.7 / 459.5 / 447.5, 0.5B 869.2 / 872.4 / 898 /
+/// 881 (BENCHMARKS.md, round 17); shorter contexts than 48 chunks never reach it.
+pub const ATTENTION_MAX_SPLITS: usize = 48;
+
+/// Workgroups a head's decode attention splits a context of `ctx` positions into.
 pub fn attention_splits(ctx: usize) -> usize {
-    ctx.div_ceil(ATTENTION_CHUNK)
+    ctx.div_ceil(ATTENTION_CHUNK).min(ATTENTION_MAX_SPLITS)
 }
 
 /// Floats of attention scratch for `heads` heads over `ctx` positions: per split,
@@ -794,9 +804,10 @@ impl Ops<'_> {
 
     /// RoPE on the step's q and k, k and v appended to the cache, and causal
     /// attention of the step's queries over it (rope.wgsl, attention.wgsl).
-    /// Decoding splits the context in [`ATTENTION_CHUNK`]-position pieces, which
-    /// also do RoPE and the append, and the last piece of each head to finish
-    /// merges them: one dispatch. Prefill runs RoPE and the append, then one
+    /// Decoding splits the context in [`ATTENTION_CHUNK`]-position chunks, at
+    /// most [`ATTENTION_MAX_SPLITS`] workgroups a head, which also do RoPE and
+    /// the append; the last workgroup of each head to finish merges theirs: one
+    /// dispatch. Prefill runs RoPE and the append, then one
     /// workgroup per head and token: two dispatches, no scratch (`partials`
     /// unused). With `fixed_out` (decoding, where [`Ops::attention_feeds_fixed`])
     /// the merge also leaves the output in the fixed-point input scratch.
