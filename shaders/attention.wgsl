@@ -31,9 +31,9 @@
 // workgroup of a head resets its count.
 // Dispatch: [heads, rows] workgroups of WG_PARTIAL threads (any more return
 // at once, uncounted); p.splits = min(ceil(ctx / SPLIT), a cap the host
-// chooses) lays out the partials. A workgroup gives each
-// key POS_THREADS threads, each a quarter of the dot product, and each thread
-// a few values: its memory latency is paid in a few rounds, not one per vec4.
+// chooses) lays out the partials. A workgroup gives each key POS_THREADS
+// threads, each a quarter of the dot product, and each thread a few values:
+// its memory latency is paid in a few rounds, not one per vec4.
 //
 // `attention_causal` serves prefill: a chunk of step.tokens query positions
 // (step.pos, step.pos + 1, ...), q read from rows of q_stride vec4s (each
@@ -79,9 +79,9 @@ const CHUNK: u32 = 64u; // attention_causal: positions per piece, one per thread
 const SPLIT: u32 = 32u; // decode: positions per chunk
 const POS_THREADS: u32 = 4u; // decode: threads per position for the scores
 const WG_PARTIAL: u32 = 128u; // SPLIT * POS_THREADS
-// Groups of threads that merge a head's splits (merge_splits): their running
-// maxima and denominators take half of `dots` each.
-const MERGE_GROUPS: u32 = 64u;
+// Most groups of threads that merge a head's splits (merge_splits): their
+// running maxima and denominators take half of `dots` each.
+const MERGE_GROUPS: u32 = WG_PARTIAL / 2u;
 var<workgroup> weights: array<f32, 64>;
 var<workgroup> slices: array<vec4<f32>, WG_PARTIAL>;
 // Each thread's part of a score; in merge_splits, the groups' running maxima
@@ -355,15 +355,23 @@ fn merge_splits(head: u32, lid: u32) {
     }
 }
 
+// Workgroup (head, row) of a decode step: its chunks into the partials, and
+// if it is the head's last to finish, the merge. Whether it merged.
+fn decode_head(head: u32, row: u32, lid: u32) -> bool {
+    if (row >= rows_used()) {
+        return false; // the whole workgroup: a row past those this step needs
+    }
+    split_partial(head, row, lid);
+    if (!last_of_head(head, lid)) {
+        return false;
+    }
+    merge_splits(head, lid);
+    return true;
+}
+
 @compute @workgroup_size(WG_PARTIAL)
 fn attention_decode(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    if (wg.y >= rows_used()) {
-        return; // the whole workgroup: a row past those this step needs
-    }
-    split_partial(wg.x, wg.y, lid);
-    if (last_of_head(wg.x, lid)) {
-        merge_splits(wg.x, lid);
-    }
+    decode_head(wg.x, wg.y, lid);
 }
 
 // attention_decode that also writes the head's output as the o projection's
@@ -373,14 +381,9 @@ fn attention_decode(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocat
 @compute @workgroup_size(WG_PARTIAL)
 fn attention_decode_fixed(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let head = wg.x;
-    if (wg.y >= rows_used()) {
-        return; // the whole workgroup: a row past those this step needs
-    }
-    split_partial(head, wg.y, lid);
-    if (!last_of_head(head, lid)) {
+    if (!decode_head(head, wg.y, lid)) {
         return;
     }
-    merge_splits(head, lid);
     workgroupBarrier();
     let quads = p.head_dim / 4u;
     if (lid < quads / 4u) {

@@ -114,9 +114,9 @@ pub fn sample_scratch_bytes(n: usize) -> u64 {
 
 /// Context positions per chunk of decode attention (`SPLIT` in
 /// attention.wgsl): a workgroup takes one, or several past
-/// [`ATTENTION_MAX_SPLITS`] chunks. 32 rather than 64 doubles the workgroups at long contexts:
-/// H100 tg128 after pp512 (A/B twice), 32B 118.8 -> 120.1 t/s, 7B 386.4 ->
-/// 389.5, 0.5B 830.9 -> 849.6; 16 was slower (32B 113.6).
+/// [`ATTENTION_MAX_SPLITS`] chunks. 32 rather than 64 doubles the workgroups
+/// at long contexts: H100 tg128 after pp512 (A/B twice), 32B 118.8 -> 120.1
+/// t/s, 7B 386.4 -> 389.5, 0.5B 830.9 -> 849.6; 16 was slower (32B 113.6).
 pub const ATTENTION_CHUNK: usize = 32;
 
 /// Most workgroups decode attention gives a head (`p.splits` in
@@ -807,10 +807,10 @@ impl Ops<'_> {
     /// Decoding splits the context in [`ATTENTION_CHUNK`]-position chunks, at
     /// most [`ATTENTION_MAX_SPLITS`] workgroups a head, which also do RoPE and
     /// the append; the last workgroup of each head to finish merges theirs: one
-    /// dispatch. Prefill runs RoPE and the append, then one
-    /// workgroup per head and token: two dispatches, no scratch (`partials`
-    /// unused). With `fixed_out` (decoding, where [`Ops::attention_feeds_fixed`])
-    /// the merge also leaves the output in the fixed-point input scratch.
+    /// dispatch. Prefill runs RoPE and the append, then one workgroup per head
+    /// and token: two dispatches, no scratch (`partials` unused). With
+    /// `fixed_out` (decoding, where [`Ops::attention_feeds_fixed`]) the merge
+    /// also leaves the output in the fixed-point input scratch.
     #[allow(clippy::too_many_arguments)]
     pub async fn attention(
         &mut self,
