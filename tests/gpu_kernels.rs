@@ -1153,7 +1153,7 @@ fn attention_matches_the_cpu_loop() {
             (14, 2, 64, 700, 640),
             (4, 2, 32, 200, 64),    // the step's position opens a split
             (2, 1, 256, 100, 70),   // the largest head_dim: two slices of values a partial workgroup
-            (4, 2, 32, 2200, 2150), // more chunks than ops::ATTENTION_MAX_SPLITS: workgroups take several
+            (4, 2, 32, 2200, 2150), // more chunks than ops::attention_max_splits(4): workgroups take several
         ] {
             let kv = kv_heads * head_dim;
             let width = (heads + 2 * kv_heads) * head_dim; // a token's q, k and v

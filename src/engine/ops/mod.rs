@@ -114,29 +114,38 @@ pub fn sample_scratch_bytes(n: usize) -> u64 {
 
 /// Context positions per chunk of decode attention (`SPLIT` in
 /// attention.wgsl): a workgroup takes one, or several past
-/// [`ATTENTION_MAX_SPLITS`] chunks. 32 rather than 64 doubles the workgroups
+/// [`attention_max_splits`] chunks. 32 rather than 64 doubles the workgroups
 /// at long contexts: H100 tg128 after pp512 (A/B twice), 32B 118.8 -> 120.1
 /// t/s, 7B 386.4 -> 389.5, 0.5B 830.9 -> 849.6; 16 was slower (32B 113.6).
 pub const ATTENTION_CHUNK: usize = 32;
 
-/// Most workgroups decode attention gives a head (`p.splits` in
-/// attention.wgsl); past that, each takes several chunks. Every workgroup
-/// counts itself, and the last of a head merges the head's splits, so past
-/// some count more splits cost more than they spread. H200 tg128 after
-/// pp2048, without a cap / capped at 32 / 48 / 64: 32B 132.9 / 137.8 / 135.6
-/// / 133.8 t/s, 7B 444.7 / 445.7 / 459.5 / 447.5, 0.5B 869.2 / 872.4 / 898 /
-/// 881 (BENCHMARKS.md, round 17); shorter contexts than 48 chunks never reach it.
-pub const ATTENTION_MAX_SPLITS: usize = 48;
+/// Workgroups decode attention aims at over all heads of a layer.
+pub const ATTENTION_WORKGROUPS: usize = 1280;
 
-/// Workgroups a head's decode attention splits a context of `ctx` positions into.
-pub fn attention_splits(ctx: usize) -> usize {
-    ctx.div_ceil(ATTENTION_CHUNK).min(ATTENTION_MAX_SPLITS)
+/// Most workgroups decode attention gives a head (`p.splits` in
+/// attention.wgsl): about [`ATTENTION_WORKGROUPS`] over all heads, at most
+/// 48 and at least 16 a head, in multiples of 8; past that each takes
+/// several chunks. Every workgroup counts itself, and the last of a head
+/// merges the head's splits, so past some count more splits cost more than
+/// they spread, and the best count follows the number of heads. H200 tg128
+/// after pp2048, capped at 32 / 40 / 48 / 64 a head (BENCHMARKS.md, round
+/// 17): 32B (40 heads) 137.8 / 135.6 / 135.6 / 133.8 t/s, 7B (28) 445.7 /
+/// 461.2 / 459.5 / 447.5, 0.5B (14) 872.4 / - / 898 / 881. Shorter contexts
+/// than the cap's chunks never reach it.
+pub fn attention_max_splits(heads: usize) -> usize {
+    (ATTENTION_WORKGROUPS / heads.max(1) / 8 * 8).clamp(16, 48)
+}
+
+/// Workgroups each of `heads` heads' decode attention splits a context of
+/// `ctx` positions into.
+pub fn attention_splits(heads: usize, ctx: usize) -> usize {
+    ctx.div_ceil(ATTENTION_CHUNK).min(attention_max_splits(heads))
 }
 
 /// Floats of attention scratch for `heads` heads over `ctx` positions: per split,
 /// head_dim values and (max, sum) padded to a vec4 (attention.wgsl).
 pub fn attention_partial_floats(heads: usize, head_dim: usize, ctx: usize) -> usize {
-    heads * attention_splits(ctx) * (head_dim + 4)
+    heads * attention_splits(heads, ctx) * (head_dim + 4)
 }
 
 /// Row teams a GEMV should have at least: on an H100 (132 SMs), rows per team
@@ -805,7 +814,7 @@ impl Ops<'_> {
     /// RoPE on the step's q and k, k and v appended to the cache, and causal
     /// attention of the step's queries over it (rope.wgsl, attention.wgsl).
     /// Decoding splits the context in [`ATTENTION_CHUNK`]-position chunks, at
-    /// most [`ATTENTION_MAX_SPLITS`] workgroups a head, which also do RoPE and
+    /// most [`attention_max_splits`] workgroups a head, which also do RoPE and
     /// the append; the last workgroup of each head to finish merges theirs: one
     /// dispatch. Prefill runs RoPE and the append, then one workgroup per head
     /// and token: two dispatches, no scratch (`partials` unused). With
@@ -831,7 +840,7 @@ impl Ops<'_> {
             (true, Some(fixed)) if self.tokens == 1 && head_dim.is_multiple_of(16) => Some(fixed),
             _ => return Err(GpuError::Limits("attention: no fixed-point output for this step or head size".into())),
         };
-        let splits = attention_splits(ctx_len) as u32;
+        let splits = attention_splits(heads, ctx_len) as u32;
         // q is the first part of each token's q, k and v.
         let q_stride = ((heads + 2 * kv_heads) * head_dim / 4) as u32;
         let params = self.uniform(
