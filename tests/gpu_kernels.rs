@@ -1151,9 +1151,10 @@ fn attention_matches_the_cpu_loop() {
             (2, 1, 16, 5, 0),
             (2, 2, 128, 300, 200),
             (14, 2, 64, 700, 640),
-            (4, 2, 32, 200, 64),    // the step's position opens a split
-            (2, 1, 256, 100, 70),   // the largest head_dim: two slices of values a partial workgroup
-            (4, 2, 32, 2200, 2150), // more chunks than ops::attention_max_splits(4): workgroups take several
+            (4, 2, 32, 200, 64),     // the step's position opens a split
+            (2, 1, 256, 100, 70),    // the largest head_dim: two slices of values a partial workgroup
+            (4, 2, 32, 2200, 2150),  // more chunks than ops::attention_max_splits(4): workgroups take several
+            (40, 8, 16, 1100, 1050), // 32B's heads: a cap of 32 workgroups a head, 33 chunks
         ] {
             let kv = kv_heads * head_dim;
             let width = (heads + 2 * kv_heads) * head_dim; // a token's q, k and v

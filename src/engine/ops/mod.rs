@@ -130,8 +130,9 @@ pub const ATTENTION_WORKGROUPS: usize = 1280;
 /// they spread, and the best count follows the number of heads. H200 tg128
 /// after pp2048, capped at 32 / 40 / 48 / 64 a head (BENCHMARKS.md, round
 /// 17): 32B (40 heads) 137.8 / 135.6 / 135.6 / 133.8 t/s, 7B (28) 445.7 /
-/// 461.2 / 459.5 / 447.5, 0.5B (14) 872.4 / - / 898 / 881. Shorter contexts
-/// than the cap's chunks never reach it.
+/// 461.2 / 459.5 / 447.5, 0.5B (14) 872.4 / - / 898 / 881. This rule
+/// against 48 for every shape (round 18): 32B 135.6 -> 137.8, 7B 460.0 ->
+/// 461.3. Shorter contexts than the cap's chunks never reach it.
 pub fn attention_max_splits(heads: usize) -> usize {
     (ATTENTION_WORKGROUPS / heads.max(1) / 8 * 8).clamp(16, 48)
 }
