@@ -79,9 +79,8 @@ pub struct DeviceArgs {
     pub subgroups: bool,
     /// The decode step's product of packed weights: `fixed` turns each input into
     /// 24-bit block fixed point and multiplies with integer dot products (as
-    /// exact as f32, faster on large models); `float` multiplies in f32; `auto`
-    /// picks fixed for models with a hidden size of 1024 or more, and for every
-    /// model on a CPU-emulated adapter.
+    /// exact as f32, and faster); `float` multiplies in f32; `auto` picks fixed
+    /// where the GPU's shader language has integer dot products, else float.
     #[arg(long, value_enum, default_value_t = GemvArg::Auto)]
     pub gemv: GemvArg,
     /// Bits of each decode GEMV input value: 24 rounds as finely as f32 (the

@@ -285,8 +285,7 @@ impl Engine {
         let dummy = storage(ctx, "absent", 4);
         let mut kernels = Kernels::new(ctx);
         let inline = ops::inline_norm_stats(c).then_some(c.rms_norm_eps as f32);
-        let software = ctx.info.device_type == wgpu::DeviceType::Cpu;
-        let fixed_gemv = ops::fixed_gemv_wanted(ctx.caps.gemv, c, software);
+        let fixed_gemv = ops::fixed_gemv_wanted(ctx.caps.gemv);
         let mut ops = Ops {
             ctx,
             kernels: &mut kernels,

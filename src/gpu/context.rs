@@ -73,9 +73,8 @@ impl AdapterChoice {
 /// Which kernel a decode step uses for the products of packed matrices.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum GemvPath {
-    /// The fixed-point GEMV for models where it measured faster (hidden size
-    /// of 1024 or more, any size on a CPU-emulated adapter), where the shader
-    /// language has its integer dot product.
+    /// The fixed-point GEMV where the shader language has its integer dot
+    /// product, else the f32 GEMV.
     #[default]
     Auto,
     /// The fixed-point GEMV (gemv_fixed.wgsl) for every model.

@@ -7,22 +7,18 @@
 
 use super::*;
 
-/// Smallest hidden size whose decode step runs its packed GEMVs over fixed-point
-/// inputs by default: each GEMV then takes one more dispatch (a few µs), which
-/// the faster product pays back only on larger matrices (tg128 on an H100 with
-/// the f32 and the fixed-point GEMV: 0.5B, hidden 896, 838 and 753 t/s; 1.5B,
-/// hidden 1536, 489 and 510).
-pub const FIXED_GEMV_MIN_HIDDEN: usize = 1024;
-
-/// Whether the decode step of a model of config `c` uses the fixed-point GEMV
-/// on a GPU (`software`: a CPU-emulated one, where a dispatch costs little next
-/// to the arithmetic: lavapipe's 0.5B tg16 went 1.2 -> 3.6 t/s with it).
-pub fn fixed_gemv_wanted(path: GemvPath, c: &crate::model::Config, software: bool) -> bool {
-    match path {
-        GemvPath::Auto => software || c.hidden_size >= FIXED_GEMV_MIN_HIDDEN,
-        GemvPath::Fixed => true,
-        GemvPath::Float => false,
-    }
+/// Whether the decode step uses the fixed-point GEMV for its packed matrices
+/// (those whose rows are whole packed words: Ops::fixed_gemv): for every
+/// model unless `--gemv float` asks otherwise. `auto` reaches here only where
+/// the shader language has its integer dot product (GpuContext makes it
+/// `float` elsewhere). `auto` once kept models below hidden size 1024 on the
+/// f32 GEMV, when the fixed-point one took a conversion dispatch more (an
+/// H100's 0.5B: 838 t/s in f32, 753 in fixed point); since GEMVs and
+/// attention write each other's fixed-point inputs, the 0.5B (hidden 896)
+/// decodes faster in fixed point too (H200, tg128: 952 -> 1,054 t/s after
+/// pp512, 852 -> 933 after pp4096).
+pub fn fixed_gemv_wanted(path: GemvPath) -> bool {
+    path != GemvPath::Float
 }
 
 /// Threads sharing a row in the fixed-point GEMV (gemv_fixed.wgsl's LANES) for

@@ -11,7 +11,7 @@ mod fixed;
 
 pub use fixed::{
     converts_own_input, fixed_gemv_lanes, fixed_gemv_team, fixed_gemv_wanted, FedInput, Feed, FixedInput,
-    FIXED_GEMV_MIN_HIDDEN, LONG_ROW_MIN_WORDS,
+    LONG_ROW_MIN_WORDS,
 };
 
 use crate::gpu::kernels::{grid, Dispatch, Kernel, Kernels};
