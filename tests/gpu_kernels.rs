@@ -535,15 +535,17 @@ fn fixed_point_gemv_matches_the_cpu() {
         let mut own_conversion = std::collections::BTreeSet::new();
         // (rows, cols, split bytes): every team width from 4 to 256 threads
         // reading a word of a row per step and 64 threads reading two
-        // (ops::fixed_gemv_team), rows not a multiple of a workgroup's, split
-        // matrices; inputs the GEMV converts itself (up to 2048 columns) and
-        // inputs a conversion dispatch converts.
+        // (ops::fixed_gemv_team), a team wider than its rows' words (896
+        // columns), rows not a multiple of a workgroup's, split matrices;
+        // inputs the GEMV converts itself (up to 2048 columns) and inputs a
+        // conversion dispatch converts.
         for (rows, cols, max_binding) in [
             (1, 64, 1 << 20),
-            (37, 384, 1 << 20),
-            (203, 768, 4608),
-            (130, 1536, 1 << 20),
-            (19, 3072, 1 << 20),
+            (37, 128, 1 << 20),
+            (203, 256, 4608),
+            (130, 512, 1 << 20),
+            (19, 896, 1 << 20),
+            (11, 3072, 1 << 20),
             (37, 6144, 1 << 20),
             (9, 12352, 3088 * 2),
             (21, 16384, 4096 * 8),
@@ -623,9 +625,9 @@ fn gemv_feeding_the_next_matches_the_cpu() {
         // their three words (and carry between them).
         let cases = [
             (128, 64, 37, 1.0),
-            (320, 384, 64, 1e3),
-            (192, 768, 203, 1e-3),
-            (448, 1536, 5, 30.0),
+            (320, 128, 64, 1e3),
+            (192, 256, 203, 1e-3),
+            (448, 512, 5, 30.0),
             (64, 3072, 130, 1.0),
             (64, 16384, 21, 3.0),
         ];
@@ -711,7 +713,7 @@ fn gemv_feeding_swiglu_matches_the_cpu() {
         // gate and up rows long enough that each thread reads two words a
         // step (ops::PAIR_STEP_MIN_STEPS).
         for (hidden, cols, inter, out_rows) in
-            [(128, 64, 128, 37), (384, 64, 128, 5), (1536, 384, 64, 21), (3072, 64, 320, 130)]
+            [(64, 64, 128, 37), (128, 64, 128, 5), (1536, 384, 64, 21), (3072, 64, 320, 130)]
         {
             let mut source = MemorySource::default();
             let (m, w) = packed_matrix(&mut rng, &mut source, hidden, cols, DType::F16);

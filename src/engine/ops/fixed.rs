@@ -22,13 +22,18 @@ pub fn fixed_gemv_wanted(path: GemvPath) -> bool {
 }
 
 /// Threads sharing a row in the fixed-point GEMV (gemv_fixed.wgsl's LANES) for
-/// rows of `words` packed words: the largest power of two up to 256 that gives
-/// each thread at least three words. On an H100 (tg128): up to 256 threads
-/// rather than 64 for long rows, 32B 115.0 -> 116.0 t/s and 7B 365.8 -> 376.3;
-/// three words a thread rather than six, 1.5B 515 -> 553.
+/// rows of `words` packed words: a thread a word up to 64 threads, and past
+/// that the largest power of two up to 256 that gives each thread at least
+/// three words. On an H100 (tg128): up to 256 threads rather than 64 for long
+/// rows, 32B 115.0 -> 116.0 t/s and 7B 365.8 -> 376.3; three words a thread
+/// rather than six, 1.5B 515 -> 553. A thread a word for short rows, where
+/// three words a thread left a matrix few workgroups (the 0.5B's q/k/v, 56
+/// words and 1,152 rows: 18): H200, tg128 after pp512, 0.5B 1,053 -> 1,164
+/// t/s, 1.5B 821 -> 831, 3B 577 -> 592 (BENCHMARKS.md, round 20).
 pub fn fixed_gemv_lanes(words: u32) -> u32 {
-    let most = (words / 3).max(4);
-    (1 << most.ilog2()).min(256)
+    let a_thread_a_word = words.next_power_of_two().clamp(4, 64);
+    let three_words_a_thread = 1 << (words / 3).max(4).ilog2();
+    a_thread_a_word.max(three_words_a_thread).min(256)
 }
 
 /// Shortest row, in packed words, whose fixed-point GEMV runs in teams of 64
