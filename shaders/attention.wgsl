@@ -27,6 +27,11 @@
 //
 // Layout: partials [heads, splits, quads + 1] vec4: quads = head_dim / 4 vec4s of
 // o_j, then (m_j, l_j, 0, 0). Needs head_dim % 4 == 0 and head_dim <= 256.
+// The KV cache holds f32 values, or with KV_HALF f16 ones (`--kv-cache
+// f16`: half the cache's memory and reads), eight to a vec4<u32> in
+// pack2x16float pairs; kernels read and write it a quad (4 values) at a time
+// through k_quad, v_quad and store_kv, and compute in f32 either way. KV_HALF
+// needs head_dim % 8 == 0.
 // split_counts [heads] start at zero and are left at zero: the last
 // workgroup of a head resets its count.
 // Dispatch: [heads, rows] workgroups of WG_PARTIAL threads (any more return
@@ -63,8 +68,9 @@ struct Step {
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<uniform> step: Step;
 @group(0) @binding(2) var<storage, read> q: array<vec4<f32>>;              // [tokens, q_stride]: q [heads, head_dim / 4], k, v
-@group(0) @binding(3) var<storage, read_write> k_cache: array<vec4<f32>>;  // [ctx, kv_heads, head_dim / 4]
-@group(0) @binding(4) var<storage, read_write> v_cache: array<vec4<f32>>;  // [ctx, kv_heads, head_dim / 4]
+// [ctx, kv_heads, head_dim / 4] f32 bits; KV_HALF: [ctx, kv_heads, head_dim / 8] f16 pairs.
+@group(0) @binding(3) var<storage, read_write> k_cache: array<vec4<u32>>;
+@group(0) @binding(4) var<storage, read_write> v_cache: array<vec4<u32>>;
 @group(0) @binding(5) var<storage, read_write> partials: array<vec4<f32>>; // [heads, splits, head_dim / 4 + 1]
 @group(0) @binding(6) var<storage, read_write> out: array<vec4<f32>>;      // [tokens, heads, head_dim / 4]
 @group(0) @binding(7) var<storage, read> rope_table: array<vec2<f32>>;     // [ctx, head_dim / 2] (cos, sin)
@@ -73,6 +79,8 @@ struct Step {
 @group(0) @binding(8) var<storage, read_write> fixed_planes: array<vec4<u32>>; // [DIGITS, words]
 @group(0) @binding(9) var<storage, read_write> fixed_info: array<vec2<u32>>;   // [words]
 @group(0) @binding(10) var<storage, read_write> split_counts: array<atomic<u32>>; // [heads] splits done
+
+override KV_HALF: u32 = 0u; // 1: the KV cache holds f16 values
 
 const WG: u32 = 64u;
 const CHUNK: u32 = 64u; // attention_causal: positions per piece, one per thread for the scores
@@ -94,6 +102,50 @@ var<workgroup> q_head: array<vec4<f32>, 64>; // this workgroup's query [head_dim
 var<workgroup> k_new: array<vec4<f32>, 64>;  // attention_decode: k and v at pos
 var<workgroup> v_new: array<vec4<f32>, 64>;
 
+// Quad `i` (values 4i .. 4i + 3) of the k and v caches.
+fn k_quad(i: u32) -> vec4<f32> {
+    if (KV_HALF == 1u) {
+        return half_quad(k_cache[i / 2u], i);
+    }
+    return bitcast<vec4<f32>>(k_cache[i]);
+}
+
+fn v_quad(i: u32) -> vec4<f32> {
+    if (KV_HALF == 1u) {
+        return half_quad(v_cache[i / 2u], i);
+    }
+    return bitcast<vec4<f32>>(v_cache[i]);
+}
+
+// Quad `i` of the eight f16 values `eight` holds: its first four for even i.
+fn half_quad(eight: vec4<u32>, i: u32) -> vec4<f32> {
+    let pairs = select(eight.xy, eight.zw, (i & 1u) == 1u);
+    return vec4<f32>(unpack2x16float(pairs.x), unpack2x16float(pairs.y));
+}
+
+// Writes quad `i` of the k and v caches (with KV_HALF, rounded to f16: two
+// of the four u32 of element i / 2, the other two being quad i ^ 1's).
+fn store_kv(i: u32, k: vec4<f32>, v: vec4<f32>) {
+    if (KV_HALF == 1u) {
+        let j = 2u * (i & 1u);
+        k_cache[i / 2u][j] = pack2x16float(k.xy);
+        k_cache[i / 2u][j + 1u] = pack2x16float(k.zw);
+        v_cache[i / 2u][j] = pack2x16float(v.xy);
+        v_cache[i / 2u][j + 1u] = pack2x16float(v.zw);
+        return;
+    }
+    k_cache[i] = bitcast<vec4<u32>>(k);
+    v_cache[i] = bitcast<vec4<u32>>(v);
+}
+
+// `x` as the cache holds it: rounded to f16 with KV_HALF.
+fn as_cached(x: vec2<f32>) -> vec2<f32> {
+    if (KV_HALF == 1u) {
+        return unpack2x16float(pack2x16float(x));
+    }
+    return x;
+}
+
 // q_head . k_cache[k_at ..] over vec4s d = start, start + stride, ... < quads,
 // with four independent loads and sums per step: a loop of one dependent load
 // per step spent its time waiting on memory.
@@ -101,13 +153,13 @@ fn qk_dot_strided(k_at: u32, quads: u32, start: u32, stride: u32) -> f32 {
     var sums = vec4<f32>(0.0);
     var d = start;
     for (; d + 3u * stride < quads; d = d + 4u * stride) {
-        sums.x = sums.x + dot(q_head[d], k_cache[k_at + d]);
-        sums.y = sums.y + dot(q_head[d + stride], k_cache[k_at + d + stride]);
-        sums.z = sums.z + dot(q_head[d + 2u * stride], k_cache[k_at + d + 2u * stride]);
-        sums.w = sums.w + dot(q_head[d + 3u * stride], k_cache[k_at + d + 3u * stride]);
+        sums.x = sums.x + dot(q_head[d], k_quad(k_at + d));
+        sums.y = sums.y + dot(q_head[d + stride], k_quad(k_at + d + stride));
+        sums.z = sums.z + dot(q_head[d + 2u * stride], k_quad(k_at + d + 2u * stride));
+        sums.w = sums.w + dot(q_head[d + 3u * stride], k_quad(k_at + d + 3u * stride));
     }
     for (; d < quads; d = d + stride) {
-        sums.x = sums.x + dot(q_head[d], k_cache[k_at + d]);
+        sums.x = sums.x + dot(q_head[d], k_quad(k_at + d));
     }
     return sums.x + sums.y + sums.z + sums.w;
 }
@@ -136,12 +188,12 @@ fn weighted_values(first: u32, last: u32, slice: u32, step: u32, v_at: u32, stri
     var b = vec4<f32>(0.0);
     var i = slice;
     for (; first + i + 3u * step < last; i = i + 4u * step) {
-        a = a + weights[i] * v_cache[v_at + i * stride] + weights[i + step] * v_cache[v_at + (i + step) * stride];
-        b = b + weights[i + 2u * step] * v_cache[v_at + (i + 2u * step) * stride]
-            + weights[i + 3u * step] * v_cache[v_at + (i + 3u * step) * stride];
+        a = a + weights[i] * v_quad(v_at + i * stride) + weights[i + step] * v_quad(v_at + (i + step) * stride);
+        b = b + weights[i + 2u * step] * v_quad(v_at + (i + 2u * step) * stride)
+            + weights[i + 3u * step] * v_quad(v_at + (i + 3u * step) * stride);
     }
     for (; first + i < last; i = i + step) {
-        a = a + weights[i] * v_cache[v_at + i * stride];
+        a = a + weights[i] * v_quad(v_at + i * stride);
     }
     return a + b;
 }
@@ -176,18 +228,20 @@ fn split_partial(head: u32, row: u32, lid: u32) {
         q_head[i / 4u][i % 4u] = qr.x;
         q_head[(i + half) / 4u][(i + half) % 4u] = qr.y;
         if (holds_pos) {
-            let kr = rotated_pair(k_at, i, half, cs);
+            // As the cache holds them, so that pos's own k and v count as
+            // later steps will read them.
+            let kr = as_cached(rotated_pair(k_at, i, half, cs));
+            let vr = as_cached(vec2<f32>(qkv_at(v_at, i), qkv_at(v_at, i + half)));
             k_new[i / 4u][i % 4u] = kr.x;
             k_new[(i + half) / 4u][(i + half) % 4u] = kr.y;
-            v_new[i / 4u][i % 4u] = qkv_at(v_at, i);
-            v_new[(i + half) / 4u][(i + half) % 4u] = qkv_at(v_at, i + half);
+            v_new[i / 4u][i % 4u] = vr.x;
+            v_new[(i + half) / 4u][(i + half) % 4u] = vr.y;
         }
     }
     workgroupBarrier();
     if (holds_pos && head % group == 0u) {
         for (var d = lid; d < quads; d = d + WG_PARTIAL) {
-            k_cache[slot + d] = k_new[d];
-            v_cache[slot + d] = v_new[d];
+            store_kv(slot + d, k_new[d], v_new[d]);
         }
     }
 

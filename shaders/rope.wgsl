@@ -12,8 +12,11 @@
 //
 // Layout: qkv holds, for each of the step's tokens, q [heads, head_dim], then
 // k and v [kv_heads, head_dim]. Token t of the step (step.tokens of them, a
-// prompt chunk) is at position step.pos + t.
-// Dispatch: [ceil((heads + kv_heads) * head_dim/2 / 64), tokens] workgroups of 64.
+// prompt chunk) is at position step.pos + t. The cache holds f32 values, or
+// with KV_HALF f16 ones in pack2x16float pairs (as attention.wgsl reads them).
+// Each thread rotates two neighbouring pairs (i, i + 1), so that it writes
+// whole f16 pairs. Needs head_dim % 4 == 0.
+// Dispatch: [ceil((heads + kv_heads) * head_dim/4 / 64), tokens] workgroups of 64.
 
 struct Params {
     heads: u32,
@@ -31,34 +34,55 @@ struct Step {
 @group(0) @binding(1) var<uniform> step: Step;
 @group(0) @binding(2) var<storage, read_write> qkv: array<f32>;       // [tokens, (heads + 2 kv_heads) * head_dim]
 @group(0) @binding(5) var<storage, read> rope_table: array<vec2<f32>>; // [ctx, head_dim/2] (cos, sin)
-@group(0) @binding(6) var<storage, read_write> k_cache: array<f32>;  // [ctx, kv_heads, head_dim]
-@group(0) @binding(7) var<storage, read_write> v_cache: array<f32>;  // [ctx, kv_heads, head_dim]
+// [ctx, kv_heads, head_dim] f32 bits; KV_HALF: [ctx, kv_heads, head_dim / 2] f16 pairs.
+@group(0) @binding(6) var<storage, read_write> k_cache: array<u32>;
+@group(0) @binding(7) var<storage, read_write> v_cache: array<u32>;
+
+override KV_HALF: u32 = 0u; // 1: the KV cache holds f16 values
+
+// Writes values `at` and `at + 1` (at even) of the k and v caches.
+fn store_kv(at: u32, k: vec2<f32>, v: vec2<f32>) {
+    if (KV_HALF == 1u) {
+        k_cache[at / 2u] = pack2x16float(k);
+        v_cache[at / 2u] = pack2x16float(v);
+        return;
+    }
+    k_cache[at] = bitcast<u32>(k.x);
+    k_cache[at + 1u] = bitcast<u32>(k.y);
+    v_cache[at] = bitcast<u32>(v.x);
+    v_cache[at + 1u] = bitcast<u32>(v.y);
+}
 
 @compute @workgroup_size(64)
 fn rope(@builtin(global_invocation_id) id: vec3<u32>) {
     let half = p.head_dim / 2u;
-    let head = id.x / half; // q heads first, then k heads
-    let i = id.x % half;
+    let head = id.x / (half / 2u); // q heads first, then k heads
+    let i = 2u * (id.x % (half / 2u)); // this thread's pairs: (i, i + half), (i + 1, i + 1 + half)
     let token = id.y;
     if (head >= p.heads + p.kv_heads || token >= step.tokens) {
         return;
     }
     let pos = step.pos + token;
-    let cs = rope_table[pos * half + i];
+    let cs0 = rope_table[pos * half + i];
+    let cs1 = rope_table[pos * half + i + 1u];
     let kv_dim = p.kv_heads * p.head_dim;
     let row = token * (p.heads * p.head_dim + 2u * kv_dim);
     let at = row + head * p.head_dim + i;
-    let a = qkv[at];
-    let b = qkv[at + half];
+    let a = vec2<f32>(qkv[at], qkv[at + 1u]);
+    let b = vec2<f32>(qkv[at + half], qkv[at + half + 1u]);
+    let cosines = vec2<f32>(cs0.x, cs1.x);
+    let sines = vec2<f32>(cs0.y, cs1.y);
+    let ra = a * cosines - b * sines;
+    let rb = b * cosines + a * sines;
     if (head < p.heads) {
-        qkv[at] = a * cs.x - b * cs.y;
-        qkv[at + half] = b * cs.x + a * cs.y;
+        qkv[at] = ra.x;
+        qkv[at + 1u] = ra.y;
+        qkv[at + half] = rb.x;
+        qkv[at + half + 1u] = rb.y;
     } else {
         let slot = (pos * p.kv_heads + head - p.heads) * p.head_dim + i;
-        k_cache[slot] = a * cs.x - b * cs.y;
-        k_cache[slot + half] = b * cs.x + a * cs.y;
         // v sits kv_dim after k in the token's row.
-        v_cache[slot] = qkv[at + kv_dim];
-        v_cache[slot + half] = qkv[at + kv_dim + half];
+        store_kv(slot, ra, vec2<f32>(qkv[at + kv_dim], qkv[at + kv_dim + 1u]));
+        store_kv(slot + half, rb, vec2<f32>(qkv[at + kv_dim + half], qkv[at + kv_dim + half + 1u]));
     }
 }

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use half::{bf16, f16};
 use pollster::block_on;
-use tritium::engine::ops::{Feed, Out};
+use tritium::engine::ops::{Feed, KvCache, KvDtype, Out};
 use tritium::gpu::kernels::{Dispatch, Kernels};
 use tritium::gpu::weights::{GpuMatrix, ReadFuture, Uploader, WeightSource};
 use tritium::gpu::{DeviceOptions, GpuContext};
@@ -215,6 +215,32 @@ impl Gpu {
         }
         self.ctx.queue.submit([encoder.finish()]);
         block_on(self.ctx.idle()).unwrap();
+    }
+
+    /// A KV cache holding `values` as `dtype` stores them (f16: each rounded
+    /// to nearest, in order).
+    fn kv_cache(&self, values: &[f32], dtype: KvDtype) -> wgpu::Buffer {
+        match dtype {
+            KvDtype::F32 => self.f32s(values),
+            KvDtype::F16 => {
+                use wgpu::BufferUsages as U;
+                let halves: Vec<f16> = values.iter().map(|&v| f16::from_f32(v)).collect();
+                self.ctx.buffer_init(
+                    "test kv cache",
+                    bytemuck::cast_slice(&halves),
+                    U::STORAGE | U::COPY_SRC | U::COPY_DST,
+                )
+            }
+        }
+    }
+
+    /// The first `n` values of a KV cache of `dtype`.
+    fn read_kv_cache(&self, buffer: &wgpu::Buffer, n: usize, dtype: KvDtype) -> Vec<f32> {
+        let bytes = block_on(self.ctx.read_buffer(buffer, (n * dtype.bytes()) as u64)).unwrap();
+        match dtype {
+            KvDtype::F32 => bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
+            KvDtype::F16 => bytes.chunks_exact(2).map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
+        }
     }
 
     fn read(&self, buffer: &wgpu::Buffer, n: usize) -> Vec<f32> {
@@ -1086,6 +1112,18 @@ fn norm_stats_are_inverse_rms_values() {
     }
 }
 
+/// Tolerance of a value rounded to f16 (half its step, 2^-11 of it, with a
+/// margin for f32's own rounding), relative to the largest value compared.
+const F16_ROUNDING: f32 = 5e-4;
+
+/// How closely a KV cache of `dtype` holds the values written to it.
+fn cache_tolerance(dtype: KvDtype, f32_tolerance: f32) -> f32 {
+    match dtype {
+        KvDtype::F32 => f32_tolerance,
+        KvDtype::F16 => F16_ROUNDING,
+    }
+}
+
 #[test]
 fn rope_rotates_q_and_k_and_fills_the_cache() {
     for mut gpu in gpus() {
@@ -1095,34 +1133,49 @@ fn rope_rotates_q_and_k_and_fills_the_cache() {
         // Two tokens at positions pos and pos + 1, each row q, then k, then v.
         let kv = kv_heads * head_dim;
         let width = heads * head_dim + 2 * kv;
-        let qkv = random(&mut rng, 2 * width);
-        let (qkvb, tb) = (gpu.f32s(&qkv), gpu.f32s(&table));
-        let (kc, vc) = (gpu.f32s(&vec![0.0; ctx * kv]), gpu.f32s(&vec![0.0; ctx * kv]));
-        let d = block_on(gpu.batch_ops(2).rope(heads, kv_heads, head_dim, &qkvb, &tb, (&kc, &vc))).unwrap();
-        gpu.set_step(pos as u32, 2);
-        gpu.run(&[d]);
-        gpu.set_step(0, 1);
-        let (got, k_cache, v_cache) = (gpu.read(&qkvb, 2 * width), gpu.read(&kc, ctx * kv), gpu.read(&vc, ctx * kv));
-        for t in 0..2 {
-            let row = &qkv[t * width..(t + 1) * width];
-            let (q, k, v) = (&row[..heads * head_dim], &row[heads * head_dim..width - kv], &row[width - kv..]);
-            let (mut q_want, mut k_want) = (q.to_vec(), k.to_vec());
-            let p = pos + t;
-            q_want
-                .chunks_mut(head_dim)
-                .chain(k_want.chunks_mut(head_dim))
-                .for_each(|h| reference::rope(h, p, &inv_freq));
-            assert_close("rope q", &got[t * width..t * width + heads * head_dim], &q_want, 1e-5);
-            assert_close(
-                "k and v stay in place",
-                &got[t * width + heads * head_dim..(t + 1) * width],
-                &row[heads * head_dim..],
-                0.0,
-            );
-            assert_close("rope k in cache", &k_cache[p * kv..(p + 1) * kv], &k_want, 1e-5);
-            assert_close("v in cache", &v_cache[p * kv..(p + 1) * kv], v, 0.0);
+        for dtype in [KvDtype::F32, KvDtype::F16] {
+            let qkv = random(&mut rng, 2 * width);
+            let (qkvb, tb) = (gpu.f32s(&qkv), gpu.f32s(&table));
+            let (k, v) = (gpu.kv_cache(&vec![0.0; ctx * kv], dtype), gpu.kv_cache(&vec![0.0; ctx * kv], dtype));
+            let cache = KvCache { k: &k, v: &v, dtype };
+            let d = block_on(gpu.batch_ops(2).rope(heads, kv_heads, head_dim, &qkvb, &tb, cache)).unwrap();
+            gpu.set_step(pos as u32, 2);
+            gpu.run(&[d]);
+            gpu.set_step(0, 1);
+            let got = gpu.read(&qkvb, 2 * width);
+            let (k_cache, v_cache) = (gpu.read_kv_cache(&k, ctx * kv, dtype), gpu.read_kv_cache(&v, ctx * kv, dtype));
+            for t in 0..2 {
+                let row = &qkv[t * width..(t + 1) * width];
+                let (q, k, v) = (&row[..heads * head_dim], &row[heads * head_dim..width - kv], &row[width - kv..]);
+                let (mut q_want, mut k_want) = (q.to_vec(), k.to_vec());
+                let p = pos + t;
+                q_want
+                    .chunks_mut(head_dim)
+                    .chain(k_want.chunks_mut(head_dim))
+                    .for_each(|h| reference::rope(h, p, &inv_freq));
+                assert_close("rope q", &got[t * width..t * width + heads * head_dim], &q_want, 1e-5);
+                assert_close(
+                    "k and v stay in place",
+                    &got[t * width + heads * head_dim..(t + 1) * width],
+                    &row[heads * head_dim..],
+                    0.0,
+                );
+                let name = dtype.name();
+                assert_close(
+                    &format!("rope k in {name} cache"),
+                    &k_cache[p * kv..(p + 1) * kv],
+                    &k_want,
+                    cache_tolerance(dtype, 1e-5),
+                );
+                assert_close(
+                    &format!("v in {name} cache"),
+                    &v_cache[p * kv..(p + 1) * kv],
+                    v,
+                    cache_tolerance(dtype, 0.0),
+                );
+            }
+            assert!(k_cache[..pos * kv].iter().all(|&x| x == 0.0), "other positions untouched");
         }
-        assert!(k_cache[..pos * kv].iter().all(|&x| x == 0.0), "other positions untouched");
     }
 }
 
@@ -1142,6 +1195,9 @@ fn rope_table(head_dim: usize, ctx: usize) -> (Vec<f32>, Vec<f32>) {
     (table, inv_freq)
 }
 
+/// Attention over a KV cache of f32 and of f16 values: for f16 the cache
+/// must hold what was written to within f16's rounding, and attention must
+/// compute over what it holds as the CPU does.
 #[test]
 fn attention_matches_the_cpu_loop() {
     for mut gpu in gpus() {
@@ -1158,102 +1214,133 @@ fn attention_matches_the_cpu_loop() {
             (4, 2, 32, 2200, 2150),  // more chunks than ops::attention_max_splits(4): workgroups take several
             (40, 8, 16, 1100, 1050), // 32B's heads: a cap of 32 workgroups a head, 33 chunks
         ] {
-            let kv = kv_heads * head_dim;
-            let width = (heads + 2 * kv_heads) * head_dim; // a token's q, k and v
-            let (table, inv_freq) = rope_table(head_dim, ctx);
-            let (k_cache, v_cache) = (random(&mut rng, ctx * kv), random(&mut rng, ctx * kv));
-            // What the step does on the CPU, for rows of q, k and v at positions
-            // first, first + 1, ...: RoPE, k and v into the cache, then each
-            // query over positions 0 ..= its own.
-            let cpu = |qkv: &[f32], first: usize| {
-                let (mut k_cache, mut v_cache) = (k_cache.clone(), v_cache.clone());
-                let mut outs = Vec::new();
-                for (t, row) in qkv.chunks(width).enumerate() {
-                    let p = first + t;
-                    let mut row = row.to_vec();
-                    row[..heads * head_dim + kv].chunks_mut(head_dim).for_each(|h| reference::rope(h, p, &inv_freq));
-                    k_cache[p * kv..(p + 1) * kv].copy_from_slice(&row[heads * head_dim..width - kv]);
-                    v_cache[p * kv..(p + 1) * kv].copy_from_slice(&row[width - kv..]);
-                    let mut out = vec![0.0; heads * head_dim];
-                    for h in 0..heads {
-                        let g = h / (heads / kv_heads);
-                        let qh = &row[h * head_dim..(h + 1) * head_dim];
-                        let mut s: Vec<f32> = (0..=p)
-                            .map(|t| {
-                                qh.iter().zip(&k_cache[t * kv + g * head_dim..]).map(|(a, b)| a * b).sum::<f32>()
-                                    / (head_dim as f32).sqrt()
-                            })
-                            .collect();
-                        reference::softmax(&mut s);
-                        for (t, w) in s.iter().enumerate() {
-                            for d in 0..head_dim {
-                                out[h * head_dim + d] += w * v_cache[t * kv + g * head_dim + d];
-                            }
-                        }
-                    }
-                    outs.extend(out);
-                }
-                (outs, k_cache, v_cache)
-            };
-
-            // Decode: one token at `pos`.
-            let qkv = random(&mut rng, width);
-            let (want, k_want, v_want) = cpu(&qkv, pos);
-            let (qkvb, tb, kb, vb) = (gpu.f32s(&qkv), gpu.f32s(&table), gpu.f32s(&k_cache), gpu.f32s(&v_cache));
-            let partials = gpu.f32s(&vec![0.0; tritium::engine::ops::attention_partial_floats(heads, head_dim, ctx)]);
-            let out = gpu.f32s(&vec![0.0; heads * head_dim]);
-            // Most cases also leave the output in block fixed point (heads of
-            // whole 16-value words), one does not: both forms are tested.
-            let fixed = heads % 2 == 0;
-            let mut ops = if fixed { gpu.fixed_ops(1e-6) } else { gpu.ops() };
-            let d =
-                block_on(ops.attention(heads, kv_heads, head_dim, ctx, &qkvb, &tb, (&kb, &vb), &partials, &out, fixed))
-                    .unwrap();
-            gpu.set_pos(pos as u32);
-            gpu.run_at(&d, pos);
-            assert_close(&format!("attention heads={heads} pos={pos}"), &gpu.read(&out, heads * head_dim), &want, 1e-5);
-            // The last split of each head to finish merges them and resets the
-            // head's count: the same step again, over a cleared output, merges
-            // again (its own k and v are already in the cache).
-            gpu.ctx.queue.write_buffer(&out, 0, &vec![0u8; heads * head_dim * 4]);
-            gpu.run_at(&d, pos);
-            assert_close(
-                &format!("attention again heads={heads} pos={pos}"),
-                &gpu.read(&out, heads * head_dim),
-                &want,
-                1e-5,
-            );
-            if fixed {
-                let got = gpu.read_fixed_point(heads * head_dim);
-                assert_close(&format!("attention heads={heads} pos={pos} in fixed point"), &got, &want, 1e-5);
+            for dtype in [KvDtype::F32, KvDtype::F16] {
+                attention_case(&mut gpu, &mut rng, (heads, kv_heads, head_dim, ctx, pos), dtype);
             }
-            assert_close("decode: k cache", &gpu.read(&kb, ctx * kv), &k_want, 1e-5);
-            assert_close("decode: v cache", &gpu.read(&vb, ctx * kv), &v_want, 0.0);
-
-            // Prefill: a step of queries at positions first..=pos, recorded for two more.
-            let tokens = (pos + 1).min(5);
-            let first = pos + 1 - tokens;
-            let qkv = random(&mut rng, (tokens + 2) * width);
-            let (want, k_want, v_want) = cpu(&qkv[..tokens * width], first);
-            let (qkvb, kb, vb) = (gpu.f32s(&qkv), gpu.f32s(&k_cache), gpu.f32s(&v_cache));
-            let out = gpu.f32s(&vec![0.0; (tokens + 2) * heads * head_dim]);
-            let mut ops = gpu.batch_ops(tokens + 2);
-            let d =
-                block_on(ops.attention(heads, kv_heads, head_dim, ctx, &qkvb, &tb, (&kb, &vb), &partials, &out, false))
-                    .unwrap();
-            gpu.set_step(first as u32, tokens as u32);
-            gpu.run(&d);
-            gpu.set_step(0, 1);
-            let got = gpu.read(&out, (tokens + 2) * heads * head_dim);
-            let row = heads * head_dim;
-            for (t, got) in got.chunks(row).enumerate() {
-                // Rows past the step stay untouched.
-                let want = if t < tokens { want[t * row..(t + 1) * row].to_vec() } else { vec![0.0; row] };
-                assert_close(&format!("causal attention heads={heads} position {}", first + t), got, &want, 1e-5);
-            }
-            assert_close("prefill: k cache", &gpu.read(&kb, ctx * kv), &k_want, 1e-5);
-            assert_close("prefill: v cache", &gpu.read(&vb, ctx * kv), &v_want, 0.0);
         }
+    }
+}
+
+/// One case of attention_matches_the_cpu_loop: a decode step at `pos`, then
+/// a prefill step of up to five tokens ending there, each over a cache of
+/// random earlier positions.
+fn attention_case(
+    gpu: &mut Gpu,
+    rng: &mut Rng,
+    (heads, kv_heads, head_dim, ctx, pos): (usize, usize, usize, usize, usize),
+    dtype: KvDtype,
+) {
+    let kv = kv_heads * head_dim;
+    let width = (heads + 2 * kv_heads) * head_dim; // a token's q, k and v
+    let (table, inv_freq) = rope_table(head_dim, ctx);
+    // The earlier positions as the cache holds them.
+    let held = |v: Vec<f32>| match dtype {
+        KvDtype::F32 => v,
+        KvDtype::F16 => v.into_iter().map(|x| f16::from_f32(x).to_f32()).collect(),
+    };
+    let (k_cache, v_cache) = (held(random(rng, ctx * kv)), held(random(rng, ctx * kv)));
+    // What the step does on the CPU, for rows of q, k and v at positions
+    // first, first + 1, ...: RoPE, k and v into the cache, then each query
+    // over positions 0 ..= its own. Attention reads the step's own k and v
+    // from `stored` where given (the caches as the GPU left them), else as
+    // computed; the caches returned hold them as computed.
+    let cpu = |qkv: &[f32], first: usize, stored: Option<(&[f32], &[f32])>| {
+        let (mut k_cache, mut v_cache) = (k_cache.clone(), v_cache.clone());
+        let (mut k_read, mut v_read) = (k_cache.clone(), v_cache.clone());
+        let mut outs = Vec::new();
+        for (t, row) in qkv.chunks(width).enumerate() {
+            let p = first + t;
+            let at = p * kv..(p + 1) * kv;
+            let mut row = row.to_vec();
+            row[..heads * head_dim + kv].chunks_mut(head_dim).for_each(|h| reference::rope(h, p, &inv_freq));
+            k_cache[at.clone()].copy_from_slice(&row[heads * head_dim..width - kv]);
+            v_cache[at.clone()].copy_from_slice(&row[width - kv..]);
+            let (k_src, v_src) = stored.unwrap_or((&k_cache, &v_cache));
+            k_read[at.clone()].copy_from_slice(&k_src[at.clone()]);
+            v_read[at.clone()].copy_from_slice(&v_src[at]);
+            let mut out = vec![0.0; heads * head_dim];
+            for h in 0..heads {
+                let g = h / (heads / kv_heads);
+                let qh = &row[h * head_dim..(h + 1) * head_dim];
+                let mut s: Vec<f32> = (0..=p)
+                    .map(|t| {
+                        qh.iter().zip(&k_read[t * kv + g * head_dim..]).map(|(a, b)| a * b).sum::<f32>()
+                            / (head_dim as f32).sqrt()
+                    })
+                    .collect();
+                reference::softmax(&mut s);
+                for (t, w) in s.iter().enumerate() {
+                    for d in 0..head_dim {
+                        out[h * head_dim + d] += w * v_read[t * kv + g * head_dim + d];
+                    }
+                }
+            }
+            outs.extend(out);
+        }
+        (outs, k_cache, v_cache)
+    };
+    // The caches as the GPU left them, checked against what was written;
+    // what attention over them should give.
+    let check_caches = |gpu: &Gpu, step: &str, kb: &wgpu::Buffer, vb: &wgpu::Buffer, k_want: &[f32], v_want: &[f32]| {
+        let (k_got, v_got) = (gpu.read_kv_cache(kb, ctx * kv, dtype), gpu.read_kv_cache(vb, ctx * kv, dtype));
+        let name = dtype.name();
+        assert_close(&format!("{step}: k in {name} cache"), &k_got, k_want, cache_tolerance(dtype, 1e-5));
+        assert_close(&format!("{step}: v in {name} cache"), &v_got, v_want, cache_tolerance(dtype, 0.0));
+        (k_got, v_got)
+    };
+    let case = format!("heads={heads} pos={pos} {} cache", dtype.name());
+
+    // Decode: one token at `pos`.
+    let qkv = random(rng, width);
+    let (want, k_want, v_want) = cpu(&qkv, pos, None);
+    let (qkvb, tb) = (gpu.f32s(&qkv), gpu.f32s(&table));
+    let (kb, vb) = (gpu.kv_cache(&k_cache, dtype), gpu.kv_cache(&v_cache, dtype));
+    let partials = gpu.f32s(&vec![0.0; tritium::engine::ops::attention_partial_floats(heads, head_dim, ctx)]);
+    let out = gpu.f32s(&vec![0.0; heads * head_dim]);
+    // Most cases also leave the output in block fixed point (heads of
+    // whole 16-value words), one does not: both forms are tested.
+    let fixed = heads % 2 == 0;
+    let mut ops = if fixed { gpu.fixed_ops(1e-6) } else { gpu.ops() };
+    let cache = KvCache { k: &kb, v: &vb, dtype };
+    let d = block_on(ops.attention(heads, kv_heads, head_dim, ctx, &qkvb, &tb, cache, &partials, &out, fixed)).unwrap();
+    gpu.set_pos(pos as u32);
+    gpu.run_at(&d, pos);
+    let (k_got, v_got) = check_caches(gpu, "decode", &kb, &vb, &k_want, &v_want);
+    let want = if dtype == KvDtype::F32 { want } else { cpu(&qkv, pos, Some((&k_got, &v_got))).0 };
+    assert_close(&format!("attention {case}"), &gpu.read(&out, heads * head_dim), &want, 1e-5);
+    // The last split of each head to finish merges them and resets the
+    // head's count: the same step again, over a cleared output, merges
+    // again (its own k and v are already in the cache).
+    gpu.ctx.queue.write_buffer(&out, 0, &vec![0u8; heads * head_dim * 4]);
+    gpu.run_at(&d, pos);
+    assert_close(&format!("attention again {case}"), &gpu.read(&out, heads * head_dim), &want, 1e-5);
+    if fixed {
+        let got = gpu.read_fixed_point(heads * head_dim);
+        assert_close(&format!("attention {case} in fixed point"), &got, &want, 1e-5);
+    }
+
+    // Prefill: a step of queries at positions first..=pos, recorded for two more.
+    let tokens = (pos + 1).min(5);
+    let first = pos + 1 - tokens;
+    let qkv = random(rng, (tokens + 2) * width);
+    let (want, k_want, v_want) = cpu(&qkv[..tokens * width], first, None);
+    let qkvb = gpu.f32s(&qkv);
+    let (kb, vb) = (gpu.kv_cache(&k_cache, dtype), gpu.kv_cache(&v_cache, dtype));
+    let out = gpu.f32s(&vec![0.0; (tokens + 2) * heads * head_dim]);
+    let mut ops = gpu.batch_ops(tokens + 2);
+    let cache = KvCache { k: &kb, v: &vb, dtype };
+    let d = block_on(ops.attention(heads, kv_heads, head_dim, ctx, &qkvb, &tb, cache, &partials, &out, false)).unwrap();
+    gpu.set_step(first as u32, tokens as u32);
+    gpu.run(&d);
+    gpu.set_step(0, 1);
+    let (k_got, v_got) = check_caches(gpu, "prefill", &kb, &vb, &k_want, &v_want);
+    let want = if dtype == KvDtype::F32 { want } else { cpu(&qkv[..tokens * width], first, Some((&k_got, &v_got))).0 };
+    let got = gpu.read(&out, (tokens + 2) * heads * head_dim);
+    let row = heads * head_dim;
+    for (t, got) in got.chunks(row).enumerate() {
+        // Rows past the step stay untouched.
+        let want = if t < tokens { want[t * row..(t + 1) * row].to_vec() } else { vec![0.0; row] };
+        assert_close(&format!("causal attention {case} position {}", first + t), got, &want, 1e-5);
     }
 }
 

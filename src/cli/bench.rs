@@ -8,7 +8,7 @@ use clap::Args;
 
 use super::inspect::human;
 use super::progress::bytes_bar;
-use super::run::{open_gpu, DeviceArgs, SamplingArgs};
+use super::run::{open_gpu, DeviceArgs, KvCacheArgs, SamplingArgs};
 use crate::bench::{mean_std, run_once};
 use crate::engine::{Engine, EngineOptions, KernelTime};
 use crate::gpu::roof::measure_read_bandwidth;
@@ -58,6 +58,8 @@ pub struct BenchArgs {
     /// decode as they run it.
     #[arg(long)]
     pub ctx: Option<usize>,
+    #[command(flatten)]
+    pub kv_cache: KvCacheArgs,
     #[command(flatten)]
     pub device: DeviceArgs,
     /// Also measure the device's streaming-read bandwidth and report decode as a fraction of it.
@@ -123,7 +125,8 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let roof = if args.roof { Some(pollster::block_on(measure_read_bandwidth(&gpu, 20))?) } else { None };
     let started = Instant::now();
     let (bar, mut progress) = bytes_bar("uploading weights");
-    let options = EngineOptions { ctx: Some(ctx), ubatch: args.ubatch, ..Default::default() };
+    let options =
+        EngineOptions { ctx: Some(ctx), ubatch: args.ubatch, kv_dtype: args.kv_cache.dtype(), ..Default::default() };
     let mut engine = pollster::block_on(Engine::load(&gpu, &config, &layout, source, &options, &mut progress))
         .with_context(|| format!("loading {name} onto {}", gpu.describe()))?;
     bar.finish_and_clear();
@@ -157,7 +160,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
                 "temperature": temperature, "top_k": sampled.then_some(top_k), "top_p": sampled.then_some(top_p), "sampled_on": sampled_on,
                 "prefill_tok_s": pp, "decode_tok_s": tg,
                 "weight_bytes": plan.weight_bytes, "decode_gb_s": gb_s,
-                "gpu_memory_bytes": plan.total(), "kv_cache_bytes": plan.kv_cache_bytes,
+                "gpu_memory_bytes": plan.total(), "kv_cache_bytes": plan.kv_cache_bytes, "kv_cache": plan.kv_dtype.name(),
                 "load_s": load_s, "repetition": rep,
                 "roof_gb_s": roof.map(|r| r / 1e9),
                 "decode_roof_fraction": roof.map(|r| gb_s * 1e9 / r),
@@ -190,9 +193,10 @@ pub fn run(args: BenchArgs) -> Result<()> {
         engine.decode_gemv()
     );
     println!(
-        "weights  {} on the GPU, {} in all with a {ctx}-token KV cache and {}-token prefill steps; loaded in {load_s:.2} s",
+        "weights  {} on the GPU, {} in all with a {ctx}-token {} KV cache and {}-token prefill steps; loaded in {load_s:.2} s",
         human(plan.weight_bytes),
         human(plan.total()),
+        plan.kv_dtype.name(),
         plan.ubatch
     );
     match sampled_on {

@@ -9,7 +9,7 @@ use crate::gpu::weights::GpuMatrix;
 use crate::gpu::GpuError;
 use crate::model::Config;
 
-use super::ops::{Feed, InputNorms, Ops, Out};
+use super::ops::{Feed, InputNorms, KvCache, KvDtype, Ops, Out};
 
 /// A projection on the GPU: weight, optional bias, optional per-linear norm.
 pub struct GpuLinear {
@@ -31,7 +31,8 @@ pub struct GpuLayer {
     /// `gate_up` activation it writes: stacked into one projection as q/k/v are.
     pub gate_up: Vec<(usize, GpuLinear)>,
     pub down_proj: GpuLinear, // [hidden, intermediate]
-    /// This layer's KV cache: `[ctx, kv_heads, head_dim]` f32 each.
+    /// This layer's KV cache: `[ctx, kv_heads, head_dim]` each, of
+    /// [`GpuWeights::kv_dtype`] values.
     pub k_cache: wgpu::Buffer,
     pub v_cache: wgpu::Buffer,
 }
@@ -41,6 +42,8 @@ pub struct GpuWeights {
     pub layers: Vec<GpuLayer>,
     pub norm: wgpu::Buffer,         // [hidden]
     pub lm_head: Option<GpuMatrix>, // [vocab, hidden]; None when tied to the embedding
+    /// What the layers' KV caches store their values as.
+    pub kv_dtype: KvDtype,
 }
 
 impl GpuWeights {
@@ -168,7 +171,7 @@ pub async fn layers_graph(
         // A fixed-point o projection gets its input converted by attention itself.
         let o = &layer.o_proj;
         let o_fixed = ops.attention_feeds_fixed(&o.weight, o.norm.is_some(), head_dim);
-        let cache = (&layer.k_cache, &layer.v_cache);
+        let cache = KvCache { k: &layer.k_cache, v: &layer.v_cache, dtype: w.kv_dtype };
         let (table, partials) = (&a.rope_table, &a.attn_partials);
         graph.extend(
             ops.attention(heads, kv_heads, head_dim, ctx_len, &a.qkv, table, cache, partials, &a.attn, o_fixed).await?,

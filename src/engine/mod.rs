@@ -36,6 +36,8 @@ pub struct EngineOptions {
     /// Prompt tokens per prefill step; `None` picks [`DEFAULT_UBATCH`], capped by
     /// the context and by what one storage binding holds.
     pub ubatch: Option<usize>,
+    /// What the KV cache stores its values as (`--kv-cache`).
+    pub kv_dtype: ops::KvDtype,
 }
 
 /// What the model needs on the GPU, computed before anything is uploaded.
@@ -45,6 +47,8 @@ pub struct MemoryPlan {
     pub kv_cache_bytes: u64,
     pub scratch_bytes: u64,
     pub ctx: usize,
+    /// What the KV cache stores its values as.
+    pub kv_dtype: ops::KvDtype,
     /// Prompt tokens per prefill step.
     pub ubatch: usize,
     /// Floats of the prefill step's scratch for split GEMMs (ops::gemm_k_parts).
@@ -60,19 +64,21 @@ impl MemoryPlan {
     }
 
     /// The plan for a context of `requested_ctx` and prefill steps of
-    /// `requested_ubatch` tokens; `max_binding` bytes is the most one activation
-    /// buffer may take, which caps the default step size. `coop_gemm`: the
-    /// device can run prefill's cooperative-matrix GEMM.
+    /// `requested_ubatch` tokens, with a KV cache of `kv_dtype` values;
+    /// `max_binding` bytes is the most one activation buffer may take, which
+    /// caps the default step size. `coop_gemm`: the device can run prefill's
+    /// cooperative-matrix GEMM.
     pub fn new(
         layout: &Layout,
         c: &Config,
         requested_ctx: Option<usize>,
         requested_ubatch: Option<usize>,
+        kv_dtype: ops::KvDtype,
         max_binding: u64,
         coop_gemm: bool,
     ) -> Result<Self, GpuError> {
         let f32s = |n: usize| (n * 4) as u64;
-        let kv_per_position = 2 * c.num_hidden_layers as u64 * f32s(c.kv_dim());
+        let kv_per_position = (2 * c.num_hidden_layers * c.kv_dim() * kv_dtype.bytes()) as u64;
         let ctx = match requested_ctx {
             Some(0) => return Err(GpuError::Limits("the context length must be positive".into())),
             Some(n) if n > c.max_position_embeddings => {
@@ -129,7 +135,7 @@ impl MemoryPlan {
         let coop_gemm = coop_gemm && ubatch > 1 && pair_bytes <= max_binding;
         let scratch_bytes = scratch_bytes + if coop_gemm { pair_bytes + f32s(ubatch) } else { 0 };
         let kv_cache_bytes = kv_per_position * ctx as u64;
-        Ok(MemoryPlan { weight_bytes, kv_cache_bytes, scratch_bytes, ctx, ubatch, gemm_parts, coop_gemm })
+        Ok(MemoryPlan { weight_bytes, kv_cache_bytes, scratch_bytes, ctx, kv_dtype, ubatch, gemm_parts, coop_gemm })
     }
 }
 
@@ -247,8 +253,9 @@ impl Engine {
         let c = config;
         let limits = &ctx.caps.limits;
         let max_binding = limits.max_storage_buffer_binding_size.min(limits.max_buffer_size);
-        let plan = MemoryPlan::new(layout, c, options.ctx, options.ubatch, max_binding, ctx.caps.coop_gemm)?;
-        let kv_layer_bytes = (plan.ctx * c.kv_dim() * 4) as u64;
+        let plan =
+            MemoryPlan::new(layout, c, options.ctx, options.ubatch, options.kv_dtype, max_binding, ctx.caps.coop_gemm)?;
+        let kv_layer_bytes = (plan.ctx * c.kv_dim() * plan.kv_dtype.bytes()) as u64;
         if kv_layer_bytes > max_binding {
             return Err(GpuError::Limits(format!(
                 "a context of {} tokens needs {kv_layer_bytes} bytes of KV cache per layer, more than one storage binding \
@@ -262,6 +269,7 @@ impl Engine {
                 c.head_dim()
             )));
         }
+        plan.kv_dtype.check_head_dim(c.head_dim())?;
         let partials_bytes = (ops::attention_partial_floats(c.num_attention_heads, c.head_dim(), plan.ctx) * 4) as u64;
         if partials_bytes > max_binding || ((c.vocab_size + ops::ARGMAX_SCRATCH_FLOATS) * 4) as u64 > max_binding {
             return Err(GpuError::Limits(format!(
@@ -271,7 +279,7 @@ impl Engine {
 
         let weight_binding = options.max_binding_bytes.unwrap_or(max_binding).min(max_binding);
         let mut up = Uploader::new(ctx, source, weight_binding, plan.weight_bytes, progress);
-        let weights = upload::weights(&mut up, ctx, c, layout, plan.ctx).await?;
+        let weights = upload::weights(&mut up, ctx, c, layout, plan.ctx, plan.kv_dtype).await?;
 
         let rope =
             ctx.buffer_init("rope table", bytemuck::cast_slice(&rope_table(c, plan.ctx)), wgpu::BufferUsages::STORAGE);

@@ -7,16 +7,21 @@ use crate::gpu::{GpuContext, GpuError};
 use crate::model::{Config, Layout, Linear, Matrix};
 
 use super::forward::{GpuLayer, GpuLinear, GpuWeights};
+use super::ops::KvDtype;
 use super::storage;
 
-/// Uploads the whole model and allocates a KV cache of `ctx_len` positions per layer.
+/// Uploads the whole model and allocates a KV cache of `ctx_len` positions
+/// of `kv_dtype` values per layer.
 pub async fn weights(
     up: &mut Uploader<'_>,
     ctx: &GpuContext,
     c: &Config,
     layout: &Layout,
     ctx_len: usize,
+    kv_dtype: KvDtype,
 ) -> Result<GpuWeights, GpuError> {
+    // storage() counts 4-byte words.
+    let cache_words = ctx_len * c.kv_dim() * kv_dtype.bytes() / 4;
     let embed_tokens = up.matrix(&layout.embed_tokens).await?;
     let mut layers = Vec::with_capacity(layout.layers.len());
     for (i, l) in layout.layers.iter().enumerate() {
@@ -28,13 +33,13 @@ pub async fn weights(
             post_attention_layernorm: up.vector(&l.post_attention_layernorm).await?,
             gate_up: stacked(up, format!("model.layers.{i}.mlp.gate_up_proj"), &[&l.gate_proj, &l.up_proj]).await?,
             down_proj: linear(up, &l.down_proj).await?,
-            k_cache: storage(ctx, &format!("k cache {i}"), ctx_len * c.kv_dim()),
-            v_cache: storage(ctx, &format!("v cache {i}"), ctx_len * c.kv_dim()),
+            k_cache: storage(ctx, &format!("k cache {i}"), cache_words),
+            v_cache: storage(ctx, &format!("v cache {i}"), cache_words),
         });
     }
     let norm = up.vector(&layout.norm).await?;
     let lm_head = if layout.tied { None } else { Some(up.matrix(&layout.lm_head).await?) };
-    Ok(GpuWeights { embed_tokens, layers, norm, lm_head })
+    Ok(GpuWeights { embed_tokens, layers, norm, lm_head, kv_dtype })
 }
 
 /// One projection: its weight as stored, its bias and per-linear norm as f32.

@@ -40,6 +40,63 @@ pub fn attention_partial_floats(heads: usize, head_dim: usize, ctx: usize) -> us
     heads * attention_splits(heads, ctx) * (head_dim + 4)
 }
 
+/// What the KV cache stores its values as (`--kv-cache`): f32, as the
+/// reference computes, or f16 for half the cache's memory and of what
+/// attention reads (attention.wgsl's KV_HALF). Attention computes in f32
+/// either way.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum KvDtype {
+    #[default]
+    F32,
+    F16,
+}
+
+impl KvDtype {
+    /// Bytes a value.
+    pub fn bytes(self) -> usize {
+        match self {
+            KvDtype::F32 => 4,
+            KvDtype::F16 => 2,
+        }
+    }
+
+    /// The name `--kv-cache` takes and reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            KvDtype::F32 => "f32",
+            KvDtype::F16 => "f16",
+        }
+    }
+
+    /// Checks that heads of `head_dim` values fit this format: quads of
+    /// values (attention.wgsl), for f16 in pairs of quads.
+    pub fn check_head_dim(self, head_dim: usize) -> Result<(), GpuError> {
+        let multiple = 16 / self.bytes();
+        if head_dim.is_multiple_of(multiple) {
+            return Ok(());
+        }
+        Err(GpuError::Limits(format!(
+            "a KV cache of {} values needs head_dim to be a multiple of {multiple}; this model's is {head_dim}{}",
+            self.name(),
+            if self == KvDtype::F16 { " (use --kv-cache f32)" } else { "" }
+        )))
+    }
+
+    /// attention.wgsl's and rope.wgsl's override constants for this format.
+    fn constants(self) -> [(&'static str, u32); 1] {
+        [("KV_HALF", u32::from(self == KvDtype::F16))]
+    }
+}
+
+/// A layer's KV cache, `[ctx, kv_heads, head_dim]` each, and what it stores
+/// its values as.
+#[derive(Clone, Copy)]
+pub struct KvCache<'a> {
+    pub k: &'a wgpu::Buffer,
+    pub v: &'a wgpu::Buffer,
+    pub dtype: KvDtype,
+}
+
 impl Ops<'_> {
     /// RoPE on q and k, and the append of k and v to the cache at the step's
     /// positions; `qkv` holds each token's q, k and v one after another.
@@ -50,12 +107,14 @@ impl Ops<'_> {
         head_dim: usize,
         qkv: &wgpu::Buffer,
         rope_table: &wgpu::Buffer,
-        cache: (&wgpu::Buffer, &wgpu::Buffer),
+        cache: KvCache<'_>,
     ) -> Result<Dispatch, GpuError> {
-        let pipeline = self.kernels.pipeline(Kernel::Rope, &[]).await?;
+        cache.dtype.check_head_dim(head_dim)?;
+        let pipeline = self.kernels.pipeline(Kernel::Rope, &cache.dtype.constants()).await?;
         let params = self.uniform("rope", &[heads as u32, kv_heads as u32, head_dim as u32, 0]);
-        let bindings = [(0, &params), (1, self.step), (2, qkv), (5, rope_table), (6, cache.0), (7, cache.1)];
-        let threads = ((heads + kv_heads) * head_dim / 2) as u32;
+        let bindings = [(0, &params), (1, self.step), (2, qkv), (5, rope_table), (6, cache.k), (7, cache.v)];
+        // Each thread rotates two pairs.
+        let threads = ((heads + kv_heads) * head_dim / 4) as u32;
         Ok(Dispatch::new(self.ctx, "rope", pipeline, &bindings, [threads.div_ceil(64), self.tokens as u32, 1]))
     }
 
@@ -77,7 +136,7 @@ impl Ops<'_> {
         ctx_len: usize,
         qkv: &wgpu::Buffer,
         rope_table: &wgpu::Buffer,
-        cache: (&wgpu::Buffer, &wgpu::Buffer),
+        cache: KvCache<'_>,
         partials: &wgpu::Buffer,
         out: &wgpu::Buffer,
         fixed_out: bool,
@@ -97,14 +156,17 @@ impl Ops<'_> {
         );
         if self.tokens > 1 {
             let rope = self.rope(heads, kv_heads, head_dim, qkv, rope_table, cache).await?;
-            let causal = self.kernels.pipeline(Kernel::AttentionCausal, &[]).await?;
-            let bindings = [(0, &params), (1, self.step), (2, qkv), (3, cache.0), (4, cache.1), (6, out)];
+            let causal = self.kernels.pipeline(Kernel::AttentionCausal, &cache.dtype.constants()).await?;
+            let bindings = [(0, &params), (1, self.step), (2, qkv), (3, cache.k), (4, cache.v), (6, out)];
             let grid = [heads as u32, self.tokens as u32, 1];
             return Ok(vec![rope, Dispatch::new(self.ctx, "attention causal", causal, &bindings, grid)]);
         }
+        let [kv_half] = cache.dtype.constants();
         let pipeline = match fixed {
-            Some(fixed) => self.kernels.pipeline(Kernel::AttentionDecodeFixed, &[("DIGITS", fixed.digits)]).await?,
-            None => self.kernels.pipeline(Kernel::AttentionDecode, &[]).await?,
+            Some(fixed) => {
+                self.kernels.pipeline(Kernel::AttentionDecodeFixed, &[("DIGITS", fixed.digits), kv_half]).await?
+            }
+            None => self.kernels.pipeline(Kernel::AttentionDecode, &[kv_half]).await?,
         };
         // A count per head of its splits done, zero between steps (wgpu
         // zeroes new buffers; the last workgroup of each head resets its own).
@@ -113,8 +175,8 @@ impl Ops<'_> {
             (0, &params),
             (1, self.step),
             (2, qkv),
-            (3, cache.0),
-            (4, cache.1),
+            (3, cache.k),
+            (4, cache.v),
             (5, partials),
             (6, out),
             (7, rope_table),
@@ -126,5 +188,17 @@ impl Ops<'_> {
         }
         Ok(vec![Dispatch::new(self.ctx, "attention", pipeline, &bindings, [heads as u32, splits, 1])
             .follows_position(ATTENTION_CHUNK as u32)])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_f16_cache_needs_heads_of_whole_pairs_of_quads() {
+        assert!(KvDtype::F32.check_head_dim(12).is_ok() && KvDtype::F16.check_head_dim(64).is_ok());
+        let err = KvDtype::F16.check_head_dim(12).unwrap_err().to_string();
+        assert!(err.contains("multiple of 8") && err.contains("is 12") && err.contains("--kv-cache f32"), "{err}");
     }
 }
