@@ -21,8 +21,8 @@
 // While decoding, `attention_decode` also does what rope.wgsl does for a prompt
 // (one dispatch fewer per layer): it rotates q as it loads it, and the workgroup
 // holding `pos` takes that position's k (rotated) and v straight from the qkv
-// row; the first query head of each KV group also writes them into the cache,
-// where later steps read them. No workgroup reads the cache at `pos`, so none
+// row, in f32 (with KV_HALF too); the first query head of each KV group also
+// writes them into the cache, where later steps read them. No workgroup reads the cache at `pos`, so none
 // waits for that write.
 //
 // Layout: partials [heads, splits, quads + 1] vec4: quads = head_dim / 4 vec4s of
@@ -138,14 +138,6 @@ fn store_kv(i: u32, k: vec4<f32>, v: vec4<f32>) {
     v_cache[i] = bitcast<vec4<u32>>(v);
 }
 
-// `x` as the cache holds it: rounded to f16 with KV_HALF.
-fn as_cached(x: vec2<f32>) -> vec2<f32> {
-    if (KV_HALF == 1u) {
-        return unpack2x16float(pack2x16float(x));
-    }
-    return x;
-}
-
 // q_head . k_cache[k_at ..] over vec4s d = start, start + stride, ... < quads,
 // with four independent loads and sums per step: a loop of one dependent load
 // per step spent its time waiting on memory.
@@ -228,14 +220,11 @@ fn split_partial(head: u32, row: u32, lid: u32) {
         q_head[i / 4u][i % 4u] = qr.x;
         q_head[(i + half) / 4u][(i + half) % 4u] = qr.y;
         if (holds_pos) {
-            // As the cache holds them, so that pos's own k and v count as
-            // later steps will read them.
-            let kr = as_cached(rotated_pair(k_at, i, half, cs));
-            let vr = as_cached(vec2<f32>(qkv_at(v_at, i), qkv_at(v_at, i + half)));
+            let kr = rotated_pair(k_at, i, half, cs);
             k_new[i / 4u][i % 4u] = kr.x;
             k_new[(i + half) / 4u][(i + half) % 4u] = kr.y;
-            v_new[i / 4u][i % 4u] = vr.x;
-            v_new[(i + half) / 4u][(i + half) % 4u] = vr.y;
+            v_new[i / 4u][i % 4u] = qkv_at(v_at, i);
+            v_new[(i + half) / 4u][(i + half) % 4u] = qkv_at(v_at, i + half);
         }
     }
     workgroupBarrier();

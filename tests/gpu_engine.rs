@@ -96,7 +96,7 @@ fn reduced_precision_decode_stays_near_transformers() {
 
 /// A KV cache of f16 values (`--kv-cache f16`) against transformers: the
 /// logits within the f32 paths' tolerance, argmax included (measured: at
-/// most 5.6e-4 of the largest logit, against 1.9e-6 with f32), and greedy
+/// most 6.0e-4 of the largest logit, against 1.9e-6 with f32), and greedy
 /// generation (batched prefill, then decode) gives transformers' ids.
 #[test]
 fn f16_kv_cache_stays_near_transformers() {
