@@ -22,8 +22,8 @@
 // (one dispatch fewer per layer): it rotates q as it loads it, and the workgroup
 // holding `pos` takes that position's k (rotated) and v straight from the qkv
 // row, in f32 (with KV_HALF too); the first query head of each KV group also
-// writes them into the cache, where later steps read them. No workgroup reads the cache at `pos`, so none
-// waits for that write.
+// writes them into the cache, where later steps read them. No workgroup reads
+// the cache at `pos`, so none waits for that write.
 //
 // Layout: partials [heads, splits, quads + 1] vec4: quads = head_dim / 4 vec4s of
 // o_j, then (m_j, l_j, 0, 0). Needs head_dim % 4 == 0 and head_dim <= 256.
