@@ -189,8 +189,13 @@ impl Gpu {
     }
 
     fn f32s(&self, values: &[f32]) -> wgpu::Buffer {
+        self.data(bytemuck::cast_slice(values))
+    }
+
+    /// A storage buffer holding `bytes`, which tests can write and read back.
+    fn data(&self, bytes: &[u8]) -> wgpu::Buffer {
         use wgpu::BufferUsages as U;
-        self.ctx.buffer_init("test data", bytemuck::cast_slice(values), U::STORAGE | U::COPY_SRC | U::COPY_DST)
+        self.ctx.buffer_init("test data", bytes, U::STORAGE | U::COPY_SRC | U::COPY_DST)
     }
 
     fn set_pos(&self, pos: u32) {
@@ -223,23 +228,20 @@ impl Gpu {
         match dtype {
             KvDtype::F32 => self.f32s(values),
             KvDtype::F16 => {
-                use wgpu::BufferUsages as U;
                 let halves: Vec<f16> = values.iter().map(|&v| f16::from_f32(v)).collect();
-                self.ctx.buffer_init(
-                    "test kv cache",
-                    bytemuck::cast_slice(&halves),
-                    U::STORAGE | U::COPY_SRC | U::COPY_DST,
-                )
+                self.data(bytemuck::cast_slice(&halves))
             }
         }
     }
 
     /// The first `n` values of a KV cache of `dtype`.
     fn read_kv_cache(&self, buffer: &wgpu::Buffer, n: usize, dtype: KvDtype) -> Vec<f32> {
-        let bytes = block_on(self.ctx.read_buffer(buffer, (n * dtype.bytes()) as u64)).unwrap();
         match dtype {
-            KvDtype::F32 => bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
-            KvDtype::F16 => bytes.chunks_exact(2).map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
+            KvDtype::F32 => self.read(buffer, n),
+            KvDtype::F16 => {
+                let bytes = block_on(self.ctx.read_buffer(buffer, (n * 2) as u64)).unwrap();
+                bytes.chunks_exact(2).map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32()).collect()
+            }
         }
     }
 
