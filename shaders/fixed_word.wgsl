@@ -1,6 +1,7 @@
 // Block fixed point for GEMV inputs, shared by the kernels that write it
-// (fixed_point.wgsl, attention.wgsl's merge); gemv_fixed.wgsl reads it. The
-// engine prepends this file to their source.
+// (fixed_point.wgsl, attention.wgsl's merge, gemv_fixed.wgsl's feeding
+// entry points; its swiglu_words computes fixed_word a value a thread);
+// gemv_fixed.wgsl reads it. The engine prepends this file to their source.
 //
 // An input is cut into words of 16 values, the inputs of one packed weight
 // word, and each word is stored as a scale and sixteen integers of

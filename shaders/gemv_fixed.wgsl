@@ -389,17 +389,72 @@ fn gemv_ternary_fixed_swiglu_feeding(
         block_y[lid] = vec2<f32>(write_row(row, row_sum(lid), norm, addend), 0.0);
     }
     workgroupBarrier();
-    // A thread a word turns silu(gate) * up into words of down's input (as
-    // fixed_point.wgsl does with SWIGLU).
-    if (lid < block_gates / 16u) {
-        var values: array<vec4<f32>, 4>;
-        for (var i = 0u; i < 4u; i = i + 1u) {
-            let at = 16u * lid + 4u * i;
-            let gate = block_quad(at, 0u);
-            let up = block_quad(block_gates + at, 0u);
-            values[i] = gate / (1.0 + exp(-gate)) * up; // as swiglu.wgsl
+    swiglu_words(lid, block_gates, first_gate / 16u, half / 16u);
+}
+
+// gemv_ternary_fixed_swiglu_feeding: each gate row's value of down's input
+// on its way into words: its magnitude, then its digits and integer.
+var<workgroup> swiglu_values: array<vec4<i32>, 128>; // [block_gates]
+
+// silu(gate) * up of the workgroup's gate and up rows (in block_y) into words
+// first_word.. of down's input (of `words` words), a value a thread: each of
+// the first block_gates threads converts its row as fixed_word would convert
+// it within its word (largest magnitude of the word's 16, scale, digits),
+// then 12 threads a word each pack one component of its digit planes and
+// one its info. One thread converting a whole word (fixed_word) held each
+// workgroup up by that serial tail: on an H200, tg128 after pp512, 32B
+// 154.5 -> 155.4 t/s, 7B 515 -> 520, 0.5B 1,170 -> 1,177 (BENCHMARKS.md,
+// round 21). Every thread of the workgroup calls it (it has barriers).
+fn swiglu_words(lid: u32, block_gates: u32, first_word: u32, words: u32) {
+    var value = 0.0;
+    if (lid < block_gates) {
+        let gate = block_y[lid].x;
+        let up = block_y[block_gates + lid].x;
+        value = gate / (1.0 + exp(-gate)) * up; // as swiglu.wgsl
+        swiglu_values[lid] = vec4<i32>(bitcast<i32>(abs(value)), 0, 0, 0);
+    }
+    workgroupBarrier();
+    let w = lid / 16u;
+    var largest = 0.0;
+    var int = 0;
+    var d: array<vec4<i32>, 3>;
+    if (lid < block_gates) {
+        for (var i = 0u; i < 16u; i = i + 1u) {
+            largest = max(largest, bitcast<f32>(swiglu_values[16u * w + i].x));
         }
-        store_next_word(first_gate / 16u + lid, half / 16u, fixed_word(values));
+        // A word of zeros gets scale 0 and zero digits.
+        let to_int = select(0.0, amax() / largest, largest > 0.0);
+        int = i32(clamp(round(value * to_int), -amax(), amax()));
+        d = digits(vec4<i32>(int, 0, 0, 0));
+    }
+    workgroupBarrier(); // the magnitudes are read before the digits replace them
+    if (lid < block_gates) {
+        swiglu_values[lid] = vec4<i32>(d[0].x, d[1].x, d[2].x, int);
+    }
+    workgroupBarrier();
+    if (lid < block_gates) {
+        // Value 4i + j of the word is swiglu_values[16w + 4i + j]; component
+        // j of digit plane k packs digit k of values j, 4 + j, 8 + j, 12 + j.
+        let r = lid % 16u;
+        let at = 16u * w;
+        if (r < 4u * DIGITS) {
+            let k = r / 4u;
+            let j = r % 4u;
+            let packed = pack4xI8(vec4<i32>(
+                swiglu_values[at + j][k],
+                swiglu_values[at + 4u + j][k],
+                swiglu_values[at + 8u + j][k],
+                swiglu_values[at + 12u + j][k],
+            ));
+            next_planes[k * words + first_word + w][j] = packed;
+        }
+        if (r == 15u) {
+            var sum = 0;
+            for (var i = 0u; i < 16u; i = i + 1u) {
+                sum = sum + swiglu_values[at + i].w;
+            }
+            next_info[first_word + w] = vec2<u32>(bitcast<u32>(largest / amax()), bitcast<u32>(sum));
+        }
     }
 }
 
