@@ -53,6 +53,18 @@ fn digits(v: vec4<i32>) -> array<vec4<i32>, 3> {
     return array<vec4<i32>, 3>(d0, d1, d2);
 }
 
+// What takes a word's values to its integers A (fixed_ints): amax() over the
+// word's largest magnitude; 0 for a word of zeros, which gets scale 0 and
+// zero digits.
+fn int_factor(largest: f32) -> f32 {
+    return select(0.0, amax() / largest, largest > 0.0);
+}
+
+// The integers A of four values of a word whose int_factor is `factor`.
+fn fixed_ints(v: vec4<f32>, factor: f32) -> vec4<i32> {
+    return vec4<i32>(clamp(round(v * factor), vec4<f32>(-amax()), vec4<f32>(amax())));
+}
+
 // One word in block fixed point: its three digit planes and its info.
 struct FixedWord {
     planes: array<vec4<u32>, 3>,
@@ -63,13 +75,12 @@ struct FixedWord {
 fn fixed_word(v: array<vec4<f32>, 4>) -> FixedWord {
     let m4 = max(max(abs(v[0]), abs(v[1])), max(abs(v[2]), abs(v[3])));
     let largest = max(max(m4.x, m4.y), max(m4.z, m4.w));
-    // A word of zeros gets scale 0 and zero digits.
-    let to_int = select(0.0, amax() / largest, largest > 0.0);
+    let to_int = int_factor(largest);
     // d[i][k]: digit k of inputs 16w + 4i .. 16w + 4i + 3.
     var d: array<array<vec4<i32>, 3>, 4>;
     var sum = vec4<i32>(0);
     for (var i = 0u; i < 4u; i = i + 1u) {
-        let ints = vec4<i32>(clamp(round(v[i] * to_int), vec4<f32>(-amax()), vec4<f32>(amax())));
+        let ints = fixed_ints(v[i], to_int);
         sum = sum + ints;
         d[i] = digits(ints);
     }

@@ -399,7 +399,7 @@ var<workgroup> swiglu_values: array<vec4<i32>, 128>; // [block_gates]
 // silu(gate) * up of the workgroup's gate and up rows (in block_y) into words
 // first_word.. of down's input (of `words` words), a value a thread: each of
 // the first block_gates threads converts its row as fixed_word would convert
-// it within its word (largest magnitude of the word's 16, scale, digits),
+// it within its word (its int_factor and fixed_ints, then its digits),
 // then 12 threads a word each pack one component of its digit planes and
 // one its info. One thread converting a whole word (fixed_word) held each
 // workgroup up by that serial tail: on an H200, tg128 after pp512, 32B
@@ -422,10 +422,9 @@ fn swiglu_words(lid: u32, block_gates: u32, first_word: u32, words: u32) {
         for (var i = 0u; i < 16u; i = i + 1u) {
             largest = max(largest, bitcast<f32>(swiglu_values[16u * w + i].x));
         }
-        // A word of zeros gets scale 0 and zero digits.
-        let to_int = select(0.0, amax() / largest, largest > 0.0);
-        int = i32(clamp(round(value * to_int), -amax(), amax()));
-        d = digits(vec4<i32>(int, 0, 0, 0));
+        let ints = fixed_ints(vec4<f32>(value, 0.0, 0.0, 0.0), int_factor(largest));
+        int = ints.x;
+        d = digits(ints);
     }
     workgroupBarrier(); // the magnitudes are read before the digits replace them
     if (lid < block_gates) {
