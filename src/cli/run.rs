@@ -72,7 +72,7 @@ pub struct RunnerArgs {
 pub struct KvCacheArgs {
     /// What the GPU's KV cache stores keys and values as: f32 keeps them as
     /// computed (the default, as the CPU reference); f16 rounds them to half
-    /// precision (logits move by about 5e-4 of the largest), which halves the
+    /// precision (logits move by up to about 6e-4 of the largest), which halves the
     /// cache's memory (a 32B model's 8,192 positions: 2.1 GB instead of 4.3)
     /// and doubles the default context (a 4 GiB cache). Decode speed stays
     /// about the same (H200, 32B after 8,192 prompt tokens: 99.8 -> 100.7
