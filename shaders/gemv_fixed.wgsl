@@ -82,6 +82,7 @@ override GROUP_SIZE: u32 = 64u; // weights per scale
 override SCALE_DTYPE: u32 = 0u; // DTYPE_* of the scales
 override LANES: u32 = 64u;      // threads per row team: a power of two dividing 256
 override WORDS_PER_STEP: u32 = 1u; // packed words of a row a thread reads per step: 1 or 2
+override COLS: u32 = 0u; // the input length where the pipeline is built for one (else p.cols)
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> weights: array<u32>;      // [rows, cols / 16] packed
@@ -166,7 +167,16 @@ struct TeamRows {
 
 fn team_rows(first_row: u32) -> TeamRows {
     let rows = min(vec4<u32>(first_row) + vec4<u32>(0u, 1u, 2u, 3u), vec4<u32>(p.rows - 1u));
-    return TeamRows(rows * (p.cols / 16u), rows * (p.cols / GROUP_SIZE));
+    return TeamRows(rows * (cols() / 16u), rows * (cols() / GROUP_SIZE));
+}
+
+// The input length: the pipeline's COLS where it has one, so that the driver
+// compiles the loops knowing their counts.
+fn cols() -> u32 {
+    if (COLS != 0u) {
+        return COLS;
+    }
+    return p.cols;
 }
 
 // Scale `i` of the matrix.
@@ -209,7 +219,7 @@ fn norm_factor() -> f32 {
         }
         return norm_from_sums(vec2<f32>(sum, 0.0));
     }
-    let words = p.cols / 16u;
+    let words = cols() / 16u;
     var sums = vec2<f32>(0.0);
     for (var k = 0u; k < (words + 255u) / 256u; k = k + 1u) {
         sums = sums + bitcast<vec2<f32>>(info[words + k]);
@@ -252,7 +262,7 @@ fn norm_from_sums(sums: vec2<f32>) -> f32 {
     if ((p.flags & NORM1) == 0u) {
         return 1.0;
     }
-    let n = f32(p.cols);
+    let n = f32(cols());
     let inv_rms = inverseSqrt(sums.x / n + p.eps);
     if ((p.flags & NORM2) == 0u) {
         return inv_rms;
@@ -528,7 +538,7 @@ fn gemv_ternary_fixed_staged(
     @builtin(num_workgroups) num_wg: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
-    let words = p.cols / 16u;
+    let words = cols() / 16u;
     let block_first_row = (wg.x + wg.y * num_wg.x) * (WG / LANES * ROWS_PER_TEAM);
     let first_row = block_first_row + lid / LANES * ROWS_PER_TEAM;
     // The first weights are requested before the conversion, which runs
@@ -584,7 +594,7 @@ fn gemv_ternary_fixed_staged(
 // The first step's words of the team's rows `t`, for team_sums, requested
 // as early as a kernel can.
 fn first_team_words(t: TeamRows, lid: u32) -> TeamWords {
-    return team_words(t, min(lid % LANES, p.cols / 16u - 1u));
+    return team_words(t, min(lid % LANES, cols() / 16u - 1u));
 }
 
 // The sums of the team's four rows `t` over the whole input in storage:
@@ -596,7 +606,7 @@ fn team_sums(t: TeamRows, lid: u32, first: TeamWords) -> vec4<f32> {
     if (WORDS_PER_STEP == 2u) {
         return team_pair_sums(t, lid);
     }
-    let words = p.cols / 16u;
+    let words = cols() / 16u;
     var w = lid % LANES;
     var next = first;
     var acc = vec4<f32>(0.0);
@@ -642,7 +652,7 @@ fn team_pairs(t: TeamRows, pair: u32) -> TeamPairs {
 // before this one's are used. Both words' sums are added before one
 // multiply by the rows' scales.
 fn team_pair_sums(t: TeamRows, lid: u32) -> vec4<f32> {
-    let words = p.cols / 16u;
+    let words = cols() / 16u;
     let pairs = words / 2u;
     var pair = lid % LANES;
     var next = team_pairs(t, min(pair, pairs - 1u));

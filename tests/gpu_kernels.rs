@@ -739,10 +739,17 @@ fn gemv_feeding_swiglu_matches_the_cpu() {
         // and up teams of 4, 8 and 32 threads (128, 64 and 16 gate rows a
         // workgroup), the last two with 64 threads elsewhere; the last one's
         // gate and up rows long enough that each thread reads two words a
-        // step (ops::PAIR_STEP_MIN_STEPS).
-        for (hidden, cols, inter, out_rows) in
-            [(64, 64, 128, 37), (128, 64, 128, 5), (1536, 384, 64, 21), (3072, 64, 320, 130)]
-        {
+        // step (ops::PAIR_STEP_MIN_STEPS). Hidden sizes 320 and 2048 give gate
+        // and up's threads a ragged step and four whole ones, which build their
+        // pipeline for its input length; the others three whole steps or fewer.
+        for (hidden, cols, inter, out_rows) in [
+            (64, 64, 128, 37),
+            (320, 64, 128, 9),
+            (128, 64, 128, 5),
+            (1536, 384, 64, 21),
+            (2048, 64, 64, 21),
+            (3072, 64, 320, 130),
+        ] {
             let mut source = MemorySource::default();
             let (m, w) = packed_matrix(&mut rng, &mut source, hidden, cols, DType::F16);
             let (m_gu, w_gu) = packed_matrix(&mut rng, &mut source, 2 * inter, hidden, DType::BF16);

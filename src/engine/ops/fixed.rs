@@ -111,6 +111,37 @@ fn kernel_team(kernel: Kernel, m: &GpuMatrix) -> (u32, u32) {
     }
 }
 
+/// Whether the pipeline of gemv_fixed.wgsl's entry point `kernel` for `m`,
+/// in teams of `lanes` threads reading `words_per_step` packed words a step,
+/// is built for `m`'s input length (its override COLS), so that the driver
+/// compiles the loops knowing their counts. On an H200 (tg128 after pp512,
+/// one matrix at a time against none, BENCHMARKS.md round 22) that gained
+/// up to 1.3 % a matrix, except in two cases, which keep the length a
+/// runtime value:
+/// - the GEMV that feeds the next input (o, and down of 0.5B, 7B and 32B)
+///   lost 1.5-2 % on the 0.5B (its o one step a thread, its down 4.75),
+///   gained nothing on 7B's and 32B's o (3.5 and 5) and gained only on the
+///   longest rows, 7B's down (9.25 steps, 0.5 %): it needs
+///   [`FEEDING_KNOWN_LENGTH_MIN_STEPS`];
+/// - 1.5B's gate/up, three steps a thread for every thread, lost 2 %: a
+///   loop of at most three steps taken whole by every thread keeps the
+///   runtime length (3B's gate/up, four, gained 1 %; ragged loops of one or
+///   two steps gained).
+fn builds_for_input_length(kernel: Kernel, m: &GpuMatrix, lanes: u32, words_per_step: u32) -> bool {
+    let words = m.cols / 16;
+    let words_a_step = (lanes * words_per_step) as usize;
+    let steps = words.div_ceil(words_a_step);
+    match kernel {
+        Kernel::GemvTernaryFixedFeeding => steps >= FEEDING_KNOWN_LENGTH_MIN_STEPS,
+        _ => !(words.is_multiple_of(words_a_step) && steps <= 3),
+    }
+}
+
+/// Fewest steps a thread of the GEMV that feeds the next input
+/// (gemv_ternary_fixed_feeding) takes where its pipeline is built for its
+/// input length ([`builds_for_input_length`]).
+const FEEDING_KNOWN_LENGTH_MIN_STEPS: usize = 8;
+
 /// Whether `m`'s rows are whole pairs of packed words under one scale each.
 fn whole_pairs(m: &GpuMatrix) -> bool {
     matches!(&m.storage, Storage::Packed { group_size, .. } if group_size % 32 == 0) && m.cols.is_multiple_of(32)
@@ -337,7 +368,10 @@ impl Ops<'_> {
         y: Out<'_>,
     ) -> Result<Vec<Dispatch>, GpuError> {
         let (lanes, words_per_step) = kernel_team(input.kernel, m);
-        let constants = [("LANES", lanes), ("DIGITS", input.digits), ("WORDS_PER_STEP", words_per_step)];
+        let mut constants = vec![("LANES", lanes), ("DIGITS", input.digits), ("WORDS_PER_STEP", words_per_step)];
+        if builds_for_input_length(input.kernel, m, lanes, words_per_step) {
+            constants.push(("COLS", m.cols as u32));
+        }
         let pipeline = self.matrix_pipeline(m, input.kernel, Kernel::GemvDense, &constants).await?;
         let mut out = Vec::new();
         for chunk in &m.chunks {
