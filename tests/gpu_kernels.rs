@@ -70,8 +70,12 @@ impl Gpu {
     }
 
     fn with_options(options: DeviceOptions) -> Self {
-        let ctx = pollster::block_on(GpuContext::new(&options))
+        let mut ctx = pollster::block_on(GpuContext::new(&options))
             .expect("a GPU adapter (on a machine without one, install mesa-vulkan-drivers)");
+        // The GEMVs take a GPU's teams, whose widths the tests below go through
+        // one by one, also on a CPU-emulated adapter (which gives its threads
+        // more of a row: the engine tests decode with those teams there).
+        ctx.caps.cpu_emulated = false;
         let kernels = Kernels::new(&ctx);
         let dummy = ctx.buffer("dummy", 16, wgpu::BufferUsages::STORAGE);
         let usage = wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST;
@@ -583,7 +587,7 @@ fn fixed_point_gemv_matches_the_cpu() {
                 let (m, w) = packed_matrix(&mut rng, &mut source, rows, cols, dtype.clone());
                 let gm = gpu.matrix(&m, &source, max_binding);
                 assert!(max_binding > 1 << 19 || gm.chunks.len() > 1, "the test means to split {}", m.name);
-                let (team_lanes, team_words) = tritium::engine::ops::fixed_gemv_team(&gm);
+                let (team_lanes, team_words) = tritium::engine::ops::fixed_gemv_team(&gm, false);
                 lanes.insert(team_lanes);
                 words_per_step.insert(team_words);
                 own_conversion.insert(tritium::engine::ops::converts_own_input(&gm, 0));
@@ -664,7 +668,7 @@ fn gemv_feeding_the_next_matches_the_cpu() {
             let (m, w) = packed_matrix(&mut rng, &mut source, rows, cols, DType::F16);
             let (m2, w2) = packed_matrix(&mut rng, &mut source, next_rows, rows, DType::BF16);
             let (gm, gm2) = (gpu.matrix(&m, &source, 1 << 20), gpu.matrix(&m2, &source, 1 << 20));
-            let (team_lanes, team_words) = tritium::engine::ops::fixed_gemv_team(&gm);
+            let (team_lanes, team_words) = tritium::engine::ops::fixed_gemv_team(&gm, false);
             lanes.insert(team_lanes);
             words_per_step.insert(team_words);
             // The input as SwiGLU of gate and up values, of very different sizes.

@@ -78,7 +78,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let gpu = open_gpu(&args.device)?;
     // A CPU-emulated GPU (lavapipe, SwiftShader) runs a 0.5B model at about a token
     // a second: keep the defaults short there so the default run ends in a minute or two.
-    let software = gpu.info.device_type == wgpu::DeviceType::Cpu;
+    let software = gpu.caps.cpu_emulated;
     let (p, n, r) = if software { (32, 16, 1) } else { (512, 128, 3) };
     let (prompt_tokens, gen_tokens, repetitions) =
         (args.prompt_tokens.unwrap_or(p), args.gen_tokens.unwrap_or(n), args.repetitions.unwrap_or(r));

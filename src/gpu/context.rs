@@ -30,6 +30,10 @@ pub struct GpuCaps {
     pub coop_gemm: bool,
     /// The fixed-point GEMV's input precision (`Fixed` `gemv` where not 24 bits).
     pub act_bits: ActBits,
+    /// A CPU-emulated adapter (lavapipe, SwiftShader), which runs its threads
+    /// a few at a time: the fixed-point GEMV gives each thread more of a row
+    /// there (ops::fixed_gemv_lanes).
+    pub cpu_emulated: bool,
 }
 
 /// One adapter as `tritium adapters` lists it.
@@ -358,6 +362,7 @@ impl GpuContext {
             gemv,
             coop_gemm,
             act_bits: options.act_bits,
+            cpu_emulated: info.device_type == wgpu::DeviceType::Cpu,
         };
         Ok(GpuContext { instance, adapter, device, queue, info, caps, error })
     }

@@ -30,9 +30,16 @@ pub fn fixed_gemv_wanted(path: GemvPath) -> bool {
 /// three words a thread left a matrix few workgroups (the 0.5B's q/k/v, 56
 /// words and 1,152 rows: 18): H200, tg128 after pp512, 0.5B 1,053 -> 1,164
 /// t/s, 1.5B 821 -> 831, 3B 577 -> 592 (BENCHMARKS.md, round 20).
-pub fn fixed_gemv_lanes(words: u32) -> u32 {
-    let a_thread_a_word = words.next_power_of_two().clamp(4, 64);
+/// A CPU-emulated adapter (`cpu_emulated`) runs a thread's fixed costs (its
+/// rows' offsets, the input's norm, its share of the row sums) one thread
+/// after another, so it keeps three words a thread: lavapipe's 0.5B decoded
+/// 1.4 t/s with a thread a word and 2.4 with three (BENCHMARKS.md, round 22).
+pub fn fixed_gemv_lanes(words: u32, cpu_emulated: bool) -> u32 {
     let three_words_a_thread = 1 << (words / 3).max(4).ilog2();
+    if cpu_emulated {
+        return three_words_a_thread.min(256);
+    }
+    let a_thread_a_word = words.next_power_of_two().clamp(4, 64);
     a_thread_a_word.max(three_words_a_thread).min(256)
 }
 
@@ -52,10 +59,10 @@ pub const LONG_ROW_MIN_WORDS: usize = 1024;
 
 /// The fixed-point GEMV's team for `m` over an input in storage: threads a
 /// row (LANES) and packed words each reads of a row per step
-/// (WORDS_PER_STEP).
-pub fn fixed_gemv_team(m: &GpuMatrix) -> (u32, u32) {
+/// (WORDS_PER_STEP), on a CPU-emulated adapter where `cpu_emulated`.
+pub fn fixed_gemv_team(m: &GpuMatrix, cpu_emulated: bool) -> (u32, u32) {
     let words = m.cols / 16;
-    let lanes = if words >= LONG_ROW_MIN_WORDS { 64 } else { fixed_gemv_lanes(words as u32) };
+    let lanes = if words >= LONG_ROW_MIN_WORDS { 64 } else { fixed_gemv_lanes(words as u32, cpu_emulated) };
     (lanes, words_per_step(m, lanes))
 }
 
@@ -99,8 +106,8 @@ fn words_per_step(m: &GpuMatrix, lanes: u32) -> u32 {
 /// [`fixed_gemv_team`], with at most [`SWIGLU_FEEDING_LANES`] threads a row
 /// for the GEMV that feeds SwiGLU's output on, and a word a step for the
 /// GEMV that converts its input itself (whose input is in workgroup memory).
-fn kernel_team(kernel: Kernel, m: &GpuMatrix) -> (u32, u32) {
-    let (lanes, words) = fixed_gemv_team(m);
+fn kernel_team(kernel: Kernel, m: &GpuMatrix, cpu_emulated: bool) -> (u32, u32) {
+    let (lanes, words) = fixed_gemv_team(m, cpu_emulated);
     match kernel {
         Kernel::GemvTernaryFixedStaged => (lanes, 1),
         Kernel::GemvTernaryFixedSwigluFeeding => {
@@ -367,7 +374,7 @@ impl Ops<'_> {
         flags: u32,
         y: Out<'_>,
     ) -> Result<Vec<Dispatch>, GpuError> {
-        let (lanes, words_per_step) = kernel_team(input.kernel, m);
+        let (lanes, words_per_step) = kernel_team(input.kernel, m, self.ctx.caps.cpu_emulated);
         let mut constants = vec![("LANES", lanes), ("DIGITS", input.digits), ("WORDS_PER_STEP", words_per_step)];
         if builds_for_input_length(input.kernel, m, lanes, words_per_step) {
             constants.push(("COLS", m.cols as u32));
@@ -410,7 +417,7 @@ impl Ops<'_> {
             && self.fixed_gemv(m)
             && m.chunks.len() == 1
             && m.rows.is_multiple_of(16)
-            && block_rows(fixed_gemv_team(m).0).is_multiple_of(16)
+            && block_rows(fixed_gemv_team(m, self.ctx.caps.cpu_emulated).0).is_multiple_of(16)
             && m.rows / 16 <= 255 * EXACT_PARTS // workgroups of 16 rows or more
             && self.ctx.caps.limits.max_storage_buffers_per_shader_stage >= 11
             && next.iter().all(|n| self.fixed_gemv(n) && n.cols == m.rows)
@@ -483,7 +490,7 @@ impl Ops<'_> {
     /// of gate rows (gemv_ternary_fixed_swiglu_feeding). That saves down's
     /// conversion dispatch.
     pub fn feeds_swiglu(&self, gate_up: &GpuMatrix, down: &GpuMatrix) -> bool {
-        let (lanes, _) = kernel_team(Kernel::GemvTernaryFixedSwigluFeeding, gate_up);
+        let (lanes, _) = kernel_team(Kernel::GemvTernaryFixedSwigluFeeding, gate_up, self.ctx.caps.cpu_emulated);
         let block_gates = block_rows(lanes) / 2;
         let half = gate_up.rows / 2;
         self.fed_input.is_some()
