@@ -30,10 +30,11 @@ pub fn fixed_gemv_wanted(path: GemvPath) -> bool {
 /// three words a thread left a matrix few workgroups (the 0.5B's q/k/v, 56
 /// words and 1,152 rows: 18): H200, tg128 after pp512, 0.5B 1,053 -> 1,164
 /// t/s, 1.5B 821 -> 831, 3B 577 -> 592 (BENCHMARKS.md, round 20).
-/// A CPU-emulated adapter (`cpu_emulated`) runs a thread's fixed costs (its
-/// rows' offsets, the input's norm, its share of the row sums) one thread
-/// after another, so it keeps three words a thread: lavapipe's 0.5B decoded
-/// 1.4 t/s with a thread a word and 2.4 with three (BENCHMARKS.md, round 22).
+/// A CPU-emulated adapter (`cpu_emulated`) keeps three words a thread:
+/// lavapipe's 0.5B decoded 1.4 t/s with a thread a word and 2.4 with three
+/// (BENCHMARKS.md, round 22), likely because it runs a thread's fixed costs
+/// (its rows' offsets, the input's norm, its share of the row sums) one
+/// thread after another where a GPU runs them side by side.
 pub fn fixed_gemv_lanes(words: u32, cpu_emulated: bool) -> u32 {
     let three_words_a_thread = 1 << (words / 3).max(4).ilog2();
     if cpu_emulated {
