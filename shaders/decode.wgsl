@@ -1,11 +1,13 @@
 // Decode helpers shared by every kernel that reads weights; the engine prepends
 // this file to those kernels' source.
 //
-// Weights and scales live on the GPU exactly as stored in the file, viewed as
+// Weights and scales live on the GPU as stored in the file, viewed as
 // array<u32>:
 // - packed ternary: 4 bytes per word, each byte four trits as 2-bit digits
 //   (trit + 1), the lowest first: byte = (t0+1) | (t1+1) << 2 | (t2+1) << 4 | (t3+1) << 6.
-//   Files store base-3 bytes; the upload re-encodes them (ternary.rs, to_gpu_codes);
+//   Files store base-3 bytes; the upload re-encodes them (ternary.rs,
+//   to_gpu_codes) and interleaves rows in fours, words and scales alike
+//   (interleave_rows): see packed_index;
 // - F32 values: one per word; F16 / BF16 values: two per word, the lower half first.
 
 const DTYPE_F32: u32 = 0u;
@@ -15,6 +17,14 @@ const DTYPE_BF16: u32 = 2u;
 // A packed word of zero trits (every digit 1), staged for rows past the end of
 // a matrix so that they add nothing.
 const ZERO_TRITS_WORD: u32 = 0x55555555u;
+
+// Index of unit `u` of row `row` of a packed matrix's words (u: a word, of
+// `units` a row) or scales (u: a group's scale, of `units` a row, then
+// word_of): rows are stored in fours, unit u of the four rows side by side,
+// so that four rows' word (or scale) u is one 16-byte vector.
+fn packed_index(row: u32, u: u32, units: u32) -> u32 {
+    return ((row / 4u) * units + u) * 4u + row % 4u;
+}
 
 // Index of the word holding element `i` of a tensor of type `dtype`.
 fn word_of(i: u32, dtype: u32) -> u32 {

@@ -27,8 +27,8 @@ override SCALE_DTYPE: u32 = 0u;
 override WEIGHT_DTYPE: u32 = 0u;
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> weights: array<u32>;  // ternary [rows, cols/16] | dense [rows, cols]
-@group(0) @binding(2) var<storage, read> scales: array<u32>;   // [rows, cols/GROUP_SIZE] (ternary only)
+@group(0) @binding(1) var<storage, read> weights: array<u32>;  // ternary [rows, cols/16] (packed_index) | dense [rows, cols]
+@group(0) @binding(2) var<storage, read> scales: array<u32>;   // [rows, cols/GROUP_SIZE] (ternary only; packed_index)
 @group(0) @binding(3) var<storage, read> token: array<u32>;   // [tokens]
 @group(0) @binding(8) var<storage, read_write> x: array<f32>;  // [tokens, cols]
 @group(0) @binding(9) var<uniform> step: Step;
@@ -46,9 +46,9 @@ fn embed_ternary(@builtin(global_invocation_id) id: vec3<u32>) {
     }
     let row = vocab_id - p.row_offset;
     let out = id.y * p.cols;
-    let word = weights[row * words + w];
+    let word = weights[packed_index(row, w, words)];
     let c0 = w * 16u;
-    let s = row * (p.cols / GROUP_SIZE) + c0 / GROUP_SIZE;
+    let s = packed_index(row, c0 / GROUP_SIZE, p.cols / GROUP_SIZE);
     let scale = float_in_word(scales[word_of(s, SCALE_DTYPE)], s, SCALE_DTYPE);
     for (var j = 0u; j < 4u; j = j + 1u) {
         let t = trits_of_byte(word, j) * scale;

@@ -56,8 +56,8 @@ override SCALE_DTYPE: u32 = 0u;  // DTYPE_* of the scales (ternary)
 override WEIGHT_DTYPE: u32 = 0u; // DTYPE_* of W (dense)
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> weights: array<u32>;     // ternary [rows, cols/16] | dense [rows, cols]
-@group(0) @binding(2) var<storage, read> scales: array<u32>;      // [rows, cols/GROUP_SIZE] (ternary only)
+@group(0) @binding(1) var<storage, read> weights: array<u32>;     // ternary [rows, cols/16] (packed_index) | dense [rows, cols]
+@group(0) @binding(2) var<storage, read> scales: array<u32>;      // [rows, cols/GROUP_SIZE] (ternary only; packed_index)
 @group(0) @binding(3) var<storage, read> x: array<vec4<f32>>;     // [tokens, cols / 4]
 @group(0) @binding(4) var<storage, read> stats: array<f32>;       // [tokens, 2] inverse RMS for NORM1, NORM2
 @group(0) @binding(5) var<storage, read> norm1: array<vec4<f32>>; // [cols / 4]
@@ -221,9 +221,9 @@ fn fetch_word(row: u32, w: u32) -> WeightWord {
     if (row >= p.rows) {
         return WeightWord(ZERO_TRITS_WORD, 0.0);
     }
-    let s = row * (p.cols / GROUP_SIZE) + (w * 16u) / GROUP_SIZE;
+    let s = packed_index(row, (w * 16u) / GROUP_SIZE, p.cols / GROUP_SIZE);
     let scale = float_in_word(scales[word_of(s, SCALE_DTYPE)], s, SCALE_DTYPE);
-    return WeightWord(weights[row * (p.cols / 16u) + w], scale);
+    return WeightWord(weights[packed_index(row, w, p.cols / 16u)], scale);
 }
 
 @compute @workgroup_size(256)

@@ -61,8 +61,8 @@ override GROUP_SIZE: u32 = 64u; // weights per scale
 override SCALE_DTYPE: u32 = 0u; // DTYPE_* of the scales
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> weights: array<u32>;      // [rows, cols / 16]
-@group(0) @binding(2) var<storage, read> scales: array<u32>;       // [rows, cols / GROUP_SIZE]
+@group(0) @binding(1) var<storage, read> weights: array<u32>;      // [rows, cols / 16] (packed_index)
+@group(0) @binding(2) var<storage, read> scales: array<u32>;       // [rows, cols / GROUP_SIZE] (packed_index)
 @group(0) @binding(3) var<storage, read> pairs: array<vec4<u32>>;  // f16: A_hi [tokens, cols], then A_lo
 @group(0) @binding(4) var<storage, read> unscale: array<f32>;      // [tokens]
 @group(0) @binding(7) var<storage, read> bias: array<f32>;         // [all rows of the matrix]
@@ -105,19 +105,33 @@ struct Staged {
     lo1: vec4<u32>,
 }
 
-// Thread `lid`'s share of the step at word `w`: word w + lid % 2 of tile row
-// lid / 2, and columns 16 (w + lid % 2) .. + 15 of tile token lid / 2.
+// The tile row and the word of the step (0 or 1) whose weights thread `lid`
+// stages: lid % 4 picks a row of four, so that neighbouring threads read
+// neighbouring words of the GPU layout (packed_index), which keeps four
+// rows' words side by side.
+fn weight_row(lid: u32) -> u32 {
+    return 4u * (lid / 8u) + lid % 4u;
+}
+
+fn weight_word(lid: u32) -> u32 {
+    return (lid / 4u) % 2u;
+}
+
+// Thread `lid`'s share of the step at word `w`: word w + weight_word(lid) of
+// tile row weight_row(lid), and columns 16 (w + lid % 2) .. + 15 of tile
+// token lid / 2.
 fn fetch(first_row: u32, first_token: u32, lid: u32, w: u32) -> Staged {
     var s: Staged;
-    let row = first_row + lid / 2u;
-    let word = w + lid % 2u;
+    let row = first_row + weight_row(lid);
+    let weight_at = w + weight_word(lid);
     s.word = ZERO_TRITS_WORD;
     s.scale = 0.0;
     if (row < p.rows) {
-        let at = row * (p.cols / GROUP_SIZE) + (word * 16u) / GROUP_SIZE;
+        let at = packed_index(row, (weight_at * 16u) / GROUP_SIZE, p.cols / GROUP_SIZE);
         s.scale = ldexp(float_in_word(scales[word_of(at, SCALE_DTYPE)], at, SCALE_DTYPE), p.scale_exp);
-        s.word = weights[row * (p.cols / 16u) + word];
+        s.word = weights[packed_index(row, weight_at, p.cols / 16u)];
     }
+    let word = w + lid % 2u;
     let e = ((first_token + lid / 2u) * p.cols + 16u * word) / 8u; // in vec4<u32>s of 8 f16
     s.hi0 = pairs[e];
     s.hi1 = pairs[e + 1u];
@@ -147,18 +161,19 @@ fn stage(lid: u32, s: Staged) {
     store_inputs(at, s.lo0, false);
     store_inputs(at + 8u, s.lo1, false);
     let scale = split_f16(s.scale);
+    let b_at = weight_row(lid) * STRIDE + 16u * weight_word(lid);
     for (var j = 0u; j < 4u; j = j + 1u) {
         let t = vec4<f16>(trits_of_byte(s.word, j));
         let hi = t * scale.x;
         let lo = t * scale.y;
-        b_hi[at + 4u * j] = hi.x;
-        b_hi[at + 4u * j + 1u] = hi.y;
-        b_hi[at + 4u * j + 2u] = hi.z;
-        b_hi[at + 4u * j + 3u] = hi.w;
-        b_lo[at + 4u * j] = lo.x;
-        b_lo[at + 4u * j + 1u] = lo.y;
-        b_lo[at + 4u * j + 2u] = lo.z;
-        b_lo[at + 4u * j + 3u] = lo.w;
+        b_hi[b_at + 4u * j] = hi.x;
+        b_hi[b_at + 4u * j + 1u] = hi.y;
+        b_hi[b_at + 4u * j + 2u] = hi.z;
+        b_hi[b_at + 4u * j + 3u] = hi.w;
+        b_lo[b_at + 4u * j] = lo.x;
+        b_lo[b_at + 4u * j + 1u] = lo.y;
+        b_lo[b_at + 4u * j + 2u] = lo.z;
+        b_lo[b_at + 4u * j + 3u] = lo.w;
     }
 }
 

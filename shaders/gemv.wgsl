@@ -44,16 +44,14 @@ override SCALE_DTYPE: u32 = 0u;        // DTYPE_* of the scales (ternary)
 override WEIGHT_DTYPE: u32 = 0u;       // DTYPE_* of W (dense)
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> weights: array<u32>;  // ternary [rows, cols/16] | dense [rows, cols] (row-major)
-@group(0) @binding(2) var<storage, read> scales: array<u32>;   // [rows, cols/GROUP_SIZE] (ternary only)
+@group(0) @binding(1) var<storage, read> weights: array<u32>;  // ternary [rows, cols/16] (packed_index) | dense [rows, cols] (row-major)
+@group(0) @binding(2) var<storage, read> scales: array<u32>;   // [rows, cols/GROUP_SIZE] (ternary only; packed_index)
 @group(0) @binding(3) var<storage, read> x: array<vec4<f32>>;     // [cols / 4] (SWIGLU: [2 cols / 4])
 @group(0) @binding(4) var<storage, read> stats: array<f32>;       // [2] inverse RMS for NORM1, NORM2
 @group(0) @binding(5) var<storage, read> norm1: array<vec4<f32>>; // [cols / 4]
 @group(0) @binding(6) var<storage, read> norm2: array<vec4<f32>>; // [cols / 4]
 @group(0) @binding(7) var<storage, read> bias: array<f32>;     // [all rows of the matrix]
 @group(0) @binding(8) var<storage, read_write> y: array<f32>;  // [y_offset + all rows of the matrix, ...]
-// The same packed weights as `weights`, 64 per element (gemv_ternary_wide).
-@group(0) @binding(9) var<storage, read> weights_wide: array<vec4<u32>>; // [rows, cols/64]
 
 const WG: u32 = 64u;
 override LANES: u32 = 64u;         // threads per row team: a power of two dividing 64
@@ -230,7 +228,7 @@ fn narrow_word(row: u32, w: u32) -> u32 {
     if (row >= p.rows) {
         return ZERO_TRITS_WORD;
     }
-    return weights[row * (p.cols / 16u) + w];
+    return weights[packed_index(row, w, p.cols / 16u)];
 }
 
 // The scale of `row` for the group holding column `col` (zero past the last
@@ -240,7 +238,7 @@ fn row_scale(row: u32, col: u32) -> f32 {
     if (row >= p.rows) {
         return 0.0;
     }
-    let s = row * (p.cols / GROUP_SIZE) + col / GROUP_SIZE;
+    let s = packed_index(row, col / GROUP_SIZE, p.cols / GROUP_SIZE);
     return float_in_word(scales[word_of(s, SCALE_DTYPE)], s, SCALE_DTYPE);
 }
 
@@ -331,7 +329,7 @@ fn gemv_dense(
     finish_rows(first_row, lid, acc);
 }
 
-// gemv_ternary_wide: each thread reads 16 bytes (64 weights) of each of its
+// gemv_ternary_wide: each thread reads four words (64 weights) of each of its
 // team's rows per step, all rows' loads issued before any arithmetic. Needs
 // cols % 64 == 0 and GROUP_SIZE % 64 == 0 (one scale per row per step).
 
@@ -340,7 +338,13 @@ fn wide_words(row: u32, g: u32) -> vec4<u32> {
     if (row >= p.rows) {
         return vec4<u32>(ZERO_TRITS_WORD);
     }
-    return weights_wide[row * (p.cols / 64u) + g];
+    let words = p.cols / 16u;
+    return vec4<u32>(
+        weights[packed_index(row, 4u * g, words)],
+        weights[packed_index(row, 4u * g + 1u, words)],
+        weights[packed_index(row, 4u * g + 2u, words)],
+        weights[packed_index(row, 4u * g + 3u, words)],
+    );
 }
 
 // Unscaled sums over word `w` (16 inputs) for up to four rows whose words for it

@@ -48,17 +48,19 @@
 // gate rows, and one chunk.
 //
 // Dispatch: workgroups of 256 threads in teams of LANES threads; each team
-// computes four consecutive rows, each thread reading one packed word of each
-// row per step (neighbouring threads read neighbouring words) and the input's
-// word once for all four rows. With WORDS_PER_STEP 2 (rows long enough for
-// several such steps a thread: the gate/up and down projections of 7B and
-// 32B), each thread reads two neighbouring words of each row per step, in
-// one 8-byte load under one scale, so that a step's loads, addresses and
-// scales serve twice the weights.
+// computes four consecutive rows, the four that the GPU layout stores side
+// by side (packed_index, decode.wgsl), each thread reading one packed word of
+// each row per step, the four rows' words in one 16-byte load and their
+// scales in one more (neighbouring threads read neighbouring words), and
+// the input's word once for all four rows. With WORDS_PER_STEP 2 (rows long
+// enough for several such steps a thread: the gate/up and down projections
+// of 7B and 32B), each thread reads two neighbouring words of each row per
+// step under one scale, so that a step's addresses and scales serve twice
+// the weights.
 // Workgroups are laid out 2-D (x up to 65535): index = wg.x + wg.y *
-// num_wg.x. Rows past the last one read the last row's weights (a team's
-// rows and their offsets are worked out once, before its loop) and are not
-// written. Needs cols % 16 == 0 and GROUP_SIZE % 16 == 0; WORDS_PER_STEP 2
+// num_wg.x. Teams past the last row read the last four rows' weights (a
+// team's offsets are worked out once, before its loop) and write nothing.
+// Needs cols % 16 == 0 and GROUP_SIZE % 16 == 0; WORDS_PER_STEP 2
 // needs cols % 32 == 0 and GROUP_SIZE % 32 == 0.
 
 struct Params {
@@ -85,9 +87,8 @@ override WORDS_PER_STEP: u32 = 1u; // packed words of a row a thread reads per s
 override COLS: u32 = 0u; // the input length where the pipeline is built for one (else p.cols)
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> weights: array<u32>;      // [rows, cols / 16] packed
-@group(0) @binding(19) var<storage, read> weight_pairs: array<vec2<u32>>; // the same, [rows, cols / 32] (WORDS_PER_STEP 2)
-@group(0) @binding(2) var<storage, read> scales: array<u32>;       // [rows, cols / GROUP_SIZE]
+@group(0) @binding(1) var<storage, read> weights: array<vec4<u32>>; // [rows / 4, cols / 16] words of four rows
+@group(0) @binding(2) var<storage, read> scales: array<vec4<u32>>;  // [rows / 4, cols / GROUP_SIZE] scales of four rows
 @group(0) @binding(3) var<storage, read> planes: array<vec4<u32>>; // [DIGITS, cols / 16] (fixed_point.wgsl)
 @group(0) @binding(4) var<storage, read> info: array<vec2<u32>>;   // [cols / 16] scale, sum of A; then sums of squares
 @group(0) @binding(7) var<storage, read> bias: array<f32>;         // [all rows of the matrix]
@@ -157,17 +158,18 @@ fn plane(k: u32, words: u32, w: u32) -> vec4<u32> {
     return planes[k * words + w];
 }
 
-// Where the team's four rows start in the weights (in words) and in the
-// scales. Rows past the end of the matrix read its last row: their sums are
-// computed but never written.
+// Where the team's four rows start in the weights (in vectors of the four
+// rows' words) and in the scales (in the four rows' scales). Teams past the
+// end of the matrix read its last four rows: their sums are computed but
+// never written.
 struct TeamRows {
-    words: vec4<u32>,
-    scales: vec4<u32>,
+    words: u32,
+    scales: u32,
 }
 
 fn team_rows(first_row: u32) -> TeamRows {
-    let rows = min(vec4<u32>(first_row) + vec4<u32>(0u, 1u, 2u, 3u), vec4<u32>(p.rows - 1u));
-    return TeamRows(rows * (cols() / 16u), rows * (cols() / GROUP_SIZE));
+    let quad = min(first_row, p.rows - 1u) / 4u;
+    return TeamRows(quad * (cols() / 16u), quad * (cols() / GROUP_SIZE));
 }
 
 // The input length: the pipeline's COLS where it has one, so that the driver
@@ -179,9 +181,20 @@ fn cols() -> u32 {
     return p.cols;
 }
 
-// Scale `i` of the matrix.
-fn scale_at(i: u32) -> f32 {
-    return float_in_word(scales[word_of(i, SCALE_DTYPE)], i, SCALE_DTYPE);
+// The four rows' scales at `at` (in four rows' scales): one vec4 of f32, or
+// half of one of 16-bit values.
+fn scale_quad(at: u32) -> vec4<f32> {
+    if (SCALE_DTYPE == DTYPE_F32) {
+        return bitcast<vec4<f32>>(scales[at]);
+    }
+    let both = scales[at / 2u];
+    let pair = select(both.xy, both.zw, (at & 1u) == 1u);
+    return vec4<f32>(
+        float_in_word(pair.x, 0u, SCALE_DTYPE),
+        float_in_word(pair.x, 1u, SCALE_DTYPE),
+        float_in_word(pair.y, 0u, SCALE_DTYPE),
+        float_in_word(pair.y, 1u, SCALE_DTYPE),
+    );
 }
 
 // Word `w` of the team's four rows, and their scales.
@@ -191,16 +204,12 @@ struct TeamWords {
 }
 
 fn team_words(t: TeamRows, w: u32) -> TeamWords {
-    return TeamWords(
-        vec4<u32>(weights[t.words.x + w], weights[t.words.y + w], weights[t.words.z + w], weights[t.words.w + w]),
-        team_scales(t, w),
-    );
+    return TeamWords(weights[t.words + w], team_scales(t, w));
 }
 
 // The scales of word `w` of the team's four rows.
 fn team_scales(t: TeamRows, w: u32) -> vec4<f32> {
-    let s = t.scales + vec4<u32>((16u * w) / GROUP_SIZE);
-    return vec4<f32>(scale_at(s.x), scale_at(s.y), scale_at(s.z), scale_at(s.w));
+    return scale_quad(t.scales + (16u * w) / GROUP_SIZE);
 }
 
 // The factor the input's norms leave to this kernel (norm_from_sums), from
@@ -637,14 +646,8 @@ struct TeamPairs {
 }
 
 fn team_pairs(t: TeamRows, pair: u32) -> TeamPairs {
-    let at = t.words / 2u + vec4<u32>(pair);
-    let r0 = weight_pairs[at.x];
-    let r1 = weight_pairs[at.y];
-    let r2 = weight_pairs[at.z];
-    let r3 = weight_pairs[at.w];
-    let first = vec4<u32>(r0.x, r1.x, r2.x, r3.x);
-    let second = vec4<u32>(r0.y, r1.y, r2.y, r3.y);
-    return TeamPairs(first, second, team_scales(t, 2u * pair));
+    let at = t.words + 2u * pair;
+    return TeamPairs(weights[at], weights[at + 1u], team_scales(t, 2u * pair));
 }
 
 // team_sums with WORDS_PER_STEP 2: this thread's share is pairs lid % LANES,

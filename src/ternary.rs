@@ -12,9 +12,13 @@
 //!
 //! On the GPU each packed byte is re-encoded as it is uploaded ([`to_gpu_codes`]):
 //! the same four trits in the same byte, as 2-bit digits,
-//! `code = (t0+1) | (t1+1) << 2 | (t2+1) << 4 | (t3+1) << 6`. Sizes and offsets
-//! do not change, and a kernel gets digit `j` of every byte of a 32-bit word
-//! with one shift and one mask, where base 3 needs divisions.
+//! `code = (t0+1) | (t1+1) << 2 | (t2+1) << 4 | (t3+1) << 6`, so that a kernel
+//! gets digit `j` of every byte of a 32-bit word with one shift and one mask,
+//! where base 3 needs divisions. Rows are stored in fours
+//! ([`interleave_rows`]): word `w` (16 weights) of rows `4q .. 4q + 3` side by
+//! side, then word `w + 1` of the same rows, and likewise their scales, so
+//! that a kernel reading four rows at once loads one 16-byte vector (and one
+//! vector of scales) per step. A matrix's last rows are padded to four.
 //!
 //! Quantization follows the BitNet b1.58 model card with the precisions that make
 //! independent tools agree bit for bit: the group's sum of `|w|` accumulates in
@@ -92,6 +96,27 @@ const GPU_CODES: [u8; 256] = {
 pub fn to_gpu_codes(packed: &mut [u8]) {
     for byte in packed {
         *byte = GPU_CODES[*byte as usize];
+    }
+}
+
+/// Rows the GPU layout interleaves ([`interleave_rows`]).
+pub const GPU_ROWS_INTERLEAVED: usize = 4;
+
+/// Lays out `rows`, row-major `units_per_row` units of `unit` bytes each, as
+/// the GPU stores them: for every four rows, unit `u` of each of the four
+/// side by side, then unit `u + 1`, and so on. A packed row's unit is its
+/// 4-byte word, a scale row's one scale. `rows.len()` must hold whole fours
+/// of rows; `out` is as long.
+pub fn interleave_rows(rows: &[u8], unit: usize, units_per_row: usize, out: &mut [u8]) {
+    let row = unit * units_per_row;
+    let four = GPU_ROWS_INTERLEAVED * row;
+    for (quad, dst) in rows.chunks_exact(four).zip(out.chunks_exact_mut(four)) {
+        for (r, src_row) in quad.chunks_exact(row).enumerate() {
+            for (u, value) in src_row.chunks_exact(unit).enumerate() {
+                let at = (u * GPU_ROWS_INTERLEAVED + r) * unit;
+                dst[at..at + unit].copy_from_slice(value);
+            }
+        }
     }
 }
 
@@ -191,6 +216,17 @@ mod tests {
         }
         // Four zero trits: the kernels' ZERO_TRITS_WORD is 0x55555555.
         assert_eq!(gpu_code(pack4([0, 0, 0, 0])), 0x55);
+    }
+
+    #[test]
+    fn interleaved_rows_put_four_rows_units_side_by_side() {
+        // Eight rows of three 2-byte units, unit (r, u) holding [r, u].
+        let rows: Vec<u8> = (0..8u8).flat_map(|r| (0..3u8).flat_map(move |u| [r, u])).collect();
+        let mut out = vec![0u8; rows.len()];
+        interleave_rows(&rows, 2, 3, &mut out);
+        let expected: Vec<u8> =
+            (0..2u8).flat_map(|q| (0..3u8).flat_map(move |u| (0..4u8).flat_map(move |r| [4 * q + r, u]))).collect();
+        assert_eq!(out, expected);
     }
 
     #[test]

@@ -495,7 +495,7 @@ fn gemv_matches_the_cpu_for_packed_and_dense_weights_split_or_whole() {
             (19, 4160, 1 << 20),
             // Rows of 256 groups and more take the wide kernel (ops::WIDE_GEMV_MIN_GROUPS).
             (37, 16384, 1 << 20),
-            (9, 16448, 4112 * 2),
+            (9, 16448, 4112 * 4),
             // Tall matrices get two or four rows per team (ops::MIN_TEAMS).
             (1030, 1024, 1 << 20),
             (4100, 64, 4096),
@@ -579,7 +579,7 @@ fn fixed_point_gemv_matches_the_cpu() {
             (19, 896, 1 << 20),
             (11, 3072, 1 << 20),
             (37, 6144, 1 << 20),
-            (9, 12352, 3088 * 2),
+            (9, 12352, 3088 * 4),
             (21, 16384, 4096 * 8),
         ] {
             for dtype in [DType::F32, DType::F16, DType::BF16] {

@@ -1,5 +1,6 @@
-//! The GPU side: device and limits, WGSL kernels, and weights uploaded exactly as
-//! packed on disk. Nothing here knows the Qwen2 layer order; `engine` does.
+//! The GPU side: device and limits, WGSL kernels, and weights uploaded packed
+//! as on disk (in the GPU layout of `ternary`). Nothing here knows the Qwen2
+//! layer order; `engine` does.
 
 pub mod context;
 pub mod kernels;

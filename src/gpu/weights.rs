@@ -1,9 +1,11 @@
-//! Weights on the GPU exactly as packed on disk, uploaded in bounded chunks.
+//! Weights on the GPU as packed on disk, uploaded in bounded chunks.
 //!
 //! A matrix becomes one or more row chunks, each small enough for one storage
 //! binding (lavapipe and many browsers allow 128 MiB; a 32B LM head is 1.5 GB).
-//! Packed bytes and scales are copied byte for byte: no dequantized copy exists.
-//! Norm weights and biases (small vectors) are converted to f32.
+//! Packed matrices keep 2 bits a weight: their bytes are re-encoded and their
+//! rows interleaved in fours, scales alike (the GPU layout of `ternary`); no
+//! dequantized copy exists. Dense matrices are copied byte for byte. Norm
+//! weights and biases (small vectors) are converted to f32.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -12,7 +14,7 @@ use std::pin::Pin;
 use crate::model::checkpoint::Checkpoint;
 use crate::model::safetensors::to_f32;
 use crate::model::{DType, Matrix, ModelError, Storage, Vector};
-use crate::ternary::{self, TRITS_PER_BYTE};
+use crate::ternary::{self, GPU_ROWS_INTERLEAVED, TRITS_PER_BYTE};
 
 use super::{GpuContext, GpuError};
 
@@ -70,14 +72,12 @@ pub struct GpuMatrix {
     pub largest_scale: f32,
 }
 
-/// What a [`Uploader::fill`] copies, and what it checks or notes on the way.
+/// What a [`Uploader::fill_packed`] copies, and what it checks or notes on the way.
 enum Content<'d> {
     /// Packed trits: checked for bytes above 80, re-encoded for the kernels.
     Packed,
     /// Group scales of this dtype: their largest magnitude is noted.
     Scales(&'d DType),
-    /// Dense weights, copied as they are.
-    Dense,
 }
 
 /// Code of a float dtype in the shaders (`DTYPE_*` in decode.wgsl).
@@ -128,15 +128,28 @@ pub fn can_stack(parts: &[&Matrix]) -> bool {
         && scale_row_words
 }
 
-/// Bytes one matrix occupies on the GPU (as stored, padded to 4 per chunk).
-pub fn matrix_bytes(m: &Matrix) -> u64 {
-    let scales = match &m.storage {
+/// Bytes of one row of a packed matrix's scales.
+fn scale_row_bytes(m: &Matrix) -> Option<u64> {
+    match &m.storage {
         Storage::Packed { scale_dtype, group_size, .. } => {
-            (m.rows * m.cols / group_size * scale_dtype.size().expect("float")) as u64
+            Some((m.cols / group_size * scale_dtype.size().expect("float")) as u64)
         }
-        Storage::Dense { .. } => 0,
-    };
-    m.rows as u64 * row_bytes(m) + scales
+        Storage::Dense { .. } => None,
+    }
+}
+
+/// Rows `rows` of `m` occupy on the GPU: packed rows come in whole fours.
+fn gpu_rows(m: &Matrix, rows: usize) -> usize {
+    match &m.storage {
+        Storage::Packed { .. } => rows.next_multiple_of(GPU_ROWS_INTERLEAVED),
+        Storage::Dense { .. } => rows,
+    }
+}
+
+/// Bytes one matrix occupies on the GPU (as stored, packed rows padded to
+/// four).
+pub fn matrix_bytes(m: &Matrix) -> u64 {
+    gpu_rows(m, m.rows) as u64 * (row_bytes(m) + scale_row_bytes(m).unwrap_or(0))
 }
 
 /// Streams weights from a source to the GPU, reporting progress.
@@ -174,12 +187,13 @@ impl<'a> Uploader<'a> {
         }
     }
 
-    /// An empty storage buffer of `len` bytes (padded to 4) for weights.
+    /// An empty storage buffer of `len` bytes (padded to 16, so that kernels
+    /// may view it as vectors of four words) for weights.
     async fn weight_buffer(&mut self, label: &str, len: u64) -> Result<wgpu::Buffer, GpuError> {
         let scope = self.ctx.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
         let buffer = self.ctx.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some(label),
-            size: len.div_ceil(4).max(1) * 4,
+            size: len.div_ceil(16).max(1) * 16,
             usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
@@ -193,17 +207,15 @@ impl<'a> Uploader<'a> {
         Ok(buffer)
     }
 
-    /// Copies `len` bytes of tensor `name` from `offset` into `buffer` at byte
-    /// `at` (a multiple of 4); packed tensors are checked for bytes above 80 on the
-    /// way and re-encoded as the kernels read them (`ternary::to_gpu_codes`).
-    async fn fill(
+    /// Copies `len` bytes of dense tensor `name` from `offset` into `buffer`
+    /// at byte `at` (a multiple of 4), as they are.
+    async fn fill_dense(
         &mut self,
         buffer: &wgpu::Buffer,
         at: u64,
         name: &str,
         offset: u64,
         len: u64,
-        content: Content<'_>,
     ) -> Result<(), GpuError> {
         let mut done = 0u64;
         while done < len {
@@ -211,59 +223,135 @@ impl<'a> Uploader<'a> {
             self.piece.resize(n.div_ceil(4) * 4, 0);
             self.piece[n..].fill(0);
             self.source.read(name, offset + done, &mut self.piece[..n]).await?;
-            if let Content::Scales(dtype) = content {
-                let mut values = vec![0f32; n / dtype.size().expect("float")];
-                to_f32(dtype, &self.piece[..n], &mut values);
-                self.largest_scale = values.iter().fold(self.largest_scale, |m, v| m.max(v.abs()));
-            }
-            if let Content::Packed = content {
-                ternary::check_packed(&self.piece[..n]).map_err(|e| ModelError::InvalidPacked {
-                    name: name.to_string(),
-                    source: ternary::InvalidByte { offset: (offset + done) as usize + e.offset, value: e.value },
-                })?;
-                ternary::to_gpu_codes(&mut self.piece[..n]);
-            }
             self.ctx.queue.write_buffer(buffer, at + done, &self.piece);
             done += n as u64;
-            self.done += n as u64;
-            self.since_flush += n as u64;
-            if self.since_flush >= FLUSH_EVERY {
-                self.ctx.queue.submit([]);
-                self.ctx.idle().await?;
-                self.since_flush = 0;
-            }
-            (self.progress)(self.done, self.total);
+            self.uploaded(n as u64).await?;
         }
         Ok(())
     }
 
-    /// Uploads a matrix as stored, split by rows into binding-sized chunks.
+    /// Copies rows `from..to` of the stacked packed `parts` into `buffer`,
+    /// whose first row is `from`: their packed bytes, or with
+    /// `Content::Scales` their scales, `per_row` bytes a row. Rows go in the
+    /// GPU layout, interleaved in fours (`ternary::interleave_rows`), the
+    /// last four padded with zeros; packed bytes are checked for bytes above
+    /// 80 and re-encoded as the kernels read them (`ternary::to_gpu_codes`).
+    async fn fill_packed(
+        &mut self,
+        buffer: &wgpu::Buffer,
+        parts: &[&Matrix],
+        (from, to): (usize, usize),
+        per_row: usize,
+        content: Content<'_>,
+    ) -> Result<(), GpuError> {
+        let unit = match content {
+            Content::Scales(dtype) => dtype.size().expect("float"),
+            _ => 4, // a packed word
+        };
+        let block_rows = (UPLOAD_PIECE / per_row).max(1).next_multiple_of(GPU_ROWS_INTERLEAVED);
+        let end = from + (to - from).next_multiple_of(GPU_ROWS_INTERLEAVED);
+        let mut rows = Vec::new(); // row-major, as read
+        let mut block = from;
+        while block < end {
+            let block_end = (block + block_rows).min(end);
+            rows.clear();
+            rows.resize((block_end - block) * per_row, 0);
+            let mut part_start = 0;
+            for m in parts {
+                let (lo, hi) = (block.max(part_start), block_end.min(to).min(part_start + m.rows));
+                if lo < hi {
+                    let out = &mut rows[(lo - block) * per_row..(hi - block) * per_row];
+                    let offset = ((lo - part_start) * per_row) as u64;
+                    self.read_packed(m, offset, out, &content).await?;
+                }
+                part_start += m.rows;
+            }
+            self.piece.resize(rows.len(), 0);
+            ternary::interleave_rows(&rows, unit, per_row / unit, &mut self.piece);
+            self.ctx.queue.write_buffer(buffer, ((block - from) * per_row) as u64, &self.piece);
+            block = block_end;
+        }
+        // The padding rows count too, as matrix_bytes counts them.
+        self.uploaded(((end - to) * per_row) as u64).await
+    }
+
+    /// Reads `out.len()` bytes from `offset` of packed matrix `m`'s packed
+    /// bytes, or with `Content::Scales` of its scales: packed bytes checked
+    /// and re-encoded for the GPU, the largest scale noted.
+    async fn read_packed(
+        &mut self,
+        m: &Matrix,
+        offset: u64,
+        out: &mut [u8],
+        content: &Content<'_>,
+    ) -> Result<(), GpuError> {
+        let name = match (content, &m.storage) {
+            (Content::Scales(_), Storage::Packed { scales, .. }) => scales.as_str(),
+            _ => m.name.as_str(),
+        };
+        let len = out.len();
+        for done in (0..len).step_by(UPLOAD_PIECE) {
+            let piece = &mut out[done..(done + UPLOAD_PIECE).min(len)];
+            self.source.read(name, offset + done as u64, piece).await?;
+            match content {
+                Content::Scales(dtype) => {
+                    let mut values = vec![0f32; piece.len() / dtype.size().expect("float")];
+                    to_f32(dtype, piece, &mut values);
+                    self.largest_scale = values.iter().fold(self.largest_scale, |m, v| m.max(v.abs()));
+                }
+                _ => {
+                    ternary::check_packed(piece).map_err(|e| ModelError::InvalidPacked {
+                        name: name.to_string(),
+                        source: ternary::InvalidByte { offset: offset as usize + done + e.offset, value: e.value },
+                    })?;
+                    ternary::to_gpu_codes(piece);
+                }
+            }
+            self.uploaded(piece.len() as u64).await?;
+        }
+        Ok(())
+    }
+
+    /// Counts `n` more bytes read and queued: reports progress, and every
+    /// FLUSH_EVERY bytes submits and waits, so that wgpu's staging memory
+    /// stays bounded.
+    async fn uploaded(&mut self, n: u64) -> Result<(), GpuError> {
+        self.done += n;
+        self.since_flush += n;
+        if self.since_flush >= FLUSH_EVERY {
+            self.ctx.queue.submit([]);
+            self.ctx.idle().await?;
+            self.since_flush = 0;
+        }
+        (self.progress)(self.done, self.total);
+        Ok(())
+    }
+
+    /// Uploads a matrix, split by rows into binding-sized chunks.
     pub async fn matrix(&mut self, m: &Matrix) -> Result<GpuMatrix, GpuError> {
         self.stacked(&m.name, &[m]).await
     }
 
     /// Uploads `parts`, matrices of one format and width, as one matrix of all
     /// their rows in order (q, k and v as one projection), split by rows into
-    /// binding-sized chunks. Bytes are copied as stored.
+    /// binding-sized chunks (of whole fours of rows where packed).
     pub async fn stacked(&mut self, name: &str, parts: &[&Matrix]) -> Result<GpuMatrix, GpuError> {
         let first = parts[0];
         if parts.len() > 1 && !can_stack(parts) {
             return Err(GpuError::Limits(format!("{name}: its parts differ in width or format and cannot be stacked")));
         }
         let row = row_bytes(first);
-        let rows_per_chunk = (self.max_binding / row) as usize;
+        let rows_in_step = gpu_rows(first, 1); // a chunk holds whole fours of packed rows
+        let rows_per_chunk = (self.max_binding / row) as usize / rows_in_step * rows_in_step;
         if rows_per_chunk == 0 {
             return Err(GpuError::Limits(format!(
-                "one row of {} is {row} bytes, more than the largest storage binding ({} bytes)",
-                first.name, self.max_binding
+                "{rows_in_step} row(s) of {} take {} bytes, more than the largest storage binding ({} bytes)",
+                first.name,
+                rows_in_step as u64 * row,
+                self.max_binding
             )));
         }
-        let scale_row = match &first.storage {
-            Storage::Packed { scale_dtype, group_size, .. } => {
-                Some((first.cols / group_size * scale_dtype.size().expect("float")) as u64)
-            }
-            Storage::Dense { .. } => None,
-        };
+        let scale_row = scale_row_bytes(first);
         let total_rows: usize = parts.iter().map(|m| m.rows).sum();
         self.largest_scale = 0.0;
         let mut chunks = Vec::new();
@@ -272,31 +360,31 @@ impl<'a> Uploader<'a> {
             let rows = rows_per_chunk.min(total_rows - first_row);
             let end = first_row + rows;
             let label = format!("{name} rows {first_row}..{end}");
-            let weights = self.weight_buffer(&label, rows as u64 * row).await?;
+            let gpu_rows = gpu_rows(first, rows) as u64;
+            let weights = self.weight_buffer(&label, gpu_rows * row).await?;
             let scales = match scale_row {
-                Some(per_row) => Some(self.weight_buffer(&format!("{label} scales"), rows as u64 * per_row).await?),
+                Some(per_row) => Some(self.weight_buffer(&format!("{label} scales"), gpu_rows * per_row).await?),
                 None => None,
             };
-            // Each part's rows that fall in this chunk.
-            let mut part_start = 0;
-            for m in parts {
-                let (from, to) = (first_row.max(part_start), end.min(part_start + m.rows));
-                if from < to {
-                    let (in_chunk, in_part, n) =
-                        ((from - first_row) as u64, (from - part_start) as u64, (to - from) as u64);
-                    match (scale_row, &scales, &m.storage) {
-                        (Some(per_row), Some(buffer), Storage::Packed { scales: scales_name, scale_dtype, .. }) => {
-                            self.fill(&weights, in_chunk * row, &m.name, in_part * row, n * row, Content::Packed)
-                                .await?;
-                            let (at, from, len) = (in_chunk * per_row, in_part * per_row, n * per_row);
-                            self.fill(buffer, at, scales_name, from, len, Content::Scales(scale_dtype)).await?;
+            match (scale_row, &scales, &first.storage) {
+                (Some(per_row), Some(buffer), Storage::Packed { scale_dtype, .. }) => {
+                    self.fill_packed(&weights, parts, (first_row, end), row as usize, Content::Packed).await?;
+                    let content = Content::Scales(scale_dtype);
+                    self.fill_packed(buffer, parts, (first_row, end), per_row as usize, content).await?;
+                }
+                _ => {
+                    // Each part's rows that fall in this chunk, as they are.
+                    let mut part_start = 0;
+                    for m in parts {
+                        let (from, to) = (first_row.max(part_start), end.min(part_start + m.rows));
+                        if from < to {
+                            let (in_chunk, in_part, n) =
+                                ((from - first_row) as u64, (from - part_start) as u64, (to - from) as u64);
+                            self.fill_dense(&weights, in_chunk * row, &m.name, in_part * row, n * row).await?;
                         }
-                        _ => {
-                            self.fill(&weights, in_chunk * row, &m.name, in_part * row, n * row, Content::Dense).await?
-                        }
+                        part_start += m.rows;
                     }
                 }
-                part_start += m.rows;
             }
             chunks.push(MatrixChunk { first_row, rows, weights, scales });
             first_row = end;

@@ -385,9 +385,6 @@ impl Ops<'_> {
         for chunk in &m.chunks {
             let params = self.gemv_params(m, chunk, flags, y.offset, self.eps, input.exact_slot);
             let mut bindings = vec![(0, &params), (1, &chunk.weights), (7, bias.unwrap_or(self.dummy)), (8, y.buffer)];
-            if input.kernel != Kernel::GemvTernaryFixedStaged {
-                bindings.push((19, &chunk.weights)); // the same words as pairs (team_pair_sums)
-            }
             bindings.extend_from_slice(&input.bindings);
             if let Some(scales) = &chunk.scales {
                 bindings.push((2, scales));

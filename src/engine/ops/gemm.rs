@@ -127,7 +127,7 @@ impl Ops<'_> {
                     part_stride as u32,
                 ],
             );
-            let mut bindings = self.chunk_bindings(chunk, 1, &params, &inputs, &y);
+            let mut bindings = self.chunk_bindings(chunk, &params, &inputs, &y);
             bindings.push((9, self.step));
             bindings.push((10, self.gemm_parts.unwrap_or(self.dummy)));
             let label = format!("gemm {} rows {}..", m.name, chunk.first_row);

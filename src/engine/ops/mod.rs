@@ -354,19 +354,17 @@ impl Ops<'_> {
         self.uniform(&m.name, &[&values[..], &[exact_slot, 0]].concat())
     }
 
-    /// The bindings every GEMV and GEMM dispatch takes for one row chunk, with
-    /// the chunk's weights at binding `weights_at`.
+    /// The bindings every GEMV and GEMM dispatch takes for one row chunk.
     fn chunk_bindings<'b>(
         &'b self,
         chunk: &'b MatrixChunk,
-        weights_at: u32,
         params: &'b wgpu::Buffer,
         inputs: &LinearInputs<'b>,
         y: &Out<'b>,
     ) -> Vec<(u32, &'b wgpu::Buffer)> {
         let mut bindings = vec![
             (0, params),
-            (weights_at, &chunk.weights),
+            (1, &chunk.weights),
             (3, inputs.x),
             (4, inputs.norms.stats),
             (5, inputs.norms.norm1.unwrap_or(self.dummy)),
@@ -401,7 +399,7 @@ impl Ops<'_> {
         let mut out = Vec::new();
         for chunk in &m.chunks {
             let params = self.gemv_params(m, chunk, flags, y.offset, eps, 0);
-            let bindings = self.chunk_bindings(chunk, if wide { 9 } else { 1 }, &params, &inputs, &y);
+            let bindings = self.chunk_bindings(chunk, &params, &inputs, &y);
             let label = format!("gemv {} rows {}..", m.name, chunk.first_row);
             let workgroups = (chunk.rows as u32).div_ceil(team.rows_per_workgroup());
             out.push(Dispatch::new(self.ctx, label, pipeline.clone(), &bindings, grid(workgroups)));
