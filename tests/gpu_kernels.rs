@@ -565,8 +565,9 @@ fn fixed_point_gemv_matches_the_cpu() {
         let mut lanes = std::collections::BTreeSet::new();
         let mut words_per_step = std::collections::BTreeSet::new();
         let mut own_conversion = std::collections::BTreeSet::new();
+        let mut teams = std::collections::BTreeSet::new();
         // (rows, cols, split bytes): every team width from 4 to 256 threads
-        // reading a word of a row per step and 64 threads reading two
+        // reading a word of a row per step and 64 and 128 threads reading two
         // (ops::fixed_gemv_team), a team wider than its rows' words (896
         // columns), rows not a multiple of a workgroup's, split matrices;
         // inputs the GEMV converts itself (up to 2048 columns) and inputs a
@@ -579,6 +580,7 @@ fn fixed_point_gemv_matches_the_cpu() {
             (19, 896, 1 << 20),
             (11, 3072, 1 << 20),
             (37, 6144, 1 << 20),
+            (19, 8960, 1 << 20),
             (9, 12352, 3088 * 4),
             (21, 16384, 4096 * 8),
         ] {
@@ -590,6 +592,7 @@ fn fixed_point_gemv_matches_the_cpu() {
                 let (team_lanes, team_words) = tritium::engine::ops::fixed_gemv_team(&gm, false);
                 lanes.insert(team_lanes);
                 words_per_step.insert(team_words);
+                teams.insert((team_lanes, team_words));
                 own_conversion.insert(tritium::engine::ops::converts_own_input(&gm, 0));
                 // Inputs of very different sizes, so that each word's scale matters.
                 let x: Vec<f32> =
@@ -633,6 +636,7 @@ fn fixed_point_gemv_matches_the_cpu() {
         }
         assert_eq!(lanes.into_iter().collect::<Vec<_>>(), [4, 8, 16, 32, 64, 128, 256], "every team width");
         assert_eq!(words_per_step.into_iter().collect::<Vec<_>>(), [1, 2], "one and two words a step");
+        assert!(teams.contains(&(128, 2)), "128 threads a row in pair steps");
         assert_eq!(own_conversion.into_iter().collect::<Vec<_>>(), [false, true], "both input conversions");
     }
 }
@@ -741,11 +745,12 @@ fn gemv_feeding_swiglu_matches_the_cpu() {
         let mut gate_rows_seen = std::collections::BTreeSet::new();
         // (hidden, first product's columns, intermediate, down's rows): gate
         // and up teams of 4, 8 and 32 threads (128, 64 and 16 gate rows a
-        // workgroup), the last two with 64 threads elsewhere; the last one's
-        // gate and up rows long enough that each thread reads two words a
-        // step (ops::PAIR_STEP_MIN_STEPS). Hidden sizes 320 and 2048 give gate
-        // and up's threads a ragged step and four whole ones, which build their
-        // pipeline for its input length; the others three whole steps or fewer.
+        // workgroup), the last two with 64 threads elsewhere; from hidden
+        // size 2048 on gate and up's rows are long enough that each thread
+        // reads two words a step (ops::fixed_gemv_team). Hidden sizes 320 and
+        // 4096 give gate and up's threads a ragged step and four whole pair
+        // steps, which build their pipeline for its input length; the others
+        // three whole steps or fewer.
         for (hidden, cols, inter, out_rows) in [
             (64, 64, 128, 37),
             (320, 64, 128, 9),
@@ -753,6 +758,7 @@ fn gemv_feeding_swiglu_matches_the_cpu() {
             (1536, 384, 64, 21),
             (2048, 64, 64, 21),
             (3072, 64, 320, 130),
+            (4096, 64, 64, 21),
         ] {
             let mut source = MemorySource::default();
             let (m, w) = packed_matrix(&mut rng, &mut source, hidden, cols, DType::F16);

@@ -64,7 +64,7 @@ pub const LONG_ROW_MIN_WORDS: usize = 1024;
 pub fn fixed_gemv_team(m: &GpuMatrix, cpu_emulated: bool) -> (u32, u32) {
     let words = m.cols / 16;
     let lanes = if words >= LONG_ROW_MIN_WORDS { 64 } else { fixed_gemv_lanes(words as u32, cpu_emulated) };
-    (lanes, words_per_step(m, lanes))
+    (lanes, words_per_step(m, lanes, pair_step_min_steps(lanes)))
 }
 
 /// Most threads a row of the GEMV that writes SwiGLU's output as the down
@@ -82,21 +82,38 @@ fn block_rows(lanes: u32) -> u32 {
 }
 
 /// Fewest steps of two words each thread of a GEMV over an input in storage
-/// must take for its team to read two packed words of a row per step, in
-/// one 8-byte load under one scale (gemv_fixed.wgsl's WORDS_PER_STEP 2),
-/// instead of one: the loads, their addresses and the scales of a step then
-/// serve twice the weights. On an H200 (tg128 after pp512, A/B in one
-/// session) the gate/up GEMV took 32B from 141.0 to 147.2 t/s (5 steps a
-/// thread) and 7B from 477.5 to 481.6 (3.5), left 3B equal (553.1 / 552.7,
-/// 2 steps) and 1.5B slower (769.8 -> 755.6, 1.5); 32B's q/k/v and o (2.5
-/// steps) gained nothing (140.8), nor later with the 8-byte loads (150.9
-/// against 150.6).
+/// must take for its team to read two packed words of a row per step under
+/// one scale (gemv_fixed.wgsl's WORDS_PER_STEP 2), instead of one: the
+/// addresses and the scales of a step then serve twice the weights. On an
+/// H200 (tg128 after pp512, A/B in one session) the gate/up GEMV took 32B
+/// from 141.0 to 147.2 t/s (5 steps a thread) and 7B from 477.5 to 481.6
+/// (3.5), left 3B equal (553.1 / 552.7, 2 steps) and 1.5B slower (769.8 ->
+/// 755.6, 1.5); 32B's q/k/v and o (2.5 steps) gained nothing (140.8).
 pub const PAIR_STEP_MIN_STEPS: usize = 3;
 
-/// Packed words a thread of a team of `lanes` reads of a row of `m` per step.
-fn words_per_step(m: &GpuMatrix, lanes: u32) -> u32 {
+/// [`PAIR_STEP_MIN_STEPS`], or two steps for teams of more than 64 threads
+/// (and for the GEMV feeding SwiGLU's output, kernel_team). Since four rows'
+/// words load in one vector (BENCHMARKS.md, round 23), two steps pay there:
+/// on an H200, tg128 after pp512, 1.5B's down projection in pair steps
+/// (128 threads, 2.2 steps) took it from 870.5 to 883.1 t/s, and 3B's down
+/// (128 threads, 2.7) with its gate/up (32 threads, 2) from 609.1 to 619.7;
+/// while two steps for 32B's q/k/v, o and LM head (64 threads, 2.5) took it
+/// from 162.2 to 159.2, one step for 7B's q/k/v and o (64 threads, 1.75)
+/// from 541.7 to 532.8, and one step for 1.5B's gate/up too (32 threads,
+/// 1.5; with its down in pair steps) from 883.1 to 838.5.
+fn pair_step_min_steps(lanes: u32) -> usize {
+    if lanes > 64 {
+        2
+    } else {
+        PAIR_STEP_MIN_STEPS
+    }
+}
+
+/// Packed words a thread of a team of `lanes` reads of a row of `m` per
+/// step: two where each thread takes `min_pair_steps` steps of two or more.
+fn words_per_step(m: &GpuMatrix, lanes: u32, min_pair_steps: usize) -> u32 {
     let pairs_a_thread = m.cols / 32 / lanes as usize;
-    if whole_pairs(m) && pairs_a_thread >= PAIR_STEP_MIN_STEPS {
+    if whole_pairs(m) && pairs_a_thread >= min_pair_steps {
         2
     } else {
         1
@@ -105,15 +122,16 @@ fn words_per_step(m: &GpuMatrix, lanes: u32) -> u32 {
 
 /// The team of gemv_fixed.wgsl's entry point `kernel` for `m`:
 /// [`fixed_gemv_team`], with at most [`SWIGLU_FEEDING_LANES`] threads a row
-/// for the GEMV that feeds SwiGLU's output on, and a word a step for the
-/// GEMV that converts its input itself (whose input is in workgroup memory).
+/// for the GEMV that feeds SwiGLU's output on (pair steps from two steps a
+/// thread: pair_step_min_steps), and a word a step for the GEMV that
+/// converts its input itself (whose input is in workgroup memory).
 fn kernel_team(kernel: Kernel, m: &GpuMatrix, cpu_emulated: bool) -> (u32, u32) {
     let (lanes, words) = fixed_gemv_team(m, cpu_emulated);
     match kernel {
         Kernel::GemvTernaryFixedStaged => (lanes, 1),
         Kernel::GemvTernaryFixedSwigluFeeding => {
             let lanes = lanes.min(SWIGLU_FEEDING_LANES);
-            (lanes, words_per_step(m, lanes))
+            (lanes, words_per_step(m, lanes, 2))
         }
         _ => (lanes, words),
     }
