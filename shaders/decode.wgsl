@@ -21,7 +21,8 @@ const ZERO_TRITS_WORD: u32 = 0x55555555u;
 // Index of unit `u` of row `row` of a packed matrix's words (u: a word, of
 // `units` a row) or scales (u: a group's scale, of `units` a row, then
 // word_of): rows are stored in fours, unit u of the four rows side by side,
-// so that four rows' word (or scale) u is one 16-byte vector.
+// so that four rows' word u is one 16-byte vector (and their scales for it
+// 16 bytes of f32, or 8 of a 16-bit type).
 fn packed_index(row: u32, u: u32, units: u32) -> u32 {
     return ((row / 4u) * units + u) * 4u + row % 4u;
 }
