@@ -117,15 +117,25 @@ pub fn same_format(a: &Storage, b: &Storage) -> bool {
 pub fn can_stack(parts: &[&Matrix]) -> bool {
     let first = parts[0];
     let words = |bytes: u64| bytes.is_multiple_of(4);
-    let scale_row_words = match &first.storage {
-        Storage::Packed { scale_dtype, group_size, .. } => {
-            words((first.cols / group_size * scale_dtype.size().expect("float")) as u64)
-        }
-        Storage::Dense { .. } => true,
-    };
     parts.iter().all(|m| m.cols == first.cols && same_format(&m.storage, &first.storage))
         && words(row_bytes(first))
-        && scale_row_words
+        && scale_row_bytes(first).is_none_or(words)
+}
+
+/// The rows `from..to` of `parts` stacked in order, as runs within one part
+/// each: (part, the run's first row in the stack and in the part, its rows).
+fn stacked_runs<'m>(
+    parts: &'m [&'m Matrix],
+    from: usize,
+    to: usize,
+) -> impl Iterator<Item = (&'m Matrix, usize, usize, usize)> + 'm {
+    let mut part_start = 0;
+    parts.iter().filter_map(move |m| {
+        let start = part_start;
+        part_start += m.rows;
+        let (lo, hi) = (from.max(start), to.min(start + m.rows));
+        (lo < hi).then_some((*m, lo, lo - start, hi - lo))
+    })
 }
 
 /// Bytes of one row of a packed matrix's scales.
@@ -256,15 +266,9 @@ impl<'a> Uploader<'a> {
             let block_end = (block + block_rows).min(end);
             rows.clear();
             rows.resize((block_end - block) * per_row, 0);
-            let mut part_start = 0;
-            for m in parts {
-                let (lo, hi) = (block.max(part_start), block_end.min(to).min(part_start + m.rows));
-                if lo < hi {
-                    let out = &mut rows[(lo - block) * per_row..(hi - block) * per_row];
-                    let offset = ((lo - part_start) * per_row) as u64;
-                    self.read_packed(m, offset, out, &content).await?;
-                }
-                part_start += m.rows;
+            for (m, at, in_part, n) in stacked_runs(parts, block, block_end.min(to)) {
+                let out = &mut rows[(at - block) * per_row..(at - block + n) * per_row];
+                self.read_packed(m, (in_part * per_row) as u64, out, &content).await?;
             }
             self.piece.resize(rows.len(), 0);
             ternary::interleave_rows(&rows, unit, per_row / unit, &mut self.piece);
@@ -362,30 +366,23 @@ impl<'a> Uploader<'a> {
             let label = format!("{name} rows {first_row}..{end}");
             let gpu_rows = gpu_rows(first, rows) as u64;
             let weights = self.weight_buffer(&label, gpu_rows * row).await?;
-            let scales = match scale_row {
-                Some(per_row) => Some(self.weight_buffer(&format!("{label} scales"), gpu_rows * per_row).await?),
-                None => None,
-            };
-            match (scale_row, &scales, &first.storage) {
-                (Some(per_row), Some(buffer), Storage::Packed { scale_dtype, .. }) => {
+            let scales = match (&first.storage, scale_row) {
+                (Storage::Packed { scale_dtype, .. }, Some(per_row)) => {
+                    let scales = self.weight_buffer(&format!("{label} scales"), gpu_rows * per_row).await?;
                     self.fill_packed(&weights, parts, (first_row, end), row as usize, Content::Packed).await?;
                     let content = Content::Scales(scale_dtype);
-                    self.fill_packed(buffer, parts, (first_row, end), per_row as usize, content).await?;
+                    self.fill_packed(&scales, parts, (first_row, end), per_row as usize, content).await?;
+                    Some(scales)
                 }
                 _ => {
                     // Each part's rows that fall in this chunk, as they are.
-                    let mut part_start = 0;
-                    for m in parts {
-                        let (from, to) = (first_row.max(part_start), end.min(part_start + m.rows));
-                        if from < to {
-                            let (in_chunk, in_part, n) =
-                                ((from - first_row) as u64, (from - part_start) as u64, (to - from) as u64);
-                            self.fill_dense(&weights, in_chunk * row, &m.name, in_part * row, n * row).await?;
-                        }
-                        part_start += m.rows;
+                    for (m, at, in_part, n) in stacked_runs(parts, first_row, end) {
+                        let (in_chunk, in_part, n) = ((at - first_row) as u64, in_part as u64, n as u64);
+                        self.fill_dense(&weights, in_chunk * row, &m.name, in_part * row, n * row).await?;
                     }
+                    None
                 }
-            }
+            };
             chunks.push(MatrixChunk { first_row, rows, weights, scales });
             first_row = end;
         }
