@@ -360,7 +360,10 @@ fn gemv_ternary_fixed_feeding(
     workgroupBarrier();
     // One thread turns the block's rows of y * next_norm into words of the
     // next input, as fixed_point.wgsl would with NORM1, and adds the block's
-    // sum of y^2 to the exact sum.
+    // sum of y^2 to the exact sum. A value a thread, as swiglu_words
+    // converts, cost the 0.5B 1.4 % (its workgroups hold one word: three
+    // barriers cost more than one thread's conversion) and gained 32B 0.3 %
+    // (BENCHMARKS.md, round 24).
     if (lid == 0u) {
         let next_words = p.rows / 16u;
         var squares = 0.0;

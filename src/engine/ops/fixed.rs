@@ -76,7 +76,10 @@ pub fn fixed_gemv_team(m: &GpuMatrix, cpu_emulated: bool) -> (u32, u32) {
 const SWIGLU_FEEDING_LANES: u32 = 32;
 
 /// Rows a gemv_fixed.wgsl workgroup computes with teams of `lanes` threads:
-/// four a team, 256 threads a workgroup.
+/// four a team, 256 threads a workgroup. Eight rows a team, or workgroups
+/// of 512 threads with twice the threads a row, ran slower on an H200
+/// (tg128 after pp512): 32B's down projection 161.3 -> 154.5 and 159.4 t/s,
+/// its o projection in 512 threads 158.4 (BENCHMARKS.md, round 24).
 fn block_rows(lanes: u32) -> u32 {
     256 / lanes * 4
 }
