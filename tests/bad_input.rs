@@ -75,6 +75,17 @@ fn header_lying_about_offsets() {
 }
 
 #[test]
+fn missing_shard() {
+    // An index naming a file that is not there: the error names the file
+    // and the reason once (tritium_fails checks that no cause repeats).
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(fixture("gqa-tied").join("config.json"), dir.path().join("config.json")).unwrap();
+    let index = serde_json::json!({ "weight_map": { Q: "model-00001-of-00002.safetensors" } });
+    std::fs::write(dir.path().join("model.safetensors.index.json"), index.to_string()).unwrap();
+    score_fails(dir.path(), &["model-00001-of-00002.safetensors", "No such file or directory"]);
+}
+
+#[test]
 fn missing_tensor() {
     let name = "model.layers.1.mlp.up_proj.weight";
     let dir = rewrite(&fixture("gqa-tied"), |t| t.retain(|t| !t.meta.name.starts_with(name)), no_config_change);

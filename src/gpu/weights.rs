@@ -306,7 +306,7 @@ impl<'a> Uploader<'a> {
                 _ => {
                     ternary::check_packed(piece).map_err(|e| ModelError::InvalidPacked {
                         name: name.to_string(),
-                        source: ternary::InvalidByte { offset: offset as usize + done + e.offset, value: e.value },
+                        byte: ternary::InvalidByte { offset: offset as usize + done + e.offset, value: e.value },
                     })?;
                     ternary::to_gpu_codes(piece);
                 }

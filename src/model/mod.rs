@@ -21,8 +21,10 @@ use std::path::{Path, PathBuf};
 /// Everything that can be wrong with a model folder.
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
-    #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    // The causes below are fields of other names than `source`, so that a
+    // printed error chain (`{:#}`) does not repeat them after the message.
+    #[error("{path}: {error}")]
+    Io { path: PathBuf, error: std::io::Error },
     #[error("{0}")]
     NotAModelFolder(String),
     #[error("config.json: {0}")]
@@ -37,13 +39,13 @@ pub enum ModelError {
     Shape { name: String, expected: String, got: Vec<usize> },
     #[error("tensor {name} has dtype {got}, expected {expected}")]
     Dtype { name: String, expected: String, got: DType },
-    #[error("tensor {name}: {source}")]
-    InvalidPacked { name: String, source: crate::ternary::InvalidByte },
+    #[error("tensor {name}: {byte}")]
+    InvalidPacked { name: String, byte: crate::ternary::InvalidByte },
 }
 
 impl ModelError {
-    pub fn io(path: &Path, source: std::io::Error) -> Self {
-        ModelError::Io { path: path.to_path_buf(), source }
+    pub fn io(path: &Path, error: std::io::Error) -> Self {
+        ModelError::Io { path: path.to_path_buf(), error }
     }
 }
 

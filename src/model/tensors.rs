@@ -24,7 +24,7 @@ pub fn verify_packed(ckpt: &Checkpoint, layout: &Layout) -> Result<(), ModelErro
     for m in layout.matrices().into_iter().filter(|m| m.is_packed()) {
         let t = ckpt.get(&m.name).expect("tensor checked by the layout");
         ternary::check_packed(ckpt.bytes(t))
-            .map_err(|source| ModelError::InvalidPacked { name: m.name.clone(), source })?;
+            .map_err(|byte| ModelError::InvalidPacked { name: m.name.clone(), byte })?;
     }
     Ok(())
 }
@@ -63,8 +63,8 @@ impl<'a> MatrixRows<'a> {
 
     fn invalid(&self, row: usize, e: ternary::InvalidByte) -> ModelError {
         let row_start = row * self.matrix.cols / ternary::TRITS_PER_BYTE;
-        let source = ternary::InvalidByte { offset: row_start + e.offset, value: e.value };
-        ModelError::InvalidPacked { name: self.matrix.name.clone(), source }
+        let byte = ternary::InvalidByte { offset: row_start + e.offset, value: e.value };
+        ModelError::InvalidPacked { name: self.matrix.name.clone(), byte }
     }
 
     /// Writes row `row` as f32 into `out` (`cols` values).

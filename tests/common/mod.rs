@@ -65,6 +65,12 @@ pub fn tritium_fails(args: &[&str], needles: &[&str]) {
     for needle in needles {
         assert!(run.stderr.contains(needle), "error for {args:?} lacks {needle:?}:\n{}", run.stderr);
     }
+    // An error printed with its causes says each once: no "cause: cause".
+    for line in run.stderr.lines() {
+        let clauses: Vec<&str> = line.split(": ").collect();
+        let repeated = clauses.windows(2).any(|w| w[0] == w[1]);
+        assert!(!repeated, "error for {args:?} repeats itself:\n{line}");
+    }
 }
 
 /// What `scripts/make_fixtures.py` recorded from transformers.
