@@ -32,7 +32,7 @@ pub struct ModelArgs {
     #[arg(long)]
     pub model: PathBuf,
     /// Prompt as comma-separated token ids, e.g. 151644,872,198.
-    #[arg(long, value_parser = parse_ids, conflicts_with = "prompt", required_unless_present = "prompt")]
+    #[arg(long, value_parser = parse_ids, allow_hyphen_values = true, conflicts_with = "prompt", required_unless_present = "prompt")]
     pub ids: Option<std::vec::Vec<u32>>,
     /// Prompt as text (needs tokenizer.json in the model folder).
     #[arg(long)]
