@@ -164,6 +164,7 @@ fn bad_command_line_values() {
     );
     tritium_fails(&["generate", "--model", m, "--ids", "1,x", "--max-tokens", "2"], &["\"x\" is not a token id"]);
     tritium_fails(&["generate", "--model", m, "--ids", "-1", "--max-tokens", "2"], &["\"-1\" is not a token id"]);
+    tritium_fails(&["chat", "--model", m], &["chat needs tokenizer.json", "generate --ids"]);
     tritium_fails(
         &["generate", "--model", m, "--ids", "1,2,3", "--ctx", "4", "--max-tokens", "2"],
         &["need 5 positions", "context holds 4"],

@@ -49,8 +49,13 @@ pub struct ChatArgs {
 
 pub fn run(args: ChatArgs) -> Result<()> {
     let model = Model::open(&args.model).with_context(|| format!("loading the model in {}", args.model.display()))?;
-    let tokenizer = Tokenizer::from_dir(&args.model)?
-        .with_context(|| format!("chat needs tokenizer.json in {}", args.model.display()))?;
+    let tokenizer = Tokenizer::from_dir(&args.model)?.with_context(|| {
+        format!(
+            "chat needs tokenizer.json in {}: copy tokenizer.json and tokenizer_config.json there from the \
+                 model it was made from (quantize copies them), or use `tritium generate --ids` without one",
+            args.model.display()
+        )
+    })?;
     let params = SamplingParams {
         temperature: args.temperature,
         top_k: args.top_k,
