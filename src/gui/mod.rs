@@ -14,7 +14,7 @@ mod worker;
 
 use std::path::PathBuf;
 
-use anyhow::{anyhow, Context as _};
+use anyhow::anyhow;
 use eframe::egui_wgpu::{WgpuConfiguration, WgpuSetup, WgpuSetupExisting};
 use winit::event_loop::EventLoop;
 
@@ -32,12 +32,25 @@ pub struct GuiOptions {
     pub save_transcript: Option<PathBuf>,
 }
 
+/// winit's OS errors start with the place in winit's own source that raised
+/// them ("os error at <file>.rs:<line>: "), which tells a user nothing.
+fn without_source_location(message: &str) -> &str {
+    match message.strip_prefix("os error at ").and_then(|rest| rest.split_once(".rs:")) {
+        Some((_, after)) => after.split_once(": ").map_or(message, |(_, reason)| reason),
+        None => message,
+    }
+}
+
 pub fn run(options: GuiOptions) -> anyhow::Result<()> {
     // The event loop comes first: the GPU instance needs its display handle
     // when it runs on GL, so that the window's surface and the engine share it.
-    let event_loop = EventLoop::<eframe::UserEvent>::with_user_event()
-        .build()
-        .context("could not connect to a display (is DISPLAY or WAYLAND_DISPLAY set?)")?;
+    let event_loop = EventLoop::<eframe::UserEvent>::with_user_event().build().map_err(|e| {
+        anyhow!(
+            "could not connect to a display ({}); run it in a desktop session (DISPLAY or WAYLAND_DISPLAY set), \
+             or talk to the model in a terminal with `tritium chat`",
+            without_source_location(&e.to_string()).trim_end_matches('.')
+        )
+    })?;
     let display = Box::new(event_loop.owned_display_handle());
     let gpu = pollster::block_on(GpuContext::new_for_display(&options.device, Some(display)))?;
     let native = eframe::NativeOptions {
@@ -66,4 +79,17 @@ pub fn run(options: GuiOptions) -> anyhow::Result<()> {
         &event_loop,
     );
     event_loop.run_app(&mut window).map_err(|e| anyhow!("the window's event loop failed: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::without_source_location;
+
+    #[test]
+    fn os_errors_lose_the_place_in_winit_they_came_from() {
+        let raised = "os error at /src/winit-0.30.13/src/platform_impl/linux/mod.rs:765: neither WAYLAND_DISPLAY nor \
+                      WAYLAND_SOCKET nor DISPLAY is set.";
+        assert_eq!(without_source_location(raised), "neither WAYLAND_DISPLAY nor WAYLAND_SOCKET nor DISPLAY is set.");
+        assert_eq!(without_source_location("the display refused: no"), "the display refused: no");
+    }
 }
