@@ -67,6 +67,8 @@ pub struct BenchArgs {
     pub roof: bool,
     /// Also time every dispatch of one greedy decode step and one prefill step on the
     /// GPU and print where the time goes, kernel by kernel (needs timestamp queries).
+    /// The timestamps add a few µs to each dispatch; the decode table says how much,
+    /// against the step's time in the tg runs.
     #[arg(long)]
     pub profile: bool,
     /// Print one JSON object per repetition instead of the table.
@@ -171,7 +173,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let profiles = if args.profile {
         let decode = pollster::block_on(engine.profile_step(false, prompt_tokens))?;
         let prefill = pollster::block_on(engine.profile_step(true, 0))?;
-        Some([("decode step", decode), ("prefill step", prefill)])
+        Some([("decode step", decode, true), ("prefill step", prefill, false)])
     } else {
         None
     };
@@ -223,18 +225,30 @@ pub fn run(args: BenchArgs) -> Result<()> {
             100.0 * gb_s * 1e9 / roof
         );
     }
-    for (what, times) in profiles.iter().flatten() {
-        print_profile(what, times);
+    // The decode step as the tg runs took it, without timestamps.
+    let untimed_step_s = (tg.is_finite() && tg > 0.0).then(|| 1.0 / tg);
+    for (what, times, is_decode) in profiles.iter().flatten() {
+        print_profile(what, times, untimed_step_s.filter(|_| *is_decode));
     }
     Ok(())
 }
 
-/// The GPU time of each kind of dispatch in one step, largest first.
-fn print_profile(what: &str, times: &[KernelTime]) {
+/// The GPU time of each kind of dispatch in one step, largest first; with
+/// `untimed_s`, the same step's time in the speed runs, to show what the
+/// timestamps between dispatches add (each makes the GPU finish the work
+/// before it, so a profiled step takes longer than a plain one).
+fn print_profile(what: &str, times: &[KernelTime], untimed_s: Option<f64>) {
     let total: f64 = times.iter().map(|t| t.seconds).sum();
     let calls: usize = times.iter().map(|t| t.calls).sum();
     println!();
     println!("{what}: {calls} dispatches, {:.1} µs of GPU time", total * 1e6);
+    if let Some(untimed) = untimed_s.filter(|&u| u < total && calls > 0) {
+        println!(
+            "  (in the tg runs a step took {:.1} µs: timestamps add about {:.1} µs a dispatch, so small dispatches read larger here)",
+            untimed * 1e6,
+            (total - untimed) * 1e6 / calls as f64
+        );
+    }
     println!("|     µs | share | calls | dispatch (N: layer or row numbers) |");
     println!("| -----: | ----: | ----: | ---------------------------------- |");
     for t in times.iter().take(20) {
