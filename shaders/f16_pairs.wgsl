@@ -14,6 +14,9 @@
 // conversion to f16 and back, which a shader compiler may fold into nothing
 // (leaving lo zero).
 //
+// With F16_PRODUCTS (gemm_coop.wgsl's, `--gemm coop-f16`) hi[t, c] is v
+// rounded to f16 and no lo is written.
+//
 // Layout (f16, viewed here as pairs packed in u32): hi[t, c] at element
 // t * n + c, lo[t, c] at element lo_offset + t * n + c, where lo_offset is the
 // graph's (padded) token count times n. Needs n % 4 == 0.
@@ -47,6 +50,8 @@ const SWIGLU: u32 = 32u;
 @group(0) @binding(7) var<storage, read_write> unscale: array<f32>;     // [tokens]
 
 const WG: u32 = 256u;
+
+override F16_PRODUCTS: bool = false; // hi rounded to f16, no lo
 
 // in[t, 4q .. 4q + 3].
 fn input_quad(t: u32, q: u32) -> vec4<f32> {
@@ -87,6 +92,10 @@ fn to_f16_pairs(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_
     }
     for (var q = lid; q < quads; q = q + WG) {
         let v = ldexp(input_quad(t, q), vec4<i32>(e));
+        if (F16_PRODUCTS) {
+            pairs[t * quads + q] = vec2<u32>(pack2x16float(v.xy), pack2x16float(v.zw));
+            continue;
+        }
         let hi = bitcast<vec4<f32>>(bitcast<vec4<u32>>(v) & vec4<u32>(0xffffe000u));
         let lo = v - hi;
         pairs[t * quads + q] = vec2<u32>(pack2x16float(hi.xy), pack2x16float(hi.zw));

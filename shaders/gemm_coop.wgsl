@@ -18,6 +18,13 @@ enable wgpu_cooperative_matrix;
 // H100, rows of 16,384 values came within 7e-5 of the largest output:
 // BENCHMARKS.md), which keeps the result within the f32 GEMM's test tolerance.
 //
+// With F16_PRODUCTS (`--gemm coop-f16`, reduced precision) A and B are
+// rounded to f16 instead (A by f16_pairs.wgsl, which then writes no A_lo):
+// one tile product A B a step, and half the inputs staged. On an H200 that
+// took a 512-token prompt of the 32B shape from 1,068 to 1,481 tokens/s:
+// a third of the products left 72 % of the time, so staging, not the
+// units, holds this kernel up most (BENCHMARKS.md, round 25).
+//
 // Tiling: a workgroup of 256 threads (8 subgroups of 32) computes TILE_TOKENS
 // tokens by TILE_ROWS rows, walking the columns KT at a time. Per step its
 // threads stage the tile's inputs (A_hi, A_lo) and decode its weights (B_hi,
@@ -59,6 +66,7 @@ const SPLIT_K: u32 = 16u;
 
 override GROUP_SIZE: u32 = 64u; // weights per scale
 override SCALE_DTYPE: u32 = 0u; // DTYPE_* of the scales
+override F16_PRODUCTS: bool = false; // A and B rounded to f16, one product a step
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> weights: array<u32>;      // [rows, cols / 16] (packed_index)
@@ -135,8 +143,10 @@ fn fetch(first_row: u32, first_token: u32, lid: u32, w: u32) -> Staged {
     let e = ((first_token + lid / 2u) * p.cols + 16u * word) / 8u; // in vec4<u32>s of 8 f16
     s.hi0 = pairs[e];
     s.hi1 = pairs[e + 1u];
-    s.lo0 = pairs[p.lo_offset / 8u + e];
-    s.lo1 = pairs[p.lo_offset / 8u + e + 1u];
+    if (!F16_PRODUCTS) {
+        s.lo0 = pairs[p.lo_offset / 8u + e];
+        s.lo1 = pairs[p.lo_offset / 8u + e + 1u];
+    }
     return s;
 }
 
@@ -158,9 +168,14 @@ fn stage(lid: u32, s: Staged) {
     let at = (lid / 2u) * STRIDE + 16u * (lid % 2u);
     store_inputs(at, s.hi0, true);
     store_inputs(at + 8u, s.hi1, true);
-    store_inputs(at, s.lo0, false);
-    store_inputs(at + 8u, s.lo1, false);
-    let scale = split_f16(s.scale);
+    if (!F16_PRODUCTS) {
+        store_inputs(at, s.lo0, false);
+        store_inputs(at + 8u, s.lo1, false);
+    }
+    var scale = split_f16(s.scale);
+    if (F16_PRODUCTS) {
+        scale = vec2<f16>(f16(s.scale), 0.0);
+    }
     let b_at = weight_row(lid) * STRIDE + 16u * weight_word(lid);
     for (var j = 0u; j < 4u; j = j + 1u) {
         let t = vec4<f16>(trits_of_byte(s.word, j));
@@ -170,14 +185,17 @@ fn stage(lid: u32, s: Staged) {
         b_hi[b_at + 4u * j + 1u] = hi.y;
         b_hi[b_at + 4u * j + 2u] = hi.z;
         b_hi[b_at + 4u * j + 3u] = hi.w;
-        b_lo[b_at + 4u * j] = lo.x;
-        b_lo[b_at + 4u * j + 1u] = lo.y;
-        b_lo[b_at + 4u * j + 2u] = lo.z;
-        b_lo[b_at + 4u * j + 3u] = lo.w;
+        if (!F16_PRODUCTS) {
+            b_lo[b_at + 4u * j] = lo.x;
+            b_lo[b_at + 4u * j + 1u] = lo.y;
+            b_lo[b_at + 4u * j + 2u] = lo.z;
+            b_lo[b_at + 4u * j + 3u] = lo.w;
+        }
     }
 }
 
-// acc + (ah + al)(bh + bl) without al bl: three tile products.
+// acc + (ah + al)(bh + bl) without al bl: three tile products; with
+// F16_PRODUCTS, acc + ah bh (al and bl are not staged).
 fn product(
     ah: coop_mat16x16<f16, A>,
     al: coop_mat16x16<f16, A>,
@@ -185,6 +203,9 @@ fn product(
     bl: coop_mat16x16<f16, B>,
     acc: coop_mat16x16<f32, C>,
 ) -> coop_mat16x16<f32, C> {
+    if (F16_PRODUCTS) {
+        return coopMultiplyAdd(ah, bh, acc);
+    }
     return coopMultiplyAdd(ah, bl, coopMultiplyAdd(al, bh, coopMultiplyAdd(ah, bh, acc)));
 }
 

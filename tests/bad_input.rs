@@ -176,6 +176,10 @@ fn bad_command_line_values() {
         &["generate", "--model", m, "--ids", "1", "--max-tokens", "2", "--portable", "--gemm", "coop"],
         &["--gemm coop needs cooperative matrices", "--portable", "use --gemm float"],
     );
+    tritium_fails(
+        &["generate", "--model", m, "--ids", "1", "--max-tokens", "2", "--portable", "--gemm", "coop-f16"],
+        &["--gemm coop-f16 needs cooperative matrices", "--portable", "use --gemm float"],
+    );
     // Fewer input bits exist only in the fixed-point GEMV.
     tritium_fails(
         &["generate", "--model", m, "--ids", "1", "--max-tokens", "2", "--act-bits", "16", "--gemv", "float"],

@@ -7,7 +7,7 @@ use common::*;
 
 use tritium::backend::{self, Backend};
 use tritium::engine::{Engine, EngineOptions};
-use tritium::gpu::{DeviceOptions, GpuContext};
+use tritium::gpu::{DeviceOptions, GemmPath, GpuContext};
 use tritium::model::Model;
 use tritium::reference::Reference;
 
@@ -121,8 +121,10 @@ fn logits_after_prefill(engine: &mut Engine, prompt: &[u32], k: usize) -> Vec<f3
 
 /// Prefills every fixture on `ctx` in steps of each of `ubatches` tokens and
 /// compares the logits that follow with transformers'; `gemm`: the prefill
-/// GEMM the engine must report.
-fn prefill_matches_transformers(ctx: &GpuContext, what: &str, ubatches: &[usize], gemm: Option<&str>) {
+/// GEMM the engine must report. Returns the largest difference seen, as a
+/// fraction of the fixture's largest logit.
+fn prefill_matches_transformers(ctx: &GpuContext, what: &str, ubatches: &[usize], gemm: Option<&str>) -> f32 {
+    let mut largest = 0.0f32;
     for name in FIXTURES {
         let dir = fixture(name);
         let model = Model::open(&dir).unwrap();
@@ -151,9 +153,11 @@ fn prefill_matches_transformers(ctx: &GpuContext, what: &str, ubatches: &[usize]
                 let what = format!("{name}, ubatch {ubatch}, {what}, position {k}");
                 assert!(diff <= 2e-3 * exp.max_abs_logit, "{what}: max |logit difference| {diff}");
                 assert_eq!(tritium::sampling::argmax(&ours), tritium::sampling::argmax(row), "{what}: argmax");
+                largest = largest.max(diff / exp.max_abs_logit);
             }
         }
     }
+    largest
 }
 
 #[test]
@@ -173,9 +177,26 @@ fn batched_prefill_matches_transformers() {
 #[test]
 #[ignore = "needs a GPU with cooperative matrices (f16 16x16x16, f32 accumulation); run with --ignored there"]
 fn coop_prefill_matches_transformers_on_a_gpu_with_cooperative_matrices() {
-    let options = DeviceOptions { gemm: tritium::gpu::GemmPath::Coop, ..Default::default() };
+    let options = DeviceOptions { gemm: GemmPath::Coop, ..Default::default() };
     let ctx = pollster::block_on(GpuContext::new(&options)).expect("a GPU with cooperative matrices");
     prefill_matches_transformers(&ctx, "cooperative matrices", &[512, 3], Some("coop"));
+}
+
+/// `--gemm coop-f16`: the cooperative-matrix GEMM on values rounded to f16
+/// stays within the f32 paths' tolerance of transformers, argmax included,
+/// and is coarser than the split products of `--gemm coop` (so the rounding
+/// is in effect). Prints both differences.
+#[test]
+#[ignore = "needs a GPU with cooperative matrices (f16 16x16x16, f32 accumulation); run with --ignored there"]
+fn coop_f16_prefill_stays_near_transformers_on_a_gpu_with_cooperative_matrices() {
+    let open = |gemm| {
+        let options = DeviceOptions { gemm, ..Default::default() };
+        pollster::block_on(GpuContext::new(&options)).expect("a GPU with cooperative matrices")
+    };
+    let split = prefill_matches_transformers(&open(GemmPath::Coop), "coop", &[512], Some("coop"));
+    let rounded = prefill_matches_transformers(&open(GemmPath::CoopF16), "coop-f16", &[512, 3], Some("coop-f16"));
+    eprintln!("largest logit difference over the largest logit: coop {split:e}, coop-f16 {rounded:e}");
+    assert!(rounded > split, "coop-f16 ({rounded:e}) is not coarser than coop ({split:e})");
 }
 
 #[test]

@@ -365,12 +365,13 @@ impl Engine {
     }
 
     /// The prefill step's GEMM for packed weights: "coop" (cooperative
-    /// matrices, f16 pairs) or "float" (f32).
+    /// matrices, f16 pairs), "coop-f16" (cooperative matrices, values rounded
+    /// to f16) or "float" (f32).
     pub fn prefill_gemm(&self) -> &'static str {
-        if self.plan.coop_gemm {
-            "coop"
-        } else {
-            "float"
+        match (self.plan.coop_gemm, self.ctx.caps.coop_f16) {
+            (true, true) => "coop-f16",
+            (true, false) => "coop",
+            _ => "float",
         }
     }
 

@@ -28,6 +28,8 @@ pub struct GpuCaps {
     /// Prefill multiplies packed matrices on cooperative-matrix units
     /// (gemm_coop.wgsl), where the adapter has them and `--gemm` allows it.
     pub coop_gemm: bool,
+    /// With `coop_gemm`: on inputs and weights rounded to f16 (`--gemm coop-f16`).
+    pub coop_f16: bool,
     /// The fixed-point GEMV's input precision (`Fixed` `gemv` where not 24 bits).
     pub act_bits: ActBits,
     /// A CPU-emulated adapter (lavapipe, SwiftShader), which runs its threads
@@ -123,6 +125,10 @@ pub enum GemmPath {
     Auto,
     /// The cooperative-matrix GEMM (gemm_coop.wgsl); an error where the adapter lacks it.
     Coop,
+    /// The cooperative-matrix GEMM on inputs and weights rounded to f16: one
+    /// tile product where `Coop` takes three (reduced precision, opt-in); an
+    /// error where the adapter lacks it.
+    CoopF16,
     /// The f32 GEMM (gemm.wgsl).
     Float,
 }
@@ -305,10 +311,11 @@ impl GpuContext {
         };
         let coop_fits = !options.portable && coop_gemm_fits(&adapter);
         let coop_gemm = match options.gemm {
-            GemmPath::Coop if !coop_fits => {
+            GemmPath::Coop | GemmPath::CoopF16 if !coop_fits => {
                 return Err(GpuError::Device(format!(
-                    "--gemm coop needs cooperative matrices (f16 16x16x16 tiles with f32 accumulation) and \
+                    "--gemm {} needs cooperative matrices (f16 16x16x16 tiles with f32 accumulation) and \
                      subgroups of 32 invocations, which {}{} lacks; use --gemm float",
+                    if options.gemm == GemmPath::Coop { "coop" } else { "coop-f16" },
                     info.name,
                     if options.portable { " on the portable path (--portable)" } else { "" }
                 )))
@@ -361,6 +368,7 @@ impl GpuContext {
             timestamps: features.contains(timestamps),
             gemv,
             coop_gemm,
+            coop_f16: coop_gemm && options.gemm == GemmPath::CoopF16,
             act_bits: options.act_bits,
             cpu_emulated: info.device_type == wgpu::DeviceType::Cpu,
         };

@@ -155,7 +155,8 @@ impl Ops<'_> {
         if coop.pairs.size() < CoopInput::bytes(self.tokens, n) || coop.unscale.size() < 4 * self.tokens as u64 {
             return Err(GpuError::Limits(format!("an input of {n} values: the f16 pair scratch is too small")));
         }
-        let to_pairs = self.kernels.pipeline(Kernel::ToF16Pairs, &[]).await?;
+        let f16_products = u32::from(self.ctx.caps.coop_f16);
+        let to_pairs = self.kernels.pipeline(Kernel::ToF16Pairs, &[("F16_PRODUCTS", f16_products)]).await?;
         let flags =
             norms.norm1.map_or(0, |_| NORM1) | norms.norm2.map_or(0, |_| NORM2) | if swiglu { SWIGLU } else { 0 };
         let lo_offset = CoopInput::lo_offset(self.tokens, n);
@@ -222,7 +223,8 @@ impl Ops<'_> {
         let swiglu = inputs.flags & SWIGLU != 0;
         let mut out = vec![self.f16_pairs(m.cols, inputs.x, &inputs.norms, swiglu).await?];
         let lo_offset = CoopInput::lo_offset(self.tokens, m.cols);
-        let pipeline = self.matrix_pipeline(m, Kernel::GemmTernaryCoop, Kernel::GemmDense, &[]).await?;
+        let f16_products = [("F16_PRODUCTS", u32::from(self.ctx.caps.coop_f16))];
+        let pipeline = self.matrix_pipeline(m, Kernel::GemmTernaryCoop, Kernel::GemmDense, &f16_products).await?;
         let scale_exp = coop_scale_exp(m.largest_scale);
         let token_tiles = self.tokens.div_ceil(COOP_TILE_TOKENS) as u32;
         let words = (m.cols / 16) as u32;
