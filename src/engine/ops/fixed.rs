@@ -79,7 +79,10 @@ const SWIGLU_FEEDING_LANES: u32 = 32;
 /// four a team, 256 threads a workgroup. Eight rows a team, or workgroups
 /// of 512 threads with twice the threads a row, ran slower on an H200
 /// (tg128 after pp512): 32B's down projection 161.3 -> 154.5 and 159.4 t/s,
-/// its o projection in 512 threads 158.4 (BENCHMARKS.md, round 24).
+/// its o projection in 512 threads 158.4 (BENCHMARKS.md, round 24). One
+/// workgroup a block of rows: fewer workgroups looping over the blocks
+/// (32B's gate/up capped at 1,320 down to 528 of its 1,728) were as fast or
+/// slower, so no tail of workgroups holds the big GEMVs up (round 25).
 fn block_rows(lanes: u32) -> u32 {
     256 / lanes * 4
 }
