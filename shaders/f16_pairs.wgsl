@@ -15,7 +15,9 @@
 // (leaving lo zero).
 //
 // With F16_PRODUCTS (gemm_coop.wgsl's, `--gemm coop-f16`) hi[t, c] is v
-// rounded to f16 and no lo is written.
+// converted to f16 and no lo is written. WGSL lets the conversion round
+// either way; on an H200 it gave half the logit error of cutting v to its
+// 11 leading bits (BENCHMARKS.md, round 25).
 //
 // Layout (f16, viewed here as pairs packed in u32): hi[t, c] at element
 // t * n + c, lo[t, c] at element lo_offset + t * n + c, where lo_offset is the

@@ -22,8 +22,8 @@ enable wgpu_cooperative_matrix;
 // rounded to f16 instead (A by f16_pairs.wgsl, which then writes no A_lo):
 // one tile product A B a step, and half the inputs staged. On an H200 that
 // took a 512-token prompt of the 32B shape from 1,068 to 1,481 tokens/s:
-// a third of the products left 72 % of the time, so staging, not the
-// units, holds this kernel up most (BENCHMARKS.md, round 25).
+// a third of the products left 72 % of the prefill time, so staging, not
+// the units, holds this kernel up most (BENCHMARKS.md, round 25).
 //
 // Tiling: a workgroup of 256 threads (8 subgroups of 32) computes TILE_TOKENS
 // tokens by TILE_ROWS rows, walking the columns KT at a time. Per step its

@@ -998,6 +998,50 @@ fn f16_pairs_hold_each_token_s_input_to_21_bits() {
     }
 }
 
+/// The same conversion for `--gemm coop-f16` (it too runs here on both
+/// paths): each token's input, scaled by a power of two, converted to f16
+/// (either rounding: WGSL allows both) and no low half written. Coarser than
+/// the split, so the check fails if the split ran instead.
+#[test]
+fn f16_pairs_for_coop_f16_hold_each_token_s_input_to_f16() {
+    use tritium::engine::ops::InputNorms;
+    for mut gpu in gpus() {
+        gpu.ctx.caps.coop_f16 = true;
+        let mut rng = Rng::new(22);
+        let (graph_tokens, tokens, n) = (9, 7, 1000);
+        let magnitude = |t: usize| [1.0, 3e6, 1e-5, 0.0, 250.0][t % 5];
+        let x: Vec<f32> = (0..graph_tokens * n)
+            .map(|i| (rng.next_f32() * 2.0 - 1.0) * magnitude(i / n) * (1 + i % 9) as f32)
+            .collect();
+        let unused = gpu.f32s(&[f32::NAN, f32::NAN]);
+        let none = InputNorms { stats: &unused, norm1: None, norm2: None };
+        let xb = gpu.f32s(&x);
+        let mut ops = gpu.coop_ops(graph_tokens, false);
+        let d = block_on(ops.f16_pairs(n, &xb, &none, false)).unwrap();
+        gpu.set_step(0, tokens as u32);
+        gpu.run(&[d]);
+        // The scratch starts zeroed, so hi + lo is hi where no lo was written.
+        let (got, largest) = gpu.read_f16_pairs(graph_tokens, tokens, n);
+        let mut coarsest = 0.0f32;
+        for t in 0..tokens {
+            let row = &x[t * n..(t + 1) * n];
+            let top = row.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+            for (c, (g, w)) in got[t * n..(t + 1) * n].iter().zip(row).enumerate() {
+                // One f16 step of |w| (2^-10 of it), and f16's subnormal step
+                // below 2^-14 of the scaled row's largest value (in [2^14, 2^15)).
+                let tol = w.abs() * 2f32.powi(-10) + top * 2f32.powi(-38);
+                assert!((g - w).abs() <= tol, "token {t}, value {c} is {g}, expected {w}");
+                if top > 0.0 {
+                    coarsest = coarsest.max((g - w).abs() / top);
+                }
+            }
+            let scaled = largest[t];
+            assert!(top == 0.0 || (16384.0..=32768.0).contains(&scaled), "token {t} scaled to {scaled}");
+        }
+        assert!(coarsest > 2f32.powi(-16), "values held to {coarsest:e} of their row's largest: not rounded to f16");
+    }
+}
+
 /// The prefill GEMM on cooperative matrices (tensor cores) against the CPU:
 /// inputs and weights as f16 halves good to 21 bits, products accumulated in
 /// f32 by the units, held to the f32 GEMM's tolerance. (An H100's units

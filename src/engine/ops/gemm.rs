@@ -223,6 +223,8 @@ impl Ops<'_> {
         let swiglu = inputs.flags & SWIGLU != 0;
         let mut out = vec![self.f16_pairs(m.cols, inputs.x, &inputs.norms, swiglu).await?];
         let lo_offset = CoopInput::lo_offset(self.tokens, m.cols);
+        // Only packed matrices reach this GEMM (coop_gemm), so the constant
+        // never goes to gemm.wgsl's dense kernel, which lacks it.
         let f16_products = [("F16_PRODUCTS", u32::from(self.ctx.caps.coop_f16))];
         let pipeline = self.matrix_pipeline(m, Kernel::GemmTernaryCoop, Kernel::GemmDense, &f16_products).await?;
         let scale_exp = coop_scale_exp(m.largest_scale);
