@@ -14,8 +14,8 @@
 // conversion to f16 and back, which a shader compiler may fold into nothing
 // (leaving lo zero).
 //
-// With F16_PRODUCTS (gemm_coop.wgsl's, `--gemm coop-f16`) hi[t, c] is v
-// converted to f16 and no lo is written. WGSL lets the conversion round
+// With F16_PRODUCTS (for gemm_coop.wgsl's gemm_ternary_coop_f16, `--gemm
+// coop-f16`) hi[t, c] is v converted to f16 and no lo is written. WGSL lets the conversion round
 // either way; on an H200 it gave half the logit error of cutting v to its
 // 11 leading bits (BENCHMARKS.md, round 25).
 //

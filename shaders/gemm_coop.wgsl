@@ -18,12 +18,16 @@ enable wgpu_cooperative_matrix;
 // H100, rows of 16,384 values came within 7e-5 of the largest output:
 // BENCHMARKS.md), which keeps the result within the f32 GEMM's test tolerance.
 //
-// With F16_PRODUCTS (`--gemm coop-f16`, reduced precision) A and B are
-// rounded to f16 instead (A by f16_pairs.wgsl, which then writes no A_lo):
-// one tile product A B a step, and half the inputs staged. On an H200 that
-// took a 512-token prompt of the 32B shape from 1,068 to 1,481 tokens/s:
-// a third of the products left 72 % of the prefill time, so staging, not
-// the units, holds this kernel up most (BENCHMARKS.md, round 25).
+// `gemm_ternary_coop_f16` (`--gemm coop-f16`, reduced precision) computes the
+// same with A and B rounded to f16 instead (A by f16_pairs.wgsl, which then
+// writes no A_lo; B's scale by the staging): one tile product A B a step.
+// The workgroup memory the low halves leave free holds twice the columns, so
+// it walks them KT_F16 = 64 at a time, with half the steps and barriers.
+// On an H200 (BENCHMARKS.md, round 26) a 512-token prompt of the 32B shape
+// took 1,066 tokens/s with three products, 1,489 with one in 32-column
+// steps, and 1,533 to 1,542 in 64-column steps: a third of the products left
+// 72 % of the time, so the staging (stores into workgroup memory, a barrier
+// a step), not the units, holds these kernels up most.
 //
 // Tiling: a workgroup of 256 threads (8 subgroups of 32) computes TILE_TOKENS
 // tokens by TILE_ROWS rows, walking the columns KT at a time. Per step its
@@ -36,8 +40,9 @@ enable wgpu_cooperative_matrix;
 // of each row and, with SPLIT_K, writes its partial sums (scaled) to `parts`;
 // gemm.wgsl's gemm_sum_parts adds them with bias and residual.
 //
-// Needs cols % 32 == 0, k_words even, GROUP_SIZE % 16 == 0, subgroups of 32
-// invocations, and the pairs buffer padded to whole TILE_TOKENS of tokens.
+// Needs cols % 32 == 0 and k_words even (gemm_ternary_coop_f16: cols % 64 == 0
+// and k_words % 4 == 0), GROUP_SIZE % 16 == 0, subgroups of 32 invocations,
+// and the pairs buffer padded to whole TILE_TOKENS of tokens.
 // Dispatch: [ceil(rows / TILE_ROWS), ceil(tokens / TILE_TOKENS), K parts].
 
 struct Params {
@@ -66,7 +71,6 @@ const SPLIT_K: u32 = 16u;
 
 override GROUP_SIZE: u32 = 64u; // weights per scale
 override SCALE_DTYPE: u32 = 0u; // DTYPE_* of the scales
-override F16_PRODUCTS: bool = false; // A and B rounded to f16, one product a step
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> weights: array<u32>;      // [rows, cols / 16] (packed_index)
@@ -143,10 +147,8 @@ fn fetch(first_row: u32, first_token: u32, lid: u32, w: u32) -> Staged {
     let e = ((first_token + lid / 2u) * p.cols + 16u * word) / 8u; // in vec4<u32>s of 8 f16
     s.hi0 = pairs[e];
     s.hi1 = pairs[e + 1u];
-    if (!F16_PRODUCTS) {
-        s.lo0 = pairs[p.lo_offset / 8u + e];
-        s.lo1 = pairs[p.lo_offset / 8u + e + 1u];
-    }
+    s.lo0 = pairs[p.lo_offset / 8u + e];
+    s.lo1 = pairs[p.lo_offset / 8u + e + 1u];
     return s;
 }
 
@@ -168,14 +170,9 @@ fn stage(lid: u32, s: Staged) {
     let at = (lid / 2u) * STRIDE + 16u * (lid % 2u);
     store_inputs(at, s.hi0, true);
     store_inputs(at + 8u, s.hi1, true);
-    if (!F16_PRODUCTS) {
-        store_inputs(at, s.lo0, false);
-        store_inputs(at + 8u, s.lo1, false);
-    }
-    var scale = split_f16(s.scale);
-    if (F16_PRODUCTS) {
-        scale = vec2<f16>(f16(s.scale), 0.0);
-    }
+    store_inputs(at, s.lo0, false);
+    store_inputs(at + 8u, s.lo1, false);
+    let scale = split_f16(s.scale);
     let b_at = weight_row(lid) * STRIDE + 16u * weight_word(lid);
     for (var j = 0u; j < 4u; j = j + 1u) {
         let t = vec4<f16>(trits_of_byte(s.word, j));
@@ -185,17 +182,14 @@ fn stage(lid: u32, s: Staged) {
         b_hi[b_at + 4u * j + 1u] = hi.y;
         b_hi[b_at + 4u * j + 2u] = hi.z;
         b_hi[b_at + 4u * j + 3u] = hi.w;
-        if (!F16_PRODUCTS) {
-            b_lo[b_at + 4u * j] = lo.x;
-            b_lo[b_at + 4u * j + 1u] = lo.y;
-            b_lo[b_at + 4u * j + 2u] = lo.z;
-            b_lo[b_at + 4u * j + 3u] = lo.w;
-        }
+        b_lo[b_at + 4u * j] = lo.x;
+        b_lo[b_at + 4u * j + 1u] = lo.y;
+        b_lo[b_at + 4u * j + 2u] = lo.z;
+        b_lo[b_at + 4u * j + 3u] = lo.w;
     }
 }
 
-// acc + (ah + al)(bh + bl) without al bl: three tile products; with
-// F16_PRODUCTS, acc + ah bh (al and bl are not staged).
+// acc + (ah + al)(bh + bl) without al bl: three tile products.
 fn product(
     ah: coop_mat16x16<f16, A>,
     al: coop_mat16x16<f16, A>,
@@ -203,9 +197,6 @@ fn product(
     bl: coop_mat16x16<f16, B>,
     acc: coop_mat16x16<f32, C>,
 ) -> coop_mat16x16<f32, C> {
-    if (F16_PRODUCTS) {
-        return coopMultiplyAdd(ah, bh, acc);
-    }
     return coopMultiplyAdd(ah, bl, coopMultiplyAdd(al, bh, coopMultiplyAdd(ah, bh, acc)));
 }
 
@@ -243,6 +234,42 @@ fn write_tile(tile: coop_mat16x16<f32, C>, sg: u32, lane: u32, token0: u32, row0
     workgroupBarrier();
 }
 
+// A subgroup's eight tiles, tokens t0 + 16i .. and rows r0 + 16j .. in
+// tile ij, written by write_tile.
+fn write_tiles(
+    t00: coop_mat16x16<f32, C>,
+    t01: coop_mat16x16<f32, C>,
+    t10: coop_mat16x16<f32, C>,
+    t11: coop_mat16x16<f32, C>,
+    t20: coop_mat16x16<f32, C>,
+    t21: coop_mat16x16<f32, C>,
+    t30: coop_mat16x16<f32, C>,
+    t31: coop_mat16x16<f32, C>,
+    sg: u32,
+    lane: u32,
+    t0: u32,
+    r0: u32,
+    part: u32,
+) {
+    write_tile(t00, sg, lane, t0, r0, part);
+    write_tile(t01, sg, lane, t0, r0 + 16u, part);
+    write_tile(t10, sg, lane, t0 + 16u, r0, part);
+    write_tile(t11, sg, lane, t0 + 16u, r0 + 16u, part);
+    write_tile(t20, sg, lane, t0 + 32u, r0, part);
+    write_tile(t21, sg, lane, t0 + 32u, r0 + 16u, part);
+    write_tile(t30, sg, lane, t0 + 48u, r0, part);
+    write_tile(t31, sg, lane, t0 + 48u, r0 + 16u, part);
+}
+
+// A zero accumulator tile, loaded from a zeroed slot of c_tile.
+fn zero_tile(lid: u32) -> coop_mat16x16<f32, C> {
+    c_tile[lid] = 0.0;
+    workgroupBarrier();
+    let zero = coopLoad<coop_mat16x16<f32, C>>(&c_tile[0], 16u);
+    workgroupBarrier();
+    return zero;
+}
+
 @compute @workgroup_size(256)
 fn gemm_ternary_coop(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let first_row = wg.x * TILE_ROWS;
@@ -256,10 +283,7 @@ fn gemm_ternary_coop(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invoca
     let tok = 64u * (sg / 4u);
     let row = 32u * (sg % 4u);
 
-    // Zero accumulators, loaded from a zeroed slot.
-    c_tile[lid] = 0.0;
-    workgroupBarrier();
-    var acc00 = coopLoad<coop_mat16x16<f32, C>>(&c_tile[0], 16u);
+    var acc00 = zero_tile(lid);
     var acc01 = acc00;
     var acc10 = acc00;
     var acc11 = acc00;
@@ -267,7 +291,6 @@ fn gemm_ternary_coop(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invoca
     var acc21 = acc00;
     var acc30 = acc00;
     var acc31 = acc00;
-    workgroupBarrier();
 
     // This K part's words.
     let first_word = wg.z * p.k_words;
@@ -311,13 +334,149 @@ fn gemm_ternary_coop(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invoca
         workgroupBarrier();
     }
     let t0 = first_token + tok;
-    let r0 = first_row + row;
-    write_tile(acc00, sg, lane, t0, r0, wg.z);
-    write_tile(acc01, sg, lane, t0, r0 + 16u, wg.z);
-    write_tile(acc10, sg, lane, t0 + 16u, r0, wg.z);
-    write_tile(acc11, sg, lane, t0 + 16u, r0 + 16u, wg.z);
-    write_tile(acc20, sg, lane, t0 + 32u, r0, wg.z);
-    write_tile(acc21, sg, lane, t0 + 32u, r0 + 16u, wg.z);
-    write_tile(acc30, sg, lane, t0 + 48u, r0, wg.z);
-    write_tile(acc31, sg, lane, t0 + 48u, r0 + 16u, wg.z);
+    write_tiles(acc00, acc01, acc10, acc11, acc20, acc21, acc30, acc31, sg, lane, t0, first_row + row, wg.z);
+}
+
+// gemm_ternary_coop_f16's tiles, KT_F16 columns a step, in the room of the
+// hi and lo tiles: A[i, k] at i * STRIDE_F16 + k, B[k, n] at n * STRIDE_F16 + k.
+const KT_F16: u32 = 64u;     // columns per step: four packed words of each row
+const STRIDE_F16: u32 = 72u; // f16s per staged row: KT_F16, padded
+var<workgroup> a_f16: array<f16, 9216>; // TILE_TOKENS * STRIDE_F16
+var<workgroup> b_f16: array<f16, 9216>; // TILE_ROWS * STRIDE_F16
+
+// What a thread stages per step of gemm_ternary_coop_f16, fetched a step
+// ahead: the same word of two tile rows (f16_row) with their scales (times
+// 2^E; zero past the last row), and 32 inputs of one token (f16, four
+// vec4<u32>).
+struct StagedF16 {
+    words: vec2<u32>,
+    scales: vec2<f32>,
+    a0: vec4<u32>,
+    a1: vec4<u32>,
+    a2: vec4<u32>,
+    a3: vec4<u32>,
+}
+
+// The tile row of thread `lid`'s word `h` (0 or 1): as weight_row, a row of
+// four by lid % 4, the second word 64 rows below the first.
+fn f16_row(lid: u32, h: u32) -> u32 {
+    return 4u * (lid / 16u) + lid % 4u + 64u * h;
+}
+
+// The step's word (0..3) whose weights thread `lid` stages.
+fn f16_word(lid: u32) -> u32 {
+    return (lid / 4u) % 4u;
+}
+
+// Thread `lid`'s share of the step at word `w`: word w + f16_word(lid) of
+// tile rows f16_row(lid, 0 and 1), and columns 16 w + 32 (lid % 2) .. + 31
+// of tile token lid / 2.
+fn fetch_f16(first_row: u32, first_token: u32, lid: u32, w: u32) -> StagedF16 {
+    var s: StagedF16;
+    let weight_at = w + f16_word(lid);
+    for (var h = 0u; h < 2u; h = h + 1u) {
+        let row = first_row + f16_row(lid, h);
+        s.words[h] = ZERO_TRITS_WORD;
+        s.scales[h] = 0.0;
+        if (row < p.rows) {
+            let at = packed_index(row, (weight_at * 16u) / GROUP_SIZE, p.cols / GROUP_SIZE);
+            s.scales[h] = ldexp(float_in_word(scales[word_of(at, SCALE_DTYPE)], at, SCALE_DTYPE), p.scale_exp);
+            s.words[h] = weights[packed_index(row, weight_at, p.cols / 16u)];
+        }
+    }
+    let e = ((first_token + lid / 2u) * p.cols + 16u * w + 32u * (lid % 2u)) / 8u; // in vec4<u32>s of 8 f16
+    s.a0 = pairs[e];
+    s.a1 = pairs[e + 1u];
+    s.a2 = pairs[e + 2u];
+    s.a3 = pairs[e + 3u];
+    return s;
+}
+
+// Stores 8 f16s (packed in `v`) at `at` of a_f16.
+fn store_f16_inputs(at: u32, v: vec4<u32>) {
+    for (var j = 0u; j < 4u; j = j + 1u) {
+        let two = vec2<f16>(unpack2x16float(v[j])); // exact: the values are f16s
+        a_f16[at + 2u * j] = two.x;
+        a_f16[at + 2u * j + 1u] = two.y;
+    }
+}
+
+fn stage_f16(lid: u32, s: StagedF16) {
+    let at = (lid / 2u) * STRIDE_F16 + 32u * (lid % 2u);
+    store_f16_inputs(at, s.a0);
+    store_f16_inputs(at + 8u, s.a1);
+    store_f16_inputs(at + 16u, s.a2);
+    store_f16_inputs(at + 24u, s.a3);
+    for (var h = 0u; h < 2u; h = h + 1u) {
+        let scale = f16(s.scales[h]);
+        let b_at = f16_row(lid, h) * STRIDE_F16 + 16u * f16_word(lid);
+        for (var j = 0u; j < 4u; j = j + 1u) {
+            let b = vec4<f16>(trits_of_byte(s.words[h], j)) * scale;
+            b_f16[b_at + 4u * j] = b.x;
+            b_f16[b_at + 4u * j + 1u] = b.y;
+            b_f16[b_at + 4u * j + 2u] = b.z;
+            b_f16[b_at + 4u * j + 3u] = b.w;
+        }
+    }
+}
+
+@compute @workgroup_size(256)
+fn gemm_ternary_coop_f16(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let first_row = wg.x * TILE_ROWS;
+    let first_token = wg.y * TILE_TOKENS;
+    if (first_token >= step.tokens) {
+        return; // the whole workgroup: the chunk is shorter than the dispatch
+    }
+    // Subgroup sg multiplies tile tokens 64 (sg / 4) .. + 63 by tile rows 32 (sg % 4) .. + 31.
+    let sg = lid / SUBGROUP;
+    let lane = lid % SUBGROUP;
+    let tok = 64u * (sg / 4u);
+    let row = 32u * (sg % 4u);
+
+    var acc00 = zero_tile(lid);
+    var acc01 = acc00;
+    var acc10 = acc00;
+    var acc11 = acc00;
+    var acc20 = acc00;
+    var acc21 = acc00;
+    var acc30 = acc00;
+    var acc31 = acc00;
+
+    // This K part's words.
+    let first_word = wg.z * p.k_words;
+    let words = min(p.cols / 16u, first_word + p.k_words);
+    var next = fetch_f16(first_row, first_token, lid, first_word);
+    for (var w = first_word; w < words; w = w + 4u) {
+        stage_f16(lid, next);
+        workgroupBarrier();
+        // The next step's data is fetched while this one is multiplied.
+        if (w + 4u < words) {
+            next = fetch_f16(first_row, first_token, lid, w + 4u);
+        }
+        for (var kk = 0u; kk < KT_F16; kk = kk + 16u) {
+            let b0 = row * STRIDE_F16 + kk;
+            let b1 = b0 + 16u * STRIDE_F16;
+            let bm0 = coopLoad<coop_mat16x16<f16, B>>(&b_f16[b0], STRIDE_F16);
+            let bm1 = coopLoad<coop_mat16x16<f16, B>>(&b_f16[b1], STRIDE_F16);
+            var a = tok * STRIDE_F16 + kk;
+            var am = coopLoadT<coop_mat16x16<f16, A>>(&a_f16[a], STRIDE_F16);
+            acc00 = coopMultiplyAdd(am, bm0, acc00);
+            acc01 = coopMultiplyAdd(am, bm1, acc01);
+            a = a + 16u * STRIDE_F16;
+            am = coopLoadT<coop_mat16x16<f16, A>>(&a_f16[a], STRIDE_F16);
+            acc10 = coopMultiplyAdd(am, bm0, acc10);
+            acc11 = coopMultiplyAdd(am, bm1, acc11);
+            a = a + 16u * STRIDE_F16;
+            am = coopLoadT<coop_mat16x16<f16, A>>(&a_f16[a], STRIDE_F16);
+            acc20 = coopMultiplyAdd(am, bm0, acc20);
+            acc21 = coopMultiplyAdd(am, bm1, acc21);
+            a = a + 16u * STRIDE_F16;
+            am = coopLoadT<coop_mat16x16<f16, A>>(&a_f16[a], STRIDE_F16);
+            acc30 = coopMultiplyAdd(am, bm0, acc30);
+            acc31 = coopMultiplyAdd(am, bm1, acc31);
+        }
+        workgroupBarrier();
+    }
+    let t0 = first_token + tok;
+    write_tiles(acc00, acc01, acc10, acc11, acc20, acc21, acc30, acc31, sg, lane, t0, first_row + row, wg.z);
 }

@@ -35,7 +35,8 @@ const FIXED_WORD: &str = include_str!("../../shaders/fixed_word.wgsl");
 /// to stay within its array:
 /// - gemm_coop.wgsl: its workgroup tiles are indexed by thread and step
 ///   within their sizes (the largest staged or loaded element is 5,111 of
-///   5,120; c_tile's 2,047 of 2,048); its weights and scales only for rows
+///   5,120, and 9,207 of 9,216 in gemm_ternary_coop_f16's; c_tile's 2,047 of
+///   2,048); its weights and scales only for rows
 ///   below `rows` and words below `cols / 16`, its inputs within the f16
 ///   pairs buffer padded to whole tiles of tokens (ops::CoopInput), and Y,
 ///   bias and the K parts only for tokens below the step's count and rows
@@ -77,6 +78,7 @@ pub enum Kernel {
     GemmSumParts,
     ToF16Pairs,
     GemmTernaryCoop,
+    GemmTernaryCoopF16,
     EmbedTernary,
     EmbedDense,
     NormStats,
@@ -96,6 +98,7 @@ impl Kernel {
     fn source(self) -> (&'static str, &'static str, &'static str, Needs) {
         const GEMV: &str = include_str!("../../shaders/gemv.wgsl");
         const GEMM: &str = include_str!("../../shaders/gemm.wgsl");
+        const GEMM_COOP: &str = include_str!("../../shaders/gemm_coop.wgsl");
         const EMBED: &str = include_str!("../../shaders/embed.wgsl");
         const ATTENTION: &str = include_str!("../../shaders/attention.wgsl");
         const ARGMAX: &str = include_str!("../../shaders/argmax.wgsl");
@@ -128,9 +131,8 @@ impl Kernel {
             Kernel::ToF16Pairs => {
                 ("f16_pairs.wgsl", include_str!("../../shaders/f16_pairs.wgsl"), "to_f16_pairs", REDUCE_ONLY)
             }
-            Kernel::GemmTernaryCoop => {
-                ("gemm_coop.wgsl", include_str!("../../shaders/gemm_coop.wgsl"), "gemm_ternary_coop", DECODE_ONLY)
-            }
+            Kernel::GemmTernaryCoop => ("gemm_coop.wgsl", GEMM_COOP, "gemm_ternary_coop", DECODE_ONLY),
+            Kernel::GemmTernaryCoopF16 => ("gemm_coop.wgsl", GEMM_COOP, "gemm_ternary_coop_f16", DECODE_ONLY),
             Kernel::EmbedTernary => ("embed.wgsl", EMBED, "embed_ternary", DECODE_ONLY),
             Kernel::EmbedDense => ("embed.wgsl", EMBED, "embed_dense", DECODE_ONLY),
             Kernel::NormStats => ("norm.wgsl", include_str!("../../shaders/norm.wgsl"), "norm_stats", REDUCE_ONLY),

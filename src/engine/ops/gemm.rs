@@ -223,20 +223,19 @@ impl Ops<'_> {
         let swiglu = inputs.flags & SWIGLU != 0;
         let mut out = vec![self.f16_pairs(m.cols, inputs.x, &inputs.norms, swiglu).await?];
         let lo_offset = CoopInput::lo_offset(self.tokens, m.cols);
-        // Only packed matrices reach this GEMM (coop_gemm), so the constant
-        // never goes to gemm.wgsl's dense kernel, which lacks it.
-        let f16_products = [("F16_PRODUCTS", u32::from(self.ctx.caps.coop_f16))];
-        let pipeline = self.matrix_pipeline(m, Kernel::GemmTernaryCoop, Kernel::GemmDense, &f16_products).await?;
+        let kernel = if self.ctx.caps.coop_f16 { Kernel::GemmTernaryCoopF16 } else { Kernel::GemmTernaryCoop };
+        let pipeline = self.matrix_pipeline(m, kernel, Kernel::GemmDense, &[]).await?;
         let scale_exp = coop_scale_exp(m.largest_scale);
         let token_tiles = self.tokens.div_ceil(COOP_TILE_TOKENS) as u32;
         let words = (m.cols / 16) as u32;
+        let step_words = (self.coop_step_columns() / 16) as u32;
         for chunk in &m.chunks {
             let row_tiles = (chunk.rows as u32).div_ceil(COOP_TILE_ROWS);
             let part_stride = self.tokens * chunk.rows;
             let room = self.k_parts_room(part_stride);
-            // Each step of the kernel takes two words of a row, so parts hold whole pairs.
+            // Each step of the kernel takes a few words of a row, so parts hold whole steps.
             let (_, k_words) = gemm_k_parts(row_tiles * token_tiles, words, room);
-            let k_words = k_words.next_multiple_of(2);
+            let k_words = k_words.next_multiple_of(step_words);
             let k_parts = words.div_ceil(k_words);
             let flags = (inputs.flags & (BIAS | RESIDUAL)) | if k_parts > 1 { SPLIT_K } else { 0 };
             let values = [

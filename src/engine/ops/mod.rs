@@ -262,9 +262,19 @@ impl Ops<'_> {
     }
 
     /// Whether a multi-token product with `m` runs as [`Ops::gemm_coop`]: packed
-    /// rows of whole 32-column steps.
+    /// rows of whole steps of it (coop_step_columns).
     pub fn coop_gemm(&self, m: &GpuMatrix) -> bool {
-        self.tokens > 1 && self.coop_input.is_some() && m.is_packed() && m.cols.is_multiple_of(32)
+        self.tokens > 1 && self.coop_input.is_some() && m.is_packed() && m.cols.is_multiple_of(self.coop_step_columns())
+    }
+
+    /// The columns a step of gemm_coop.wgsl takes: 32 in three products of
+    /// f16 halves, 64 in one product of f16 values (`--gemm coop-f16`).
+    fn coop_step_columns(&self) -> usize {
+        if self.ctx.caps.coop_f16 {
+            64
+        } else {
+            32
+        }
     }
 
     /// Whether a one-token product with `m` runs as [`Ops::gemv_fixed`].
