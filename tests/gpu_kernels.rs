@@ -89,7 +89,9 @@ impl Gpu {
         let fed_info = ctx.buffer("fed info", info, usage);
         let sums_usage = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST;
         let fed_sums = ctx.buffer("fed sums", tritium::engine::ops::FedInput::sums_bytes(4), sums_usage);
-        let coop_pairs = ctx.buffer("f16 pairs", tritium::engine::ops::CoopInput::bytes(128, 16384), usage);
+        // Room for both halves, whichever path a test takes.
+        let pair_bytes = tritium::engine::ops::CoopInput::bytes(128, 16384, false);
+        let coop_pairs = ctx.buffer("f16 pairs", pair_bytes, usage);
         let coop_unscale = ctx.buffer("f16 pair unscale", 4 * 256, usage);
         Gpu {
             ctx,

@@ -13,7 +13,7 @@ pub use profile::KernelTime;
 use crate::backend::DECODE_CHUNK;
 use crate::gpu::kernels::{Dispatch, Kernels};
 use crate::gpu::weights::{matrix_bytes, Uploader, WeightSource};
-use crate::gpu::{GpuContext, GpuError};
+use crate::gpu::{GpuCaps, GpuContext, GpuError};
 use crate::model::{Config, Layout, Linear};
 
 use decode::Step;
@@ -66,8 +66,8 @@ impl MemoryPlan {
     /// The plan for a context of `requested_ctx` and prefill steps of
     /// `requested_ubatch` tokens, with a KV cache of `kv_dtype` values;
     /// `max_binding` bytes is the most one activation buffer may take, which
-    /// caps the default step size. `coop_gemm`: the device can run prefill's
-    /// cooperative-matrix GEMM.
+    /// caps the default step size. `caps`: whether the device runs prefill's
+    /// cooperative-matrix GEMM, and on f16 values alone.
     pub fn new(
         layout: &Layout,
         c: &Config,
@@ -75,7 +75,7 @@ impl MemoryPlan {
         requested_ubatch: Option<usize>,
         kv_dtype: ops::KvDtype,
         max_binding: u64,
-        coop_gemm: bool,
+        caps: &GpuCaps,
     ) -> Result<Self, GpuError> {
         let f32s = |n: usize| (n * 4) as u64;
         let kv_per_position = (2 * c.num_hidden_layers * c.kv_dim() * kv_dtype.bytes()) as u64;
@@ -131,8 +131,8 @@ impl MemoryPlan {
         let fed_sums = ops::FedInput::sums_bytes(ops::FedInput::slots(c.num_hidden_layers));
         let scratch_bytes = scratch_bytes + f32s(gemm_parts) + planes + info + fed_planes + fed_info + fed_sums;
         // Prefill's GEMM input as f16 pairs, where it runs on cooperative matrices.
-        let pair_bytes = ops::CoopInput::bytes(ubatch, widest_row(c));
-        let coop_gemm = coop_gemm && ubatch > 1 && pair_bytes <= max_binding;
+        let pair_bytes = ops::CoopInput::bytes(ubatch, widest_row(c), caps.coop_f16);
+        let coop_gemm = caps.coop_gemm && ubatch > 1 && pair_bytes <= max_binding;
         let scratch_bytes = scratch_bytes + if coop_gemm { pair_bytes + f32s(ubatch) } else { 0 };
         let kv_cache_bytes = kv_per_position * ctx as u64;
         Ok(MemoryPlan { weight_bytes, kv_cache_bytes, scratch_bytes, ctx, kv_dtype, ubatch, gemm_parts, coop_gemm })
@@ -214,7 +214,7 @@ fn activations(ctx: &GpuContext, c: &Config, tokens: usize, plan: &MemoryPlan, r
         fixed_info: ctx.buffer("fixed-point word information", if decode { fixed.1 } else { 4 }, U::STORAGE),
         coop_pairs: ctx.buffer(
             "f16 pairs",
-            if coop { ops::CoopInput::bytes(tokens, widest_row(c)) } else { 4 },
+            if coop { ops::CoopInput::bytes(tokens, widest_row(c), ctx.caps.coop_f16) } else { 4 },
             U::STORAGE,
         ),
         coop_unscale: storage(ctx, "f16 pair unscale", if coop { tokens } else { 1 }),
@@ -253,8 +253,7 @@ impl Engine {
         let c = config;
         let limits = &ctx.caps.limits;
         let max_binding = limits.max_storage_buffer_binding_size.min(limits.max_buffer_size);
-        let plan =
-            MemoryPlan::new(layout, c, options.ctx, options.ubatch, options.kv_dtype, max_binding, ctx.caps.coop_gemm)?;
+        let plan = MemoryPlan::new(layout, c, options.ctx, options.ubatch, options.kv_dtype, max_binding, &ctx.caps)?;
         let kv_layer_bytes = (plan.ctx * c.kv_dim() * plan.kv_dtype.bytes()) as u64;
         if kv_layer_bytes > max_binding {
             return Err(GpuError::Limits(format!(

@@ -10,7 +10,8 @@ const COOP_TILE_TOKENS: usize = 128;
 const COOP_TILE_ROWS: u32 = 128;
 
 /// A prefill GEMM's input as f16 pairs (f16_pairs.wgsl): hi, then lo values
-/// of `[padded tokens, n]` each, and each token's power-of-two unscale factor.
+/// of `[padded tokens, n]` each (hi alone with `--gemm coop-f16`), and each
+/// token's power-of-two unscale factor.
 #[derive(Clone, Copy)]
 pub struct CoopInput<'a> {
     pub pairs: &'a wgpu::Buffer,
@@ -25,9 +26,11 @@ impl CoopInput<'_> {
         tokens.div_ceil(COOP_TILE_TOKENS) * COOP_TILE_TOKENS
     }
 
-    /// Bytes of pairs for a graph of `tokens` tokens and inputs of up to `n` values.
-    pub fn bytes(tokens: usize, n: usize) -> u64 {
-        4 * (Self::padded_tokens(tokens) * n) as u64
+    /// Bytes of pairs for a graph of `tokens` tokens and inputs of up to `n`
+    /// values; `f16_only`: hi values alone (`--gemm coop-f16`).
+    pub fn bytes(tokens: usize, n: usize, f16_only: bool) -> u64 {
+        let halves = if f16_only { 1 } else { 2 };
+        2 * halves * (Self::padded_tokens(tokens) * n) as u64
     }
 
     /// Where the lo halves start (in f16 values) for a graph of `tokens`
@@ -152,7 +155,9 @@ impl Ops<'_> {
         let Some(coop) = self.coop_input else {
             return Err(GpuError::Limits("f16 pairs need their scratch (coop_input)".into()));
         };
-        if coop.pairs.size() < CoopInput::bytes(self.tokens, n) || coop.unscale.size() < 4 * self.tokens as u64 {
+        if coop.pairs.size() < CoopInput::bytes(self.tokens, n, self.ctx.caps.coop_f16)
+            || coop.unscale.size() < 4 * self.tokens as u64
+        {
             return Err(GpuError::Limits(format!("an input of {n} values: the f16 pair scratch is too small")));
         }
         let f16_products = u32::from(self.ctx.caps.coop_f16);
@@ -212,7 +217,7 @@ impl Ops<'_> {
         // gemm_coop.wgsl runs without bounds checks (kernels.rs): what it
         // reads and writes must hold every index it takes.
         let f32s = |n: usize| 4 * n as u64;
-        let small = coop.pairs.size() < CoopInput::bytes(self.tokens, m.cols)
+        let small = coop.pairs.size() < CoopInput::bytes(self.tokens, m.cols, self.ctx.caps.coop_f16)
             || coop.unscale.size() < f32s(self.tokens)
             || y.buffer.size() < f32s(self.tokens * y.width)
             || inputs.bias.is_some_and(|b| b.size() < f32s(m.rows));
