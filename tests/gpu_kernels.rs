@@ -1055,20 +1055,43 @@ fn f16_pairs_for_coop_f16_hold_each_token_s_input_to_f16() {
 #[test]
 #[ignore = "needs a GPU with cooperative matrices (f16 16x16x16, f32 accumulation); run with --ignored there"]
 fn coop_gemm_matches_the_cpu_on_a_gpu_with_cooperative_matrices() {
-    let options = DeviceOptions { gemm: tritium::gpu::GemmPath::Coop, ..Default::default() };
+    let worst = coop_gemm_against_the_cpu(tritium::gpu::GemmPath::Coop, 1e-4);
+    println!("cooperative-matrix GEMM: largest error {worst:.2e} of the largest output");
+}
+
+/// The same for `--gemm coop-f16` (gemm_ternary_coop_f16, 64 columns a
+/// step, split along K too), whose inputs and scales are rounded to f16:
+/// held to the engine tests' tolerance, 2e-3 of the largest output, and
+/// coarser than the split kernel, so that a switch which ran the split
+/// kernel instead would fail.
+#[test]
+#[ignore = "needs a GPU with cooperative matrices (f16 16x16x16, f32 accumulation); run with --ignored there"]
+fn coop_f16_gemm_stays_near_the_cpu_on_a_gpu_with_cooperative_matrices() {
+    let worst = coop_gemm_against_the_cpu(tritium::gpu::GemmPath::CoopF16, 2e-3);
+    println!("cooperative-matrix GEMM on f16 values: largest error {worst:.2e} of the largest output");
+    assert!(worst > 1e-4, "errors up to {worst:e} of the largest output: the values were not rounded to f16");
+}
+
+/// Runs the cooperative-matrix GEMM of `path` (`Coop` or `CoopF16`) on
+/// random packed matrices, plain and of SwiGLU's output, whole and split
+/// along K, against the CPU within `tolerance` of the largest output;
+/// returns the largest error found, relative to the largest output.
+fn coop_gemm_against_the_cpu(path: tritium::gpu::GemmPath, tolerance: f32) -> f32 {
+    let options = DeviceOptions { gemm: path, ..Default::default() };
     let mut gpu = Gpu::with_options(options);
     assert!(gpu.ctx.caps.coop_gemm);
+    assert_eq!(gpu.ctx.caps.coop_f16, path == tritium::gpu::GemmPath::CoopF16);
     let mut rng = Rng::new(17);
     let eps = 1e-6;
     let mut k_parts = std::collections::BTreeSet::new();
     let mut worst = 0.0f32;
     let mut check = |what: &str, got: &[f32], want: &[f32]| {
-        assert_close(what, got, want, 1e-4);
+        assert_close(what, got, want, tolerance);
         let scale = want.iter().fold(1e-6f32, |m, v| m.max(v.abs()));
         worst = got.iter().zip(want).fold(worst, |m, (g, w)| m.max((g - w).abs() / scale));
     };
     // (rows, cols, split bytes, tokens recorded for, tokens in the step): as
-    // the f32 GEMM's test, with whole 32-column steps.
+    // the f32 GEMM's test, with whole 64-column steps.
     for (rows, cols, max_binding, graph_tokens, tokens) in [
         (37, 320, 1 << 20, 5, 5),
         (203, 1088, 4096, 130, 129),
@@ -1119,7 +1142,7 @@ fn coop_gemm_matches_the_cpu_on_a_gpu_with_cooperative_matrices() {
         }
     }
     assert_eq!(k_parts.into_iter().collect::<Vec<_>>(), ["split", "whole"], "split and whole GEMMs are tested");
-    println!("cooperative-matrix GEMM: largest error {worst:.2e} of the largest output");
+    worst
 }
 
 #[test]
