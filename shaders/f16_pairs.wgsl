@@ -15,9 +15,10 @@
 // (leaving lo zero).
 //
 // With F16_PRODUCTS (for gemm_coop.wgsl's gemm_ternary_coop_f16, `--gemm
-// coop-f16`) hi[t, c] is v converted to f16 and no lo is written. WGSL lets the conversion round
-// either way; on an H200 it gave half the logit error of cutting v to its
-// 11 leading bits (BENCHMARKS.md, round 25).
+// coop-f16`) hi[t, c] is v converted to f16 and no lo is written (nor is
+// there room for it). WGSL lets the conversion round either way; on an H200
+// it gave half the logit error of cutting v to its 11 leading bits
+// (BENCHMARKS.md, round 25).
 //
 // Layout (f16, viewed here as pairs packed in u32): hi[t, c] at element
 // t * n + c, lo[t, c] at element lo_offset + t * n + c, where lo_offset is the
@@ -48,7 +49,7 @@ const SWIGLU: u32 = 32u;
 @group(0) @binding(3) var<storage, read> stats: array<f32>;       // [tokens, 2] inverse RMS for NORM1, NORM2
 @group(0) @binding(4) var<storage, read> norm1: array<vec4<f32>>; // [n / 4]
 @group(0) @binding(5) var<storage, read> norm2: array<vec4<f32>>; // [n / 4]
-@group(0) @binding(6) var<storage, read_write> pairs: array<vec2<u32>>; // 4 f16 each: hi, then lo
+@group(0) @binding(6) var<storage, read_write> pairs: array<vec2<u32>>; // 4 f16 each: hi, then lo (F16_PRODUCTS: hi)
 @group(0) @binding(7) var<storage, read_write> unscale: array<f32>;     // [tokens]
 
 const WG: u32 = 256u;

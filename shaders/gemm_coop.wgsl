@@ -34,7 +34,8 @@ enable wgpu_cooperative_matrix;
 // threads stage the tile's inputs (A_hi, A_lo) and decode its weights (B_hi,
 // B_lo) into workgroup memory, having fetched both into registers during the
 // previous step; each subgroup then multiplies 64 tokens by 32 rows (4 x 2
-// tiles of 16 x 16).
+// tiles of 16 x 16). gemm_ternary_coop_f16 tiles the same way, staging A and
+// B alone, KT_F16 columns a step.
 //
 // Split K: as in gemm.wgsl, workgroup z takes words k_words z .. k_words (z + 1)
 // of each row and, with SPLIT_K, writes its partial sums (scaled) to `parts`;
@@ -52,7 +53,7 @@ struct Params {
     flags: u32,       // BIAS | RESIDUAL | SPLIT_K
     y_stride: u32,    // the length of one token's row of Y
     y_offset: u32,    // where the matrix's row 0 goes in a token's row of Y
-    k_words: u32,     // packed words per K part (all of them when not split; even)
+    k_words: u32,     // packed words per K part (all of them when not split; whole steps)
     part_stride: u32, // SPLIT_K: floats per part in `parts` (graph tokens * rows)
     lo_offset: u32,   // f16 elements of `pairs` before A_lo
     scale_exp: i32,   // E
@@ -75,7 +76,7 @@ override SCALE_DTYPE: u32 = 0u; // DTYPE_* of the scales
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> weights: array<u32>;      // [rows, cols / 16] (packed_index)
 @group(0) @binding(2) var<storage, read> scales: array<u32>;       // [rows, cols / GROUP_SIZE] (packed_index)
-@group(0) @binding(3) var<storage, read> pairs: array<vec4<u32>>;  // f16: A_hi [tokens, cols], then A_lo
+@group(0) @binding(3) var<storage, read> pairs: array<vec4<u32>>;  // f16: A_hi [tokens, cols], then A_lo (split kernel)
 @group(0) @binding(4) var<storage, read> unscale: array<f32>;      // [tokens]
 @group(0) @binding(7) var<storage, read> bias: array<f32>;         // [all rows of the matrix]
 @group(0) @binding(8) var<storage, read_write> y: array<f32>;      // [tokens, y_stride]
@@ -88,6 +89,10 @@ const KT: u32 = 32u;     // columns per step: two packed words of each row
 const STRIDE: u32 = 40u; // f16s per staged row: KT, padded so rows start on other banks
 const SUBGROUP: u32 = 32u;
 
+// The tiles are arrays of f16, staged a value a store. Arrays of f16 pairs
+// (u32) would take half the stores, but the shader compiler (naga 30) types
+// a tile load by the scalar its pointer points to, and refuses u32 tiles.
+//
 // A's tile, row-major: A[i, k] (tile token i, tile column k) at i * STRIDE + k.
 var<workgroup> a_hi: array<f16, 5120>; // TILE_TOKENS * STRIDE
 var<workgroup> a_lo: array<f16, 5120>;
