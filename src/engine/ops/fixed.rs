@@ -29,7 +29,9 @@ pub fn fixed_gemv_wanted(path: GemvPath) -> bool {
 /// rather than six, 1.5B 515 -> 553. A thread a word for short rows, where
 /// three words a thread left a matrix few workgroups (the 0.5B's q/k/v, 56
 /// words and 1,152 rows: 18): H200, tg128 after pp512, 0.5B 1,053 -> 1,164
-/// t/s, 1.5B 821 -> 831, 3B 577 -> 592 (BENCHMARKS.md, round 20).
+/// t/s, 1.5B 821 -> 831, 3B 577 -> 592 (BENCHMARKS.md, round 20). Rows of
+/// 320 words keep 64: 32B's q/k/v with 128 threads a row decoded slower
+/// (162.3 -> 160.6 t/s, round 26).
 /// A CPU-emulated adapter (`cpu_emulated`) keeps three words a thread:
 /// lavapipe's 0.5B decoded 1.4 t/s with a thread a word and 2.4 with three
 /// (BENCHMARKS.md, round 22), likely because it runs a thread's fixed costs
