@@ -35,13 +35,13 @@ const FIXED_WORD: &str = include_str!("../../shaders/fixed_word.wgsl");
 /// to stay within its array:
 /// - gemm_coop.wgsl: its workgroup tiles are indexed by thread and step
 ///   within their sizes (the largest staged or loaded element is 5,111 of
-///   5,120, and 9,207 of 9,216 in gemm_ternary_coop_f16's; c_tile's 2,047 of
-///   2,048); its weights and scales only for rows
-///   below `rows` and words below `cols / 16`, its inputs within the f16
-///   pairs buffer padded to whole tiles of tokens (ops::CoopInput), and Y,
-///   bias and the K parts only for tokens below the step's count and rows
-///   below `rows`; Ops::gemm_coop checks that those buffers hold them, and
-///   splits K only where the parts fit.
+///   5,120, and 9,207 of 9,216 in gemm_ternary_coop_f16's; c_tile's 2,047
+///   of 2,048); its weights and scales only for rows below `rows` and words
+///   below `cols / 16`, its inputs within the f16 pairs buffer padded to
+///   whole tiles of tokens (ops::CoopInput), and Y, bias and the K parts only
+///   for tokens below the step's count and rows below `rows`; Ops::gemm_coop
+///   checks that those buffers hold them, and splits K only where the parts
+///   fit.
 ///
 /// The checks clamp every index into the tiles, which took about a third of
 /// the tensor-core prefill's time on an H100: without them pp512 went 766 ->
