@@ -154,19 +154,21 @@ impl Ops<'_> {
             "attention",
             &[heads as u32, kv_heads as u32, head_dim as u32, ctx_len as u32, scale.to_bits(), splits, q_stride, 0],
         );
+        // The pipelines are built for the cache's format and the head size.
+        let [kv_half] = cache.dtype.constants();
+        let head = ("HEAD_DIM", head_dim as u32);
         if self.tokens > 1 {
             let rope = self.rope(heads, kv_heads, head_dim, qkv, rope_table, cache).await?;
-            let causal = self.kernels.pipeline(Kernel::AttentionCausal, &cache.dtype.constants()).await?;
+            let causal = self.kernels.pipeline(Kernel::AttentionCausal, &[kv_half, head]).await?;
             let bindings = [(0, &params), (1, self.step), (2, qkv), (3, cache.k), (4, cache.v), (6, out)];
             let grid = [heads as u32, self.tokens as u32, 1];
             return Ok(vec![rope, Dispatch::new(self.ctx, "attention causal", causal, &bindings, grid)]);
         }
-        let [kv_half] = cache.dtype.constants();
         let pipeline = match fixed {
             Some(fixed) => {
-                self.kernels.pipeline(Kernel::AttentionDecodeFixed, &[("DIGITS", fixed.digits), kv_half]).await?
+                self.kernels.pipeline(Kernel::AttentionDecodeFixed, &[("DIGITS", fixed.digits), kv_half, head]).await?
             }
-            None => self.kernels.pipeline(Kernel::AttentionDecode, &[kv_half]).await?,
+            None => self.kernels.pipeline(Kernel::AttentionDecode, &[kv_half, head]).await?,
         };
         // A count per head of its splits done, zero between steps (wgpu
         // zeroes new buffers; the last workgroup of each head resets its own).
