@@ -52,12 +52,12 @@
 struct Params {
     heads: u32,
     kv_heads: u32,
-    head_dim: u32,
-    ctx: u32,
-    scale: f32,  // 1 / sqrt(head_dim)
-    splits: u32, // ceil(ctx / SPLIT)
+    scale: f32,  // 1 / sqrt(HEAD_DIM)
+    splits: u32, // ceil(ctx / SPLIT), ctx the cache's positions
     q_stride: u32, // vec4s from one token's q to the next's (q, k and v share a row)
+    _pad0: u32,
     _pad1: u32,
+    _pad2: u32,
 }
 
 struct Step {
@@ -81,9 +81,11 @@ struct Step {
 @group(0) @binding(10) var<storage, read_write> split_counts: array<atomic<u32>>; // [heads] splits done
 
 override KV_HALF: u32 = 0u; // 1: the KV cache holds f16 values
-// The head size where the pipeline is built for one (else p.head_dim), so
-// that the driver compiles the loops over a head knowing their counts.
-override HEAD_DIM: u32 = 0u;
+// The head size: a constant of the pipeline rather than a uniform, so that
+// the driver compiles the loops over a head knowing their counts (decode
+// about 0.8 µs a layer faster on an H200 than with it in `p`: BENCHMARKS.md,
+// round 27).
+override HEAD_DIM: u32;
 
 const WG: u32 = 64u;
 const CHUNK: u32 = 64u; // attention_causal: positions per piece, one per thread for the scores
@@ -104,13 +106,6 @@ var<workgroup> last_split: u32; // 1 in the workgroup that finished its head's s
 var<workgroup> q_head: array<vec4<f32>, 64>; // this workgroup's query [head_dim / 4]
 var<workgroup> k_new: array<vec4<f32>, 64>;  // attention_decode: k and v at pos
 var<workgroup> v_new: array<vec4<f32>, 64>;
-
-fn head_dim() -> u32 {
-    if (HEAD_DIM != 0u) {
-        return HEAD_DIM;
-    }
-    return p.head_dim;
-}
 
 // Quad `i` (values 4i .. 4i + 3) of the k and v caches.
 fn k_quad(i: u32) -> vec4<f32> {
@@ -214,19 +209,19 @@ fn split_partial(head: u32, row: u32, lid: u32) {
     let chunks = pos / SPLIT + 1u;
     let rows = rows_used();
     let holds_pos = (chunks - 1u) % rows == row; // takes the chunk holding pos
-    let quads = head_dim() / 4u;
+    let quads = HEAD_DIM / 4u;
     let kv_stride = p.kv_heads * quads;
     let group = p.heads / p.kv_heads;
     let kv_offset = (head / group) * quads;
 
     // RoPE on this head's q, and in the row holding pos on its k; v as is.
-    let half = head_dim() / 2u;
-    let k_at = (p.heads + head / group) * head_dim(); // scalars into the qkv row
-    let v_at = k_at + p.kv_heads * head_dim();
+    let half = HEAD_DIM / 2u;
+    let k_at = (p.heads + head / group) * HEAD_DIM; // scalars into the qkv row
+    let v_at = k_at + p.kv_heads * HEAD_DIM;
     let slot = pos * kv_stride + kv_offset;
     for (var i = lid; i < half; i = i + WG_PARTIAL) {
         let cs = rope_table[pos * half + i];
-        let qr = rotated_pair(head * head_dim(), i, half, cs);
+        let qr = rotated_pair(head * HEAD_DIM, i, half, cs);
         q_head[i / 4u][i % 4u] = qr.x;
         q_head[(i + half) / 4u][(i + half) % 4u] = qr.y;
         if (holds_pos) {
@@ -355,7 +350,7 @@ fn merge_splits(head: u32, lid: u32) {
     // The other workgroups' partials, after the count that says they are done.
     storageBarrier();
     let used = rows_used();
-    let quads = head_dim() / 4u;
+    let quads = HEAD_DIM / 4u;
     let base = head * p.splits * (quads + 1u);
     let groups = min(WG_PARTIAL / quads, MERGE_GROUPS);
     let group = lid / quads;
@@ -438,7 +433,7 @@ fn attention_decode_fixed(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_i
         return;
     }
     workgroupBarrier();
-    let quads = head_dim() / 4u;
+    let quads = HEAD_DIM / 4u;
     if (lid < quads / 4u) {
         let word = fixed_word(array<vec4<f32>, 4>(
             slices[4u * lid],
@@ -463,7 +458,7 @@ fn attention_causal(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocat
         return; // the whole workgroup: the chunk is shorter than the dispatch
     }
     let n = step.pos + token + 1u; // positions this query sees
-    let quads = head_dim() / 4u;
+    let quads = HEAD_DIM / 4u;
     let kv_stride = p.kv_heads * quads;
     let kv_offset = (head / (p.heads / p.kv_heads)) * quads;
     let q_offset = token * p.q_stride + head * quads;

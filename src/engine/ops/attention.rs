@@ -150,10 +150,8 @@ impl Ops<'_> {
         let splits = attention_splits(heads, ctx_len) as u32;
         // q is the first part of each token's q, k and v.
         let q_stride = ((heads + 2 * kv_heads) * head_dim / 4) as u32;
-        let params = self.uniform(
-            "attention",
-            &[heads as u32, kv_heads as u32, head_dim as u32, ctx_len as u32, scale.to_bits(), splits, q_stride, 0],
-        );
+        let params =
+            self.uniform("attention", &[heads as u32, kv_heads as u32, scale.to_bits(), splits, q_stride, 0, 0, 0]);
         // The pipelines are built for the cache's format and the head size.
         let [kv_half] = cache.dtype.constants();
         let head = ("HEAD_DIM", head_dim as u32);
