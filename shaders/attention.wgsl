@@ -53,7 +53,7 @@ struct Params {
     heads: u32,
     kv_heads: u32,
     scale: f32,  // 1 / sqrt(HEAD_DIM)
-    splits: u32, // ceil(ctx / SPLIT), ctx the cache's positions
+    splits: u32, // rows of partials a head: min(ceil(ctx / SPLIT), the host's cap), ctx the cache's positions
     q_stride: u32, // vec4s from one token's q to the next's (q, k and v share a row)
     _pad0: u32,
     _pad1: u32,
