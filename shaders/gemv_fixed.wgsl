@@ -612,24 +612,46 @@ fn first_team_words(t: TeamRows, lid: u32) -> TeamWords {
 // The sums of the team's four rows `t` over the whole input in storage:
 // this thread's share (words lid % LANES, + LANES, ...), from the first
 // step's words `first` on. The next step's weights are requested before this
-// step's are used: the GEMV waits on memory more than it computes. With
-// WORDS_PER_STEP 2, team_pair_sums, which loads its own first step.
+// step's are used: the GEMV waits on memory more than it computes. The loop
+// takes two steps an iteration, the requests alternating between `even` and
+// `odd`, so that no step's words are copied from one set of registers to
+// another (a loop carrying one prefetched step spent about one instruction
+// in ten on such copies on an H200). With WORDS_PER_STEP 2,
+// team_pair_sums, which loads its own first step.
 fn team_sums(t: TeamRows, lid: u32, first: TeamWords) -> vec4<f32> {
     if (WORDS_PER_STEP == 2u) {
         return team_pair_sums(t, lid);
     }
     let words = cols() / 16u;
     var w = lid % LANES;
-    var next = first;
+    var even = first;
     var acc = vec4<f32>(0.0);
-    for (; w < words; w = w + LANES) {
-        let step = next;
-        if (w + LANES < words) {
-            next = team_words(t, w + LANES);
+    loop {
+        if (w >= words) {
+            break;
         }
-        acc = acc + step_sums(step, plane(0u, words, w), plane(1u, words, w), plane(2u, words, w), info[w]);
+        var odd: TeamWords;
+        if (w + LANES < words) {
+            odd = team_words(t, w + LANES);
+        }
+        acc = acc + input_step_sums(even, words, w);
+        w = w + LANES;
+        if (w >= words) {
+            break;
+        }
+        if (w + LANES < words) {
+            even = team_words(t, w + LANES);
+        }
+        acc = acc + input_step_sums(odd, words, w);
+        w = w + LANES;
     }
     return acc;
+}
+
+// The team's four rows' sums over input word `w` (of `words`) in storage:
+// `step` holds the rows' words and scales.
+fn input_step_sums(step: TeamWords, words: u32, w: u32) -> vec4<f32> {
+    return step_sums(step, plane(0u, words, w), plane(1u, words, w), plane(2u, words, w), info[w]);
 }
 
 // The four rows' sums over input word `w` (of `words`) in storage, before
@@ -655,21 +677,39 @@ fn team_pairs(t: TeamRows, pair: u32) -> TeamPairs {
 
 // team_sums with WORDS_PER_STEP 2: this thread's share is pairs lid % LANES,
 // + LANES, ... of the four rows, the next pair's words and scales requested
-// before this one's are used. Both words' sums are added before one
-// multiply by the rows' scales.
+// before this one's are used, alternating between two sets of registers as
+// team_sums does. Both words' sums are added before one multiply by the
+// rows' scales.
 fn team_pair_sums(t: TeamRows, lid: u32) -> vec4<f32> {
     let words = cols() / 16u;
     let pairs = words / 2u;
     var pair = lid % LANES;
-    var next = team_pairs(t, min(pair, pairs - 1u));
+    var even = team_pairs(t, min(pair, pairs - 1u));
     var acc = vec4<f32>(0.0);
-    for (; pair < pairs; pair = pair + LANES) {
-        let step = next;
-        if (pair + LANES < pairs) {
-            next = team_pairs(t, pair + LANES);
+    loop {
+        if (pair >= pairs) {
+            break;
         }
-        let sums = word_sums(step.first, words, 2u * pair) + word_sums(step.second, words, 2u * pair + 1u);
-        acc = acc + sums * step.scales;
+        var odd: TeamPairs;
+        if (pair + LANES < pairs) {
+            odd = team_pairs(t, pair + LANES);
+        }
+        acc = acc + pair_sums(even, words, pair);
+        pair = pair + LANES;
+        if (pair >= pairs) {
+            break;
+        }
+        if (pair + LANES < pairs) {
+            even = team_pairs(t, pair + LANES);
+        }
+        acc = acc + pair_sums(odd, words, pair);
+        pair = pair + LANES;
     }
     return acc;
+}
+
+// The four rows' sums over the words of pair `pair` (`step`), scaled.
+fn pair_sums(step: TeamPairs, words: u32, pair: u32) -> vec4<f32> {
+    let sums = word_sums(step.first, words, 2u * pair) + word_sums(step.second, words, 2u * pair + 1u);
+    return sums * step.scales;
 }
