@@ -48,6 +48,20 @@ const FIXED_WORD: &str = include_str!("../../shaders/fixed_word.wgsl");
 /// 1,108 t/s (32B), 3,248 -> 4,493 (7B) and about 21,700 -> 26,500 (0.5B).
 const UNCHECKED_INDICES: &[&str] = &["gemm_coop.wgsl"];
 
+/// Kernel files whose pipelines skip WebGPU's zeroing of workgroup memory,
+/// because every entry point writes each element it reads before reading it:
+/// - gemv_fixed.wgsl: `partial` is written for every team row and lane
+///   (share_sums) before row_sum reads it (its `select` may load a row's
+///   padding slot, and drops it); `block_y` for each row the workgroup
+///   writes, the only rows its feeding tails read; `swiglu_values` for each
+///   gate row, whose words are whole (block_gates is a multiple of 16);
+///   `staged_planes` and `staged_info` for every word below `cols / 16`,
+///   the only ones read; `reduce_scratch` by every invocation of a reduction.
+///
+/// The zeroing costs each workgroup stores and a barrier before its first
+/// load: without it an H200 decoded 0.2-0.5 % faster (BENCHMARKS.md, round 28).
+const UNZEROED_WORKGROUP_MEMORY: &[&str] = &["gemv_fixed.wgsl"];
+
 /// What a kernel's source needs prepended.
 struct Needs {
     decode: bool,
@@ -229,7 +243,10 @@ impl Kernels {
             layout: None,
             module,
             entry_point: Some(entry),
-            compilation_options: wgpu::PipelineCompilationOptions { constants: &constants, ..Default::default() },
+            compilation_options: wgpu::PipelineCompilationOptions {
+                constants: &constants,
+                zero_initialize_workgroup_memory: !UNZEROED_WORKGROUP_MEMORY.contains(&file),
+            },
             cache: None,
         });
         if let Some(e) = scope.pop().await {
