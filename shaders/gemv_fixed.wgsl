@@ -91,6 +91,9 @@ override COLS: u32 = 0u; // the input length where the pipeline is built for one
 @group(0) @binding(2) var<storage, read> scales: array<vec4<u32>>;  // [rows / 4, cols / GROUP_SIZE] scales of four rows
 @group(0) @binding(3) var<storage, read> planes: array<vec4<u32>>; // [DIGITS, cols / 16] (fixed_point.wgsl)
 @group(0) @binding(4) var<storage, read> info: array<vec2<u32>>;   // [cols / 16] scale, sum of A; then sums of squares
+// WORDS_PER_STEP 2: the same buffer as `info`, two words' info a vec4, so that
+// a pair step loads both at once (one load, and one bounds test, fewer).
+@group(0) @binding(5) var<storage, read> info_pairs: array<vec4<u32>>; // [cols / 32]
 @group(0) @binding(7) var<storage, read> bias: array<f32>;         // [all rows of the matrix]
 @group(0) @binding(8) var<storage, read_write> y: array<f32>;      // [y_offset + all rows, ...]
 // gemv_ternary_fixed_staged: the input as it is, and its norm weights.
@@ -655,9 +658,9 @@ fn input_step_sums(step: TeamWords, words: u32, w: u32) -> vec4<f32> {
 }
 
 // The four rows' sums over input word `w` (of `words`) in storage, before
-// the rows' scales multiply them: `words4` holds the rows' packed words.
-fn word_sums(words4: vec4<u32>, words: u32, w: u32) -> vec4<f32> {
-    let word_info = info[w];
+// the rows' scales multiply them: `words4` holds the rows' packed words and
+// `word_info` the word's info.
+fn word_sums(words4: vec4<u32>, words: u32, w: u32, word_info: vec2<u32>) -> vec4<f32> {
     let ints = word_ints(words4, plane(0u, words, w), plane(1u, words, w), plane(2u, words, w), word_info);
     return vec4<f32>(ints) * bitcast<f32>(word_info.x);
 }
@@ -708,8 +711,11 @@ fn team_pair_sums(t: TeamRows, lid: u32) -> vec4<f32> {
     return acc;
 }
 
-// The four rows' sums over the words of pair `pair` (`step`), scaled.
+// The four rows' sums over the words of pair `pair` (`step`), scaled; both
+// words' info in one 16-byte load.
 fn pair_sums(step: TeamPairs, words: u32, pair: u32) -> vec4<f32> {
-    let sums = word_sums(step.first, words, 2u * pair) + word_sums(step.second, words, 2u * pair + 1u);
+    let pair_info = info_pairs[pair];
+    let first = word_sums(step.first, words, 2u * pair, pair_info.xy);
+    let sums = first + word_sums(step.second, words, 2u * pair + 1u, pair_info.zw);
     return sums * step.scales;
 }

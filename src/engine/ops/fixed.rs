@@ -412,6 +412,11 @@ impl Ops<'_> {
             let params = self.gemv_params(m, chunk, flags, y.offset, self.eps, input.exact_slot);
             let mut bindings = vec![(0, &params), (1, &chunk.weights), (7, bias.unwrap_or(self.dummy)), (8, y.buffer)];
             bindings.extend_from_slice(&input.bindings);
+            // Pair steps read the input's info two words at a time, through a
+            // second binding of the same buffer (gemv_fixed.wgsl's info_pairs).
+            if let Some(&(_, info)) = input.bindings.iter().find(|(b, _)| *b == 4) {
+                bindings.push((5, info));
+            }
             if let Some(scales) = &chunk.scales {
                 bindings.push((2, scales));
             }
