@@ -57,10 +57,17 @@ const UNCHECKED_INDICES: &[&str] = &["gemm_coop.wgsl"];
 ///   gate row, whose words are whole (block_gates is a multiple of 16);
 ///   `staged_planes` and `staged_info` for every word below `cols / 16`,
 ///   the only ones read; `reduce_scratch` by every invocation of a reduction.
+/// - attention.wgsl: `q_head` for all of a head's quads before any is read;
+///   `k_new` and `v_new` in the workgroup holding `pos`, the only one that
+///   reads or stores them; `dots`, `weights` (every slot below SPLIT or
+///   CHUNK, zeros past the scored positions) and `slices` by every thread
+///   before the barrier ahead of their reads; the merge's maxima and sums
+///   for each of its groups, the only slots it reads; `last_split` by the
+///   thread that reads the count, before the uniform load.
 ///
 /// The zeroing costs each workgroup stores and a barrier before its first
 /// load: without it an H200 decoded 0.2-0.5 % faster (BENCHMARKS.md, round 28).
-const UNZEROED_WORKGROUP_MEMORY: &[&str] = &["gemv_fixed.wgsl"];
+const UNZEROED_WORKGROUP_MEMORY: &[&str] = &["gemv_fixed.wgsl", "attention.wgsl"];
 
 /// What a kernel's source needs prepended.
 struct Needs {
