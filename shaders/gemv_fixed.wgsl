@@ -91,9 +91,9 @@ override COLS: u32 = 0u; // the input length where the pipeline is built for one
 @group(0) @binding(2) var<storage, read> scales: array<vec4<u32>>;  // [rows / 4, cols / GROUP_SIZE] scales of four rows
 @group(0) @binding(3) var<storage, read> planes: array<vec4<u32>>; // [DIGITS, cols / 16] (fixed_point.wgsl)
 @group(0) @binding(4) var<storage, read> info: array<vec2<u32>>;   // [cols / 16] scale, sum of A; then sums of squares
-// WORDS_PER_STEP 2: the same buffer as `info`, two words' info a vec4, so that
-// a pair step loads both at once (one load, and one bounds test, fewer).
-@group(0) @binding(5) var<storage, read> info_pairs: array<vec4<u32>>; // [cols / 32]
+// The same buffer as `info`, two words' info a vec4, so that a pair step
+// (WORDS_PER_STEP 2) loads both at once: one load, and one bounds test, fewer.
+@group(0) @binding(5) var<storage, read> info_pairs: array<vec4<u32>>; // [cols / 32], then the sums
 @group(0) @binding(7) var<storage, read> bias: array<f32>;         // [all rows of the matrix]
 @group(0) @binding(8) var<storage, read_write> y: array<f32>;      // [y_offset + all rows, ...]
 // gemv_ternary_fixed_staged: the input as it is, and its norm weights.
@@ -618,8 +618,8 @@ fn first_team_words(t: TeamRows, lid: u32) -> TeamWords {
 // step's are used: the GEMV waits on memory more than it computes. The loop
 // takes two steps an iteration, the requests alternating between `even` and
 // `odd`, so that no step's words are copied from one set of registers to
-// another (a loop carrying one prefetched step spent about one instruction
-// in ten on such copies on an H200). With WORDS_PER_STEP 2,
+// another (with one prefetched step carried, 28 of the 323 instructions of a
+// 32B pair step were such copies on an H200). With WORDS_PER_STEP 2,
 // team_pair_sums, which loads its own first step.
 fn team_sums(t: TeamRows, lid: u32, first: TeamWords) -> vec4<f32> {
     if (WORDS_PER_STEP == 2u) {

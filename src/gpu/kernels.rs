@@ -66,7 +66,8 @@ const UNCHECKED_INDICES: &[&str] = &["gemm_coop.wgsl"];
 ///   thread that reads the count, before the uniform load.
 ///
 /// The zeroing costs each workgroup stores and a barrier before its first
-/// load: without it an H200 decoded 0.2-0.5 % faster (BENCHMARKS.md, round 28).
+/// load: with it left out of every pipeline an H200 decoded the 32B and 7B
+/// shapes 0.2-0.4 % faster (BENCHMARKS.md, round 28).
 const UNZEROED_WORKGROUP_MEMORY: &[&str] = &["gemv_fixed.wgsl", "attention.wgsl"];
 
 /// What a kernel's source needs prepended.

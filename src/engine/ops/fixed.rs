@@ -413,7 +413,9 @@ impl Ops<'_> {
             let mut bindings = vec![(0, &params), (1, &chunk.weights), (7, bias.unwrap_or(self.dummy)), (8, y.buffer)];
             bindings.extend_from_slice(&input.bindings);
             // Pair steps read the input's info two words at a time, through a
-            // second binding of the same buffer (gemv_fixed.wgsl's info_pairs).
+            // second binding of the same buffer (gemv_fixed.wgsl's info_pairs),
+            // bound wherever `info` is: the entry points that read `info` all
+            // declare it, whatever their WORDS_PER_STEP.
             if let Some(&(_, info)) = input.bindings.iter().find(|(b, _)| *b == 4) {
                 bindings.push((5, info));
             }
