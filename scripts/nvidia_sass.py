@@ -87,10 +87,10 @@ def describe(rows, text):
         target = re.search(r"0x([0-9a-f]+)", operands) if op == "BRA" else None
         if target and int(target.group(1), 16) < address:
             start = int(target.group(1), 16)
-            body = [(op, args) for a, op, args in rows if start <= a <= address]
-            moves = sum(1 for op, args in body if op == "MOV" or (op.startswith("IMAD.MOV")))
-            tests = sum(1 for op, _ in body if op.startswith("ISETP"))
-            dots = sum(1 for op, _ in body if op.startswith("IDP"))
+            body = [op for a, op, _ in rows if start <= a <= address]
+            moves = sum(1 for op in body if op == "MOV" or op.startswith("IMAD.MOV"))
+            tests = sum(1 for op in body if op.startswith("ISETP"))
+            dots = sum(1 for op in body if op.startswith("IDP"))
             loops.append(
                 f"  loop {start:#06x}-{address:#06x}: {len(body)} instructions, "
                 f"{dots} IDP, {moves} moves, {tests} ISETP"
@@ -109,9 +109,10 @@ def main():
         sys.exit("nvdisasm not found: install CUDA's toolkit or `pip install nvidia-cuda-nvdisasm`, or pass --nvdisasm")
     os.makedirs(args.out_dir, exist_ok=True)
     count = 0
-    for count, code in enumerate(compiled_pipelines(args.cache_dir), start=1):
+    for code in compiled_pipelines(args.cache_dir):
         text = disassemble(args.nvdisasm, args.arch, code)
-        name = f"k{count - 1:02d}"
+        name = f"k{count:02d}"
+        count += 1
         with open(os.path.join(args.out_dir, name + ".sass"), "w") as f:
             f.write(text)
         head, *loops = describe(summary(text), text)
