@@ -141,10 +141,21 @@ impl Ops<'_> {
         out: &wgpu::Buffer,
         fixed_out: bool,
     ) -> Result<Vec<Dispatch>, GpuError> {
+        // attention.wgsl indexes its workgroup arrays unchecked (kernels.rs'
+        // UNCHECKED_INDICES): a head's quads fill at most 64 slots.
+        if head_dim == 0 || head_dim > 256 || !head_dim.is_multiple_of(4) {
+            return Err(GpuError::Limits(format!(
+                "attention: head dimension {head_dim} is not supported (a multiple of 4, at most 256)"
+            )));
+        }
         let scale = 1.0 / (head_dim as f32).sqrt();
         let fixed = match (fixed_out, self.fixed_input) {
             (false, _) => None,
-            (true, Some(fixed)) if self.tokens == 1 && head_dim.is_multiple_of(16) => Some(fixed),
+            (true, Some(fixed))
+                if self.tokens == 1 && head_dim.is_multiple_of(16) && (1..=3).contains(&fixed.digits) =>
+            {
+                Some(fixed)
+            }
             _ => return Err(GpuError::Limits("attention: no fixed-point output for this step or head size".into())),
         };
         let splits = attention_splits(heads, ctx_len) as u32;

@@ -339,9 +339,13 @@ impl Ops<'_> {
             (4, fixed.planes),
             (5, fixed.info),
         ];
-        let words = (m.cols / 16) as u32;
+        // fixed_point.wgsl numbers its workgroups along x alone.
+        let workgroups = (m.cols / 16).div_ceil(256) as u32;
+        if workgroups > MAX_WORKGROUPS_PER_DIM {
+            return Err(GpuError::Limits(format!("{}: {} input values are too many to convert", m.name, m.cols)));
+        }
         let label = format!("to fixed point {}", m.name);
-        Ok(Dispatch::new(self.ctx, label, to_fixed, &bindings, grid(words.div_ceil(256))))
+        Ok(Dispatch::new(self.ctx, label, to_fixed, &bindings, [workgroups, 1, 1]))
     }
 
     /// [`Ops::gemv_fixed`] in one dispatch per row chunk, each workgroup
@@ -402,6 +406,19 @@ impl Ops<'_> {
         y: Out<'_>,
     ) -> Result<Vec<Dispatch>, GpuError> {
         let (lanes, words_per_step) = kernel_team(input.kernel, m, self.ctx.caps.cpu_emulated);
+        // gemv_fixed.wgsl indexes its workgroup arrays unchecked (kernels.rs'
+        // UNCHECKED_INDICES), within their sizes for these shapes only.
+        let block = block_rows(lanes);
+        let fits = (1..=3).contains(&input.digits)
+            && match input.kernel {
+                Kernel::GemvTernaryFixedStaged => m.cols <= STAGED_MAX_COLS,
+                Kernel::GemvTernaryFixedFeeding => block.is_multiple_of(16),
+                Kernel::GemvTernaryFixedSwigluFeeding => (block / 2).is_multiple_of(16),
+                _ => true,
+            };
+        if !fits {
+            return Err(GpuError::Limits(format!("{}: no {} for this shape", m.name, input.label)));
+        }
         let mut constants = vec![("LANES", lanes), ("DIGITS", input.digits), ("WORDS_PER_STEP", words_per_step)];
         if builds_for_input_length(input.kernel, m, lanes, words_per_step) {
             constants.push(("COLS", m.cols as u32));
@@ -423,7 +440,7 @@ impl Ops<'_> {
                 bindings.push((2, scales));
             }
             let label = format!("{} {} rows {}..", input.label, m.name, chunk.first_row);
-            let workgroups = (chunk.rows as u32).div_ceil(block_rows(lanes));
+            let workgroups = (chunk.rows as u32).div_ceil(block);
             out.push(Dispatch::new(self.ctx, label, pipeline.clone(), &bindings, grid(workgroups)));
         }
         Ok(out)
@@ -531,6 +548,7 @@ impl Ops<'_> {
             && gate_up.chunks.len() == 1
             && gate_up.rows.is_multiple_of(2)
             && half.is_multiple_of(block_gates as usize)
+            && half / block_gates as usize <= MAX_WORKGROUPS_PER_DIM as usize // one row of workgroups: no overhang
             && block_gates.is_multiple_of(16)
             && down.cols == half
             && self.ctx.caps.limits.max_storage_buffers_per_shader_stage >= 10

@@ -26,7 +26,7 @@ pub use gemm::{
 };
 pub use sample::{sample_scratch_bytes, sample_settings, ARGMAX_SCRATCH_FLOATS, SAMPLE_TOP};
 
-use crate::gpu::kernels::{grid, Dispatch, Kernel, Kernels};
+use crate::gpu::kernels::{grid, Dispatch, Kernel, Kernels, MAX_WORKGROUPS_PER_DIM};
 use crate::gpu::weights::{dtype_code, GpuMatrix, MatrixChunk};
 use crate::gpu::{GemvPath, GpuContext, GpuError};
 use crate::model::Storage;

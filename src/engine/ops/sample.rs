@@ -88,6 +88,9 @@ impl Ops<'_> {
         settings: &wgpu::Buffer,
         token: &wgpu::Buffer,
     ) -> Result<Vec<Dispatch>, GpuError> {
+        if logits.size() < (n * 4) as u64 {
+            return Err(GpuError::Limits(format!("sampling {n} logits needs a buffer of {n} floats")));
+        }
         if candidates.size() < sample_scratch_bytes(n) {
             return Err(GpuError::Limits(format!(
                 "sampling {n} logits needs {} bytes of candidates scratch",
