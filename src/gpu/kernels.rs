@@ -43,16 +43,45 @@ const FIXED_WORD: &str = include_str!("../../shaders/fixed_word.wgsl");
 ///   checks that those buffers hold them, and splits K only where the parts
 ///   fit.
 ///
-/// The checks clamp every index into the tiles, which took about a third of
-/// the tensor-core prefill's time on an H100: without them pp512 went 766 ->
-/// 1,108 t/s (32B), 3,248 -> 4,493 (7B) and about 21,700 -> 26,500 (0.5B).
-const UNCHECKED_INDICES: &[&str] = &["gemm_coop.wgsl"];
+/// - gemv_fixed.wgsl (T = 256 / LANES teams, LANES a power of two from 4 to
+///   256): `partial` [1280] at (team row) * (LANES + 1) + lane, at most
+///   4T(LANES + 1) - 2 = 1278; `block_y` [256] at rows of the workgroup,
+///   4T <= 256 of them, its feeding tail's quads whole (block rows a
+///   multiple of 16, which Ops::fixed_gemv_dispatches checks);
+///   `swiglu_values` [128] at gate rows, block_gates = 512 / LANES <= 128,
+///   whole words of them (a multiple of 16, checked there too);
+///   `staged_planes` [384] at k * 128 + v and `staged_info` [128] at v, k <
+///   DIGITS <= 3 and v < cols / 16 <= 128 (cols at most 2,048, checked
+///   there); `reduce_scratch` [256] at threads and pairs below 256; every
+///   private array and vector at indices below 3 or 4 (DIGITS <= 3, checked
+///   there, ROWS_PER_TEAM 4).
+/// - attention.wgsl (heads of at most 256 values, 64 quads, which
+///   Ops::attention checks): `q_head`, `k_new` and `v_new` [64] at quads of
+///   the head; `weights` [64] at positions within a chunk (SPLIT 32 or
+///   CHUNK 64); `slices` [128] at k * quads + column below
+///   floor(128 / quads) * quads; `dots` [128] at threads, at 4 * position +
+///   part for the 32 positions, and at MERGE_GROUPS (64) + group for fewer
+///   than 64 merge groups; `reduce_scratch` [256] at threads below 128; the
+///   merge's four records and the fixed-point word's arrays at indices
+///   below 4 (DIGITS <= 3, checked there).
+///
+/// Both files' storage accesses stay within their buffers for every dispatch
+/// the engine builds (threads past the end clamp or skip their loads), which
+/// the Vulkan driver checks again with robust buffer access; on other native
+/// backends nothing does.
+///
+/// The checks clamp every index: in gemm_coop.wgsl's tiles they took about a
+/// third of the tensor-core prefill's time on an H100 (without them pp512
+/// went 766 -> 1,108 t/s (32B), 3,248 -> 4,493 (7B) and about 21,700 ->
+/// 26,500 (0.5B)); in the decode kernels' workgroup arrays, 3 % of 0.5B's
+/// decode and 1 % of 7B's on an H200 (BENCHMARKS.md, round 29).
+const UNCHECKED_INDICES: &[&str] = &["gemm_coop.wgsl", "gemv_fixed.wgsl", "attention.wgsl"];
 
 /// Kernel files whose pipelines skip WebGPU's zeroing of workgroup memory,
 /// because every entry point writes each element it reads before reading it:
 /// - gemv_fixed.wgsl: `partial` is written for every team row and lane
-///   (share_sums) before row_sum reads it (its `select` may load a row's
-///   padding slot, and drops it); `block_y` for each row the workgroup
+///   (share_sums) before row_sum reads it (never a row's padding slot:
+///   LANES is a multiple of 4); `block_y` for each row the workgroup
 ///   writes, the only rows its feeding tails read; `swiglu_values` for each
 ///   gate row, whose words are whole (block_gates is a multiple of 16);
 ///   `staged_planes` and `staged_info` for every word below `cols / 16`,
