@@ -92,7 +92,7 @@ override COLS: u32 = 0u; // the input length where the pipeline is built for one
 @group(0) @binding(3) var<storage, read> planes: array<vec4<u32>>; // [DIGITS, cols / 16] (fixed_point.wgsl)
 @group(0) @binding(4) var<storage, read> info: array<vec2<u32>>;   // [cols / 16] scale, sum of A; then sums of squares
 // The same buffer as `info`, two words' info a vec4, so that a pair step
-// (WORDS_PER_STEP 2) loads both at once: one load, and one bounds test, fewer.
+// (WORDS_PER_STEP 2) loads both at once: one load fewer.
 @group(0) @binding(5) var<storage, read> info_pairs: array<vec4<u32>>; // [cols / 32], then the sums
 @group(0) @binding(7) var<storage, read> bias: array<f32>;         // [all rows of the matrix]
 @group(0) @binding(8) var<storage, read_write> y: array<f32>;      // [y_offset + all rows, ...]

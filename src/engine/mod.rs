@@ -262,12 +262,7 @@ impl Engine {
                 plan.ctx, ctx.info.name
             )));
         }
-        if c.head_dim() > 256 || !c.head_dim().is_multiple_of(4) {
-            return Err(GpuError::Limits(format!(
-                "head dimension {} is not supported: the attention kernel needs a multiple of 4, at most 256",
-                c.head_dim()
-            )));
-        }
+        ops::check_attention_head_dim(c.head_dim())?;
         plan.kv_dtype.check_head_dim(c.head_dim())?;
         let partials_bytes = (ops::attention_partial_floats(c.num_attention_heads, c.head_dim(), plan.ctx) * 4) as u64;
         if partials_bytes > max_binding || ((c.vocab_size + ops::ARGMAX_SCRATCH_FLOATS) * 4) as u64 > max_binding {

@@ -34,6 +34,18 @@ pub fn attention_splits(heads: usize, ctx: usize) -> usize {
     ctx.div_ceil(ATTENTION_CHUNK).min(attention_max_splits(heads))
 }
 
+/// Checks that attention.wgsl takes heads of `head_dim` values: quads of
+/// them, at most 64, since it indexes its workgroup arrays of a head's quads
+/// unchecked (kernels.rs' UNCHECKED_INDICES).
+pub fn check_attention_head_dim(head_dim: usize) -> Result<(), GpuError> {
+    if head_dim == 0 || head_dim > 256 || !head_dim.is_multiple_of(4) {
+        return Err(GpuError::Limits(format!(
+            "head dimension {head_dim} is not supported: the attention kernel needs a multiple of 4, at most 256"
+        )));
+    }
+    Ok(())
+}
+
 /// Floats of attention scratch for `heads` heads over `ctx` positions: per split,
 /// head_dim values and (max, sum) padded to a vec4 (attention.wgsl).
 pub fn attention_partial_floats(heads: usize, head_dim: usize, ctx: usize) -> usize {
@@ -141,13 +153,7 @@ impl Ops<'_> {
         out: &wgpu::Buffer,
         fixed_out: bool,
     ) -> Result<Vec<Dispatch>, GpuError> {
-        // attention.wgsl indexes its workgroup arrays unchecked (kernels.rs'
-        // UNCHECKED_INDICES): a head's quads fill at most 64 slots.
-        if head_dim == 0 || head_dim > 256 || !head_dim.is_multiple_of(4) {
-            return Err(GpuError::Limits(format!(
-                "attention: head dimension {head_dim} is not supported (a multiple of 4, at most 256)"
-            )));
-        }
+        check_attention_head_dim(head_dim)?;
         let scale = 1.0 / (head_dim as f32).sqrt();
         let fixed = match (fixed_out, self.fixed_input) {
             (false, _) => None,

@@ -13,8 +13,8 @@ mod gemm;
 mod sample;
 
 pub use attention::{
-    attention_max_splits, attention_partial_floats, attention_splits, KvCache, KvDtype, ATTENTION_CHUNK,
-    ATTENTION_WORKGROUPS,
+    attention_max_splits, attention_partial_floats, attention_splits, check_attention_head_dim, KvCache, KvDtype,
+    ATTENTION_CHUNK, ATTENTION_WORKGROUPS,
 };
 pub use fixed::{
     converts_own_input, fixed_gemv_lanes, fixed_gemv_team, fixed_gemv_wanted, FedInput, Feed, FixedInput,
