@@ -174,11 +174,11 @@ fn bad_command_line_values() {
     // The portable path uses no optional feature, cooperative matrices included.
     tritium_fails(
         &["generate", "--model", m, "--ids", "1", "--max-tokens", "2", "--portable", "--gemm", "coop"],
-        &["--gemm coop needs cooperative matrices", "--portable", "use --gemm float"],
+        &["--gemm coop needs the tensor-core GEMM", "--portable", "use --gemm float"],
     );
     tritium_fails(
         &["generate", "--model", m, "--ids", "1", "--max-tokens", "2", "--portable", "--gemm", "coop-f16"],
-        &["--gemm coop-f16 needs cooperative matrices", "--portable", "use --gemm float"],
+        &["--gemm coop-f16 needs the tensor-core GEMM", "--portable", "use --gemm float"],
     );
     // Fewer input bits exist only in the fixed-point GEMV.
     tritium_fails(

@@ -16,12 +16,17 @@ pub fn run() -> Result<()> {
     for a in adapters {
         println!("{}: {} ({}, {})", a.index, a.name, a.backend, a.device_type);
         println!("   driver       {}", a.driver);
-        println!("   max binding  {}   max buffer {}", human(a.max_binding_bytes), human(a.max_buffer_bytes));
-        println!("   shader-f16   {}   subgroups {}", a.shader_f16, a.subgroups);
         println!(
-            "   tensor-core prefill (--gemm coop) {}",
-            if a.coop_gemm { "yes" } else { "no: no f16 16x16x16 cooperative matrices with f32 accumulation" }
+            "   max binding  {}   max buffer {}   workgroup memory {}",
+            human(a.max_binding_bytes),
+            human(a.max_buffer_bytes),
+            human(a.workgroup_bytes.into())
         );
+        println!("   shader-f16   {}   subgroups {}", a.shader_f16, a.subgroups);
+        match &a.coop_gemm {
+            Ok(()) => println!("   tensor-core prefill (--gemm coop) yes"),
+            Err(lack) => println!("   tensor-core prefill (--gemm coop) no: {lack}"),
+        }
     }
     println!("\nPick one with --adapter INDEX or --adapter NAME.");
     Ok(())

@@ -48,10 +48,13 @@ pub struct AdapterSummary {
     pub driver: String,
     pub max_binding_bytes: u64,
     pub max_buffer_bytes: u64,
+    /// The most workgroup memory a kernel may take, in bytes.
+    pub workgroup_bytes: u32,
     pub shader_f16: bool,
     pub subgroups: bool,
-    /// Whether prefill can run on cooperative matrices ([`coop_gemm_fits`]).
-    pub coop_gemm: bool,
+    /// Whether prefill can run on cooperative matrices, or what the adapter
+    /// lacks for it ([`coop_gemm_lacks`]).
+    pub coop_gemm: Result<(), String>,
 }
 
 /// Which adapter to use.
@@ -120,7 +123,7 @@ impl ActBits {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum GemmPath {
     /// Cooperative matrices (tensor cores) where the adapter has what
-    /// gemm_coop.wgsl needs ([`coop_gemm_fits`]), else the f32 GEMM.
+    /// gemm_coop.wgsl needs ([`coop_gemm_lacks`]), else the f32 GEMM.
     #[default]
     Auto,
     /// The cooperative-matrix GEMM (gemm_coop.wgsl); an error where the adapter lacks it.
@@ -133,10 +136,51 @@ pub enum GemmPath {
     Float,
 }
 
-/// Whether `adapter` runs gemm_coop.wgsl: cooperative matrices of f16 16x16x16
-/// tiles with f32 accumulation, f16 in shaders, and subgroups of exactly 32
-/// invocations (the kernel gives each 32 threads their own tiles).
-pub fn coop_gemm_fits(adapter: &wgpu::Adapter) -> bool {
+/// Workgroup memory gemm_coop.wgsl takes: gemm_ternary_coop's four tiles of
+/// 5,120 f16 and its 2,048 f32 output slots (gemm_ternary_coop_f16 takes
+/// 45,056 bytes). An H200's Vulkan driver offers exactly this much.
+pub const COOP_GEMM_WORKGROUP_BYTES: u32 = 49_152;
+
+/// What an adapter offers of what gemm_coop.wgsl needs.
+#[derive(Debug, Clone, Copy)]
+pub struct CoopOffer {
+    /// Cooperative matrices and f16 in shaders.
+    pub features: bool,
+    /// f16 16x16x16 tiles with f32 accumulation among its cooperative matrices.
+    pub tiles: bool,
+    /// Its smallest and largest subgroup.
+    pub subgroup_sizes: (u32, u32),
+    /// Its most workgroup memory, in bytes.
+    pub workgroup_bytes: u32,
+}
+
+/// What keeps an adapter offering `offer` from running gemm_coop.wgsl, or
+/// `None`: it needs cooperative matrices of f16 16x16x16 tiles with f32
+/// accumulation, f16 in shaders, subgroups of exactly 32 invocations (the
+/// kernel gives each 32 threads their own tiles) and
+/// COOP_GEMM_WORKGROUP_BYTES of workgroup memory.
+pub fn coop_gemm_missing(offer: &CoopOffer) -> Option<String> {
+    if !offer.features {
+        return Some("no cooperative matrices, or no f16 in shaders".into());
+    }
+    if !offer.tiles {
+        return Some("no f16 16x16x16 cooperative matrices with f32 accumulation".into());
+    }
+    if offer.subgroup_sizes != (32, 32) {
+        let (min, max) = offer.subgroup_sizes;
+        return Some(format!("subgroups of {min} to {max} invocations, not exactly 32"));
+    }
+    if offer.workgroup_bytes < COOP_GEMM_WORKGROUP_BYTES {
+        return Some(format!(
+            "{} bytes of workgroup memory, where the kernel takes {COOP_GEMM_WORKGROUP_BYTES}",
+            offer.workgroup_bytes
+        ));
+    }
+    None
+}
+
+/// [`coop_gemm_missing`] for `adapter`.
+pub fn coop_gemm_lacks(adapter: &wgpu::Adapter) -> Option<String> {
     let info = adapter.get_info();
     let needed = wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX | wgpu::Features::SHADER_F16;
     let tiles = adapter.cooperative_matrix_properties().iter().any(|p| {
@@ -144,7 +188,12 @@ pub fn coop_gemm_fits(adapter: &wgpu::Adapter) -> bool {
             && p.ab_type == wgpu::CooperativeScalarType::F16
             && p.cr_type == wgpu::CooperativeScalarType::F32
     });
-    adapter.features().contains(needed) && tiles && info.subgroup_min_size == 32 && info.subgroup_max_size == 32
+    coop_gemm_missing(&CoopOffer {
+        features: adapter.features().contains(needed),
+        tiles,
+        subgroup_sizes: (info.subgroup_min_size, info.subgroup_max_size),
+        workgroup_bytes: adapter.limits().max_compute_workgroup_storage_size,
+    })
 }
 
 /// Options of the device request.
@@ -209,9 +258,10 @@ fn summarize(index: usize, adapter: &wgpu::Adapter) -> AdapterSummary {
         driver: format!("{} {}", info.driver, info.driver_info).trim().to_string(),
         max_binding_bytes: limits.max_storage_buffer_binding_size,
         max_buffer_bytes: limits.max_buffer_size,
+        workgroup_bytes: limits.max_compute_workgroup_storage_size,
         shader_f16: features.contains(wgpu::Features::SHADER_F16),
         subgroups: features.contains(wgpu::Features::SUBGROUP),
-        coop_gemm: coop_gemm_fits(adapter),
+        coop_gemm: coop_gemm_lacks(adapter).map_or(Ok(()), Err),
     }
 }
 
@@ -309,18 +359,21 @@ impl GpuContext {
             GemvPath::Auto if !packed_dot => GemvPath::Float,
             path => path,
         };
-        let coop_fits = !options.portable && coop_gemm_fits(&adapter);
-        let coop_gemm = match options.gemm {
-            GemmPath::Coop | GemmPath::CoopF16 if !coop_fits => {
+        let coop_lacks = if options.portable {
+            Some("the portable path (--portable) uses no optional feature".to_string())
+        } else {
+            coop_gemm_lacks(&adapter)
+        };
+        let coop_fits = coop_lacks.is_none();
+        let coop_gemm = match (options.gemm, coop_lacks) {
+            (GemmPath::Coop | GemmPath::CoopF16, Some(lack)) => {
                 return Err(GpuError::Device(format!(
-                    "--gemm {} needs cooperative matrices (f16 16x16x16 tiles with f32 accumulation) and \
-                     subgroups of 32 invocations, which {}{} lacks; use --gemm float",
+                    "--gemm {} needs the tensor-core GEMM, which {} cannot run ({lack}); use --gemm float",
                     if options.gemm == GemmPath::Coop { "coop" } else { "coop-f16" },
                     info.name,
-                    if options.portable { " on the portable path (--portable)" } else { "" }
                 )))
             }
-            GemmPath::Float => false,
+            (GemmPath::Float, _) => false,
             _ => coop_fits,
         };
         let mut experimental = wgpu::ExperimentalFeatures::disabled();
@@ -328,7 +381,7 @@ impl GpuContext {
             features |= wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX | wgpu::Features::SHADER_F16;
             // SAFETY: the one experimental feature asked for is cooperative
             // matrices, used only by gemm_coop.wgsl, on the tile shape and types
-            // the adapter lists (coop_gemm_fits); its device test checks the
+            // the adapter lists (coop_gemm_lacks); its device test checks the
             // products against the CPU.
             experimental = unsafe { wgpu::ExperimentalFeatures::enabled() };
         }
@@ -453,5 +506,33 @@ impl GpuContext {
         // Browsers keep the adapter's name to themselves.
         let name = if self.info.name.is_empty() { "WebGPU adapter" } else { self.info.name.as_str() };
         format!("{name} ({:?}, {features})", self.info.backend)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What an H200 offers through its Vulkan driver, as its adapter reports it.
+    const H200: CoopOffer =
+        CoopOffer { features: true, tiles: true, subgroup_sizes: (32, 32), workgroup_bytes: 49_152 };
+
+    #[test]
+    fn the_tensor_core_gemm_runs_where_everything_it_needs_is_offered() {
+        assert_eq!(coop_gemm_missing(&H200), None);
+    }
+
+    #[test]
+    fn what_the_tensor_core_gemm_lacks_is_named() {
+        let cases = [
+            (CoopOffer { features: false, ..H200 }, "no cooperative matrices"),
+            (CoopOffer { tiles: false, ..H200 }, "16x16x16"),
+            (CoopOffer { subgroup_sizes: (16, 64), ..H200 }, "subgroups of 16 to 64 invocations"),
+            (CoopOffer { workgroup_bytes: 32_768, ..H200 }, "32768 bytes of workgroup memory"),
+        ];
+        for (offer, lack) in cases {
+            let said = coop_gemm_missing(&offer).expect("a lack");
+            assert!(said.contains(lack), "{offer:?}: {said}");
+        }
     }
 }
