@@ -23,9 +23,9 @@ pub fn run() -> Result<()> {
             human(a.workgroup_bytes.into())
         );
         println!("   shader-f16   {}   subgroups {}", a.shader_f16, a.subgroups);
-        match &a.coop_gemm {
-            Ok(()) => println!("   tensor-core prefill (--gemm coop) yes"),
-            Err(lack) => println!("   tensor-core prefill (--gemm coop) no: {lack}"),
+        match &a.coop_gemm_lack {
+            None => println!("   tensor-core prefill (--gemm coop) yes"),
+            Some(lack) => println!("   tensor-core prefill (--gemm coop) no: {lack}"),
         }
     }
     println!("\nPick one with --adapter INDEX or --adapter NAME.");

@@ -52,9 +52,9 @@ pub struct AdapterSummary {
     pub workgroup_bytes: u32,
     pub shader_f16: bool,
     pub subgroups: bool,
-    /// Whether prefill can run on cooperative matrices, or what the adapter
-    /// lacks for it ([`coop_gemm_lacks`]).
-    pub coop_gemm: Result<(), String>,
+    /// What the adapter lacks for prefill on cooperative matrices, or `None`
+    /// where it can ([`CoopOffer::lack`]).
+    pub coop_gemm_lack: Option<String>,
 }
 
 /// Which adapter to use.
@@ -123,7 +123,7 @@ impl ActBits {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum GemmPath {
     /// Cooperative matrices (tensor cores) where the adapter has what
-    /// gemm_coop.wgsl needs ([`coop_gemm_lacks`]), else the f32 GEMM.
+    /// gemm_coop.wgsl needs ([`CoopOffer::lack`]), else the f32 GEMM.
     #[default]
     Auto,
     /// The cooperative-matrix GEMM (gemm_coop.wgsl); an error where the adapter lacks it.
@@ -154,46 +154,48 @@ pub struct CoopOffer {
     pub workgroup_bytes: u32,
 }
 
-/// What keeps an adapter offering `offer` from running gemm_coop.wgsl, or
-/// `None`: it needs cooperative matrices of f16 16x16x16 tiles with f32
-/// accumulation, f16 in shaders, subgroups of exactly 32 invocations (the
-/// kernel gives each 32 threads their own tiles) and
-/// COOP_GEMM_WORKGROUP_BYTES of workgroup memory.
-pub fn coop_gemm_missing(offer: &CoopOffer) -> Option<String> {
-    if !offer.features {
-        return Some("no cooperative matrices, or no f16 in shaders".into());
+impl CoopOffer {
+    /// What `adapter` offers.
+    pub fn of(adapter: &wgpu::Adapter) -> Self {
+        let info = adapter.get_info();
+        let needed = wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX | wgpu::Features::SHADER_F16;
+        let tiles = adapter.cooperative_matrix_properties().iter().any(|p| {
+            (p.m_size, p.n_size, p.k_size) == (16, 16, 16)
+                && p.ab_type == wgpu::CooperativeScalarType::F16
+                && p.cr_type == wgpu::CooperativeScalarType::F32
+        });
+        CoopOffer {
+            features: adapter.features().contains(needed),
+            tiles,
+            subgroup_sizes: (info.subgroup_min_size, info.subgroup_max_size),
+            workgroup_bytes: adapter.limits().max_compute_workgroup_storage_size,
+        }
     }
-    if !offer.tiles {
-        return Some("no f16 16x16x16 cooperative matrices with f32 accumulation".into());
-    }
-    if offer.subgroup_sizes != (32, 32) {
-        let (min, max) = offer.subgroup_sizes;
-        return Some(format!("subgroups of {min} to {max} invocations, not exactly 32"));
-    }
-    if offer.workgroup_bytes < COOP_GEMM_WORKGROUP_BYTES {
-        return Some(format!(
-            "{} bytes of workgroup memory, where the kernel takes {COOP_GEMM_WORKGROUP_BYTES}",
-            offer.workgroup_bytes
-        ));
-    }
-    None
-}
 
-/// [`coop_gemm_missing`] for `adapter`.
-pub fn coop_gemm_lacks(adapter: &wgpu::Adapter) -> Option<String> {
-    let info = adapter.get_info();
-    let needed = wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX | wgpu::Features::SHADER_F16;
-    let tiles = adapter.cooperative_matrix_properties().iter().any(|p| {
-        (p.m_size, p.n_size, p.k_size) == (16, 16, 16)
-            && p.ab_type == wgpu::CooperativeScalarType::F16
-            && p.cr_type == wgpu::CooperativeScalarType::F32
-    });
-    coop_gemm_missing(&CoopOffer {
-        features: adapter.features().contains(needed),
-        tiles,
-        subgroup_sizes: (info.subgroup_min_size, info.subgroup_max_size),
-        workgroup_bytes: adapter.limits().max_compute_workgroup_storage_size,
-    })
+    /// What keeps this offer from running gemm_coop.wgsl, or `None`: it needs
+    /// cooperative matrices of f16 16x16x16 tiles with f32 accumulation, f16
+    /// in shaders, subgroups of exactly 32 invocations (the kernel gives each
+    /// 32 threads their own tiles) and COOP_GEMM_WORKGROUP_BYTES of workgroup
+    /// memory.
+    pub fn lack(&self) -> Option<String> {
+        if !self.features {
+            return Some("no cooperative matrices, or no f16 in shaders".into());
+        }
+        if !self.tiles {
+            return Some("no f16 16x16x16 cooperative matrices with f32 accumulation".into());
+        }
+        if self.subgroup_sizes != (32, 32) {
+            let (min, max) = self.subgroup_sizes;
+            return Some(format!("subgroups of {min} to {max} invocations, not exactly 32"));
+        }
+        if self.workgroup_bytes < COOP_GEMM_WORKGROUP_BYTES {
+            return Some(format!(
+                "{} bytes of workgroup memory, where the kernel takes {COOP_GEMM_WORKGROUP_BYTES}",
+                self.workgroup_bytes
+            ));
+        }
+        None
+    }
 }
 
 /// Options of the device request.
@@ -261,7 +263,7 @@ fn summarize(index: usize, adapter: &wgpu::Adapter) -> AdapterSummary {
         workgroup_bytes: limits.max_compute_workgroup_storage_size,
         shader_f16: features.contains(wgpu::Features::SHADER_F16),
         subgroups: features.contains(wgpu::Features::SUBGROUP),
-        coop_gemm: coop_gemm_lacks(adapter).map_or(Ok(()), Err),
+        coop_gemm_lack: CoopOffer::of(adapter).lack(),
     }
 }
 
@@ -359,13 +361,12 @@ impl GpuContext {
             GemvPath::Auto if !packed_dot => GemvPath::Float,
             path => path,
         };
-        let coop_lacks = if options.portable {
+        let coop_lack = if options.portable {
             Some("the portable path (--portable) uses no optional feature".to_string())
         } else {
-            coop_gemm_lacks(&adapter)
+            CoopOffer::of(&adapter).lack()
         };
-        let coop_fits = coop_lacks.is_none();
-        let coop_gemm = match (options.gemm, coop_lacks) {
+        let coop_gemm = match (options.gemm, coop_lack) {
             (GemmPath::Coop | GemmPath::CoopF16, Some(lack)) => {
                 return Err(GpuError::Device(format!(
                     "--gemm {} needs the tensor-core GEMM, which {} cannot run ({lack}); use --gemm float",
@@ -374,14 +375,14 @@ impl GpuContext {
                 )))
             }
             (GemmPath::Float, _) => false,
-            _ => coop_fits,
+            (_, lack) => lack.is_none(),
         };
         let mut experimental = wgpu::ExperimentalFeatures::disabled();
         if coop_gemm {
             features |= wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX | wgpu::Features::SHADER_F16;
             // SAFETY: the one experimental feature asked for is cooperative
             // matrices, used only by gemm_coop.wgsl, on the tile shape and types
-            // the adapter lists (coop_gemm_lacks); its device test checks the
+            // the adapter lists (CoopOffer); its device test checks the
             // products against the CPU.
             experimental = unsafe { wgpu::ExperimentalFeatures::enabled() };
         }
@@ -519,7 +520,7 @@ mod tests {
 
     #[test]
     fn the_tensor_core_gemm_runs_where_everything_it_needs_is_offered() {
-        assert_eq!(coop_gemm_missing(&H200), None);
+        assert_eq!(H200.lack(), None);
     }
 
     #[test]
@@ -531,7 +532,7 @@ mod tests {
             (CoopOffer { workgroup_bytes: 32_768, ..H200 }, "32768 bytes of workgroup memory"),
         ];
         for (offer, lack) in cases {
-            let said = coop_gemm_missing(&offer).expect("a lack");
+            let said = offer.lack().expect("a lack");
             assert!(said.contains(lack), "{offer:?}: {said}");
         }
     }
